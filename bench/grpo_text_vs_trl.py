@@ -1,0 +1,401 @@
+"""Same GRPO run through mmalign's `Trainer` and TRL's `GRPOTrainer`: step time and peak memory, as mmalign/TRL.
+
+What is held equal (see bench/README.md for the numbers):
+
+- model: a random-init Qwen2 built from `Qwen2Config` with the same seed in both processes (the script prints a
+  weight checksum per run so this can be checked); fp32 by default, `--dtype bf16` casts the weights for both.
+- tokenizer: one in-memory word-level tokenizer, no chat template; prompts are plain strings (TRL then tokenises
+  them as text and applies no template; mmalign gets `chat_template=False`).
+- full-length completions: the tokenizer's EOS id is `vocab_size`, one past the model's last logit, so the model
+  can never sample EOS and both systems generate exactly `--max-new` tokens for every completion. No logits
+  processor or hook is needed, so neither system pays for one.
+- GRPO: `--prompts` prompts x `--generations` (G) completions per step, beta=0 (no reference model),
+  num_iterations=1 / epochs=1, one optimizer step per generation batch (TRL: per_device_train_batch_size = the
+  whole generation batch, gradient_accumulation_steps=1; mmalign: minibatches=1), token-mean loss (TRL "dapo"),
+  group-std advantage scaling, clip 0.2, AdamW at the same constant lr, grad clip 1.0, temperature 1, no top-k /
+  top-p, no gradient checkpointing.
+- reward: `mmalign.rewards.BleuReward` (add-one smoothing) against each row's references, wrapped for TRL's
+  `f(prompts, completions, **kwargs)` signature.
+
+Timing: `--warmup` untimed steps, then `--steps` timed steps, per run. mmalign: `Trainer.step(k)` returns
+time_sample (generation) and time_step; TRL: a callback takes on_step_begin -> on_step_end (generation, scoring,
+forward/backward, optimizer; TRL's per-step logging runs after on_step_end and is not counted) and a wrapper
+around `GRPOTrainer._generate` times generation (tokenise, `generate`, decode). "rest" = step - generation
+(scoring, advantages, forward/backward, optimizer step) in both.
+
+Memory: each run is its own subprocess. CPU: peak RSS (ru_maxrss) minus the RSS after imports and model build.
+GPU: torch.cuda.max_memory_allocated minus the allocation after model build (absolute peak also reported).
+
+Runs alternate (mmalign, TRL, TRL, mmalign, ...) over `--rounds` rounds; the table shows medians over all
+timed steps of all rounds, and the median peak over rounds.
+
+    python bench/grpo_text_vs_trl.py                          # CPU, tiny preset (~3 min on 2 cores)
+    python bench/grpo_text_vs_trl.py --device cuda --shape 0.5b --dtype bf16   # beside the shared GPU baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SHAPES = {
+    # hidden, layers, heads, kv heads, intermediate, vocab
+    "tiny": dict(hidden=256, layers=4, heads=4, kv_heads=2, intermediate=512, vocab=1024),
+    "0.5b": dict(hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864, vocab=151936),
+}
+RUN_DEFAULTS = {
+    "tiny": dict(prompts=4, generations=8, max_new=64, prompt_len=16, warmup=2, steps=5, rounds=2),
+    "0.5b": dict(prompts=2, generations=8, max_new=256, prompt_len=48, warmup=2, steps=4, rounds=1),
+}
+WORDS = ("the a cat dog sat ran on to mat park red blue big small and is describe tell me about sea poem number "
+         "write short long story of in with over under river tree bird sun moon night day green old new").split()
+REFERENCES = ["the cat sat on the mat", "the dog ran to the park", "a red bird sat in the old tree",
+              "the sun is over the sea", "write a short poem about the moon", "the big dog is in the river"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# shared set-up (identical in both worker processes)
+
+
+def build_tokenizer(vocab_size: int):
+    """Word-level tokenizer: pad 0, bos 1, unk 2, words, filler words up to `vocab_size`, then EOS = vocab_size.
+
+    The model's vocabulary is `vocab_size`, so EOS lies outside it: it is never sampled (full-length completions).
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "<unk>": 2}
+    for w in WORDS:
+        vocab.setdefault(w, len(vocab))
+    for i in range(len(vocab), vocab_size):
+        vocab[f"w{i}"] = i
+    vocab["</s>"] = vocab_size
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    out = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", bos_token="<s>",
+                                  unk_token="<unk>", model_max_length=100_000)
+    out.chat_template = None
+    return out
+
+
+def build_rows(n: int, prompt_len: int) -> list[dict]:
+    """n rows with prompts of exactly `prompt_len` words (no padding differences) and one reference each."""
+    rows = []
+    for i in range(n):
+        words = [WORDS[(7 * i + 3 * j) % len(WORDS)] for j in range(prompt_len)]
+        rows.append({"prompt": " ".join(words), "references": [REFERENCES[i % len(REFERENCES)]]})
+    return rows
+
+
+def build_model(a):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.intermediate,
+                      num_hidden_layers=a.layers, num_attention_heads=a.heads, num_key_value_heads=a.kv_heads,
+                      max_position_embeddings=4096, tie_word_embeddings=True, pad_token_id=0, bos_token_id=1,
+                      eos_token_id=a.vocab)
+    torch.manual_seed(a.seed)
+    model = Qwen2ForCausalLM(cfg)  # built on the CPU so both processes get bit-identical weights
+    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    model = model.to(a.device, dtype)
+    model.generation_config.eos_token_id = a.vocab
+    with torch.no_grad():
+        checksum = float(sum(p.double().sum() for p in model.parameters()))
+    return model, checksum
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def mem_baseline(a) -> dict:
+    if a.device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return {"base": torch.cuda.memory_allocated() / 2**20}
+    return {"base": rss_mb()}
+
+
+def mem_peak(a, base: dict) -> dict:
+    if a.device.startswith("cuda"):
+        import torch
+
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        return {"mem_kind": "cuda max_memory_allocated", "mem_base_mb": base["base"], "mem_peak_abs_mb": peak,
+                "mem_peak_mb": peak - base["base"]}
+    peak = maxrss_mb()
+    return {"mem_kind": "peak RSS", "mem_base_mb": base["base"], "mem_peak_abs_mb": peak,
+            "mem_peak_mb": peak - base["base"]}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# workers
+
+
+def run_mmalign(a) -> dict:
+    from types import SimpleNamespace
+
+    import torch
+
+    from mmalign.algorithms.grpo import GRPOConfig
+    from mmalign.rewards import BleuReward
+    from mmalign.run_config import RunConfig, TrainerConfig
+    from mmalign.text import CausalLMPolicy
+    from mmalign.trainer import Trainer
+
+    tok = build_tokenizer(a.vocab)
+    rows = build_rows(a.prompts, a.prompt_len)
+    model, checksum = build_model(a)
+    base = mem_baseline(a)
+
+    policy = CausalLMPolicy(model, tok, max_new_tokens=a.max_new, temperature=1.0, chat_template=False,
+                            reference="none", max_prompt_length=100_000)
+    task = SimpleNamespace(policy=policy, rewards=[("bleu", BleuReward(), 1.0)], train_contexts=rows,
+                           eval_contexts=rows[:1])
+    cfg = RunConfig(
+        task="text",
+        trainer=TrainerConfig(name="bench", output_dir=tempfile.mkdtemp(), seed=a.seed, steps=a.warmup + a.steps,
+                              contexts_per_step=a.prompts, num_samples=a.generations, epochs=1, minibatches=1,
+                              lr=a.lr, lr_schedule="constant", max_grad_norm=1.0,
+                              mixed_precision="bf16" if a.dtype == "bf16" else "no",
+                              cpu=not a.device.startswith("cuda"), save_every=0),
+        algorithm="grpo",
+        grpo=GRPOConfig(beta=0.0, clip_low=0.2, clip_high=0.2, loss_agg="token-mean", scale_rewards="group"),
+    )
+    trainer = Trainer(cfg, task=task)
+    gen_cpu: list[float] = []
+    orig_sample = policy.sample
+
+    def timed_sample(*args_, **kwargs):  # process CPU time of generation (wall time comes from time_sample)
+        c = time.process_time()
+        out = orig_sample(*args_, **kwargs)
+        gen_cpu.append(time.process_time() - c)
+        return out
+
+    policy.sample = timed_sample
+    steps = []
+    for k in range(a.warmup + a.steps):
+        sync(a.device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        m = trainer.step(k)
+        sync(a.device)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        steps.append({"step": wall, "gen": m["time_sample"], "rest": wall - m["time_sample"],
+                      "step_cpu": cpu, "gen_cpu": gen_cpu[-1], "rest_cpu": cpu - gen_cpu[-1],
+                      "train": m["time_train"], "len": m["steps_len"], "reward": m["reward"], "loss": m["loss"]})
+    return {"checksum": checksum, "steps": steps, **mem_peak(a, base)}
+
+
+def run_trl(a) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from mmalign.rewards import BleuReward
+
+    tok = build_tokenizer(a.vocab)
+    rows = build_rows(a.prompts, a.prompt_len)
+    model, checksum = build_model(a)
+    base = mem_baseline(a)
+
+    bleu = BleuReward()
+
+    def bleu_reward(prompts, completions, references, **kwargs):
+        return bleu([{"references": r} for r in references], completions)
+
+    n_steps = a.warmup + a.steps
+    ds = Dataset.from_list(rows * n_steps)
+    bs = a.prompts * a.generations
+    args = GRPOConfig(
+        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=bs, gradient_accumulation_steps=1,
+        num_generations=a.generations, max_completion_length=a.max_new, max_steps=n_steps, num_iterations=1,
+        beta=0.0, epsilon=0.2, loss_type="dapo", scale_rewards="group", temperature=1.0, top_k=0, top_p=1.0,
+        learning_rate=a.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
+        adam_beta1=0.9, adam_beta2=0.999, optim="adamw_torch",
+        bf16=a.dtype == "bf16", fp16=False, use_cpu=not a.device.startswith("cuda"), gradient_checkpointing=False,
+        logging_steps=1, report_to=[], save_strategy="no", disable_tqdm=True, seed=a.seed,
+        dataloader_num_workers=0, log_completions=False, mask_truncated_completions=False,
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=bleu_reward, args=args, train_dataset=ds, processing_class=tok)
+
+    gen_times: list[tuple[float, float]] = []
+    orig_generate = trainer._generate
+
+    def timed_generate(*args_, **kwargs):
+        sync(a.device)
+        t, c = time.perf_counter(), time.process_time()
+        out = orig_generate(*args_, **kwargs)
+        sync(a.device)
+        gen_times.append((time.perf_counter() - t, time.process_time() - c))
+        return out
+
+    trainer._generate = timed_generate
+    marks: list[tuple[float, float]] = []  # (wall, process CPU) per optimizer step
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            sync(a.device)
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
+
+        def on_step_end(self, args, state, control, **kw):
+            sync(a.device)
+            marks.append((time.perf_counter() - self.t0, time.process_time() - self.c0))
+
+    trainer.add_callback(Timer())
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    if len(marks) != n_steps or len(gen_times) != n_steps:
+        raise RuntimeError(f"TRL ran {len(marks)} steps and {len(gen_times)} generations, expected {n_steps} each.")
+    steps = []
+    for i, ((wall, cpu), (g, g_cpu)) in enumerate(zip(marks, gen_times)):
+        log = logs[i] if i < len(logs) else {}
+        steps.append({"step": wall, "gen": g, "rest": wall - g, "step_cpu": cpu, "gen_cpu": g_cpu,
+                      "rest_cpu": cpu - g_cpu, "trl_step_time": log.get("step_time"),
+                      "len": log.get("completions/mean_length"), "reward": log.get("reward"), "loss": log.get("loss")})
+    return {"checksum": checksum, "steps": steps, **mem_peak(a, base)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# driver
+
+
+def worker_main(a) -> None:
+    import torch
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    result = (run_mmalign if a.worker == "mmalign" else run_trl)(a)
+    result.update(system=a.worker, torch_threads=torch.get_num_threads())
+    with open(a.result, "w") as f:
+        json.dump(result, f)
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def spawn(a, system: str, argv: list[str]) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        path = f.name
+    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--worker", system, "--result", path]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
+        raise SystemExit(f"{system} worker failed (rc {proc.returncode})")
+    with open(path) as f:
+        out = json.load(f)
+    os.unlink(path)
+    out["process_s"] = time.perf_counter() - t
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="weights (and TRL bf16 / mmalign "
+                   "mixed_precision) for both systems")
+    p.add_argument("--shape", default="tiny", choices=sorted(SHAPES), help="model shape preset")
+    for k in ("hidden", "layers", "heads", "kv_heads", "intermediate", "vocab"):
+        p.add_argument(f"--{k.replace('_', '-')}", type=int, help=f"override the preset's {k}")
+    for k in ("prompts", "generations", "max_new", "prompt_len", "warmup", "steps", "rounds"):
+        p.add_argument(f"--{k.replace('_', '-')}", type=int, help=f"override the preset's {k}")
+    p.add_argument("--lr", type=float, default=1e-6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0 = torch's default)")
+    p.add_argument("--systems", default="mmalign,trl", help="comma list of systems to run")
+    p.add_argument("--json", default="", help="write all raw per-step results here")
+    p.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    p.add_argument("--result", default="", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    for k, v in {**SHAPES[a.shape], **RUN_DEFAULTS[a.shape]}.items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+
+    if a.worker:
+        worker_main(a)
+        return
+
+    argv = [x for x in sys.argv[1:]]
+    systems = a.systems.split(",")
+    print(f"shape={a.shape} hidden={a.hidden} layers={a.layers} heads={a.heads}/{a.kv_heads} "
+          f"inter={a.intermediate} vocab={a.vocab} | {a.prompts} prompts x {a.generations} gens x {a.max_new} tokens, "
+          f"prompt {a.prompt_len} tokens | {a.warmup} warm-up + {a.steps} timed steps x {a.rounds} rounds | "
+          f"{a.device} {a.dtype}", flush=True)
+    runs: dict[str, list[dict]] = {s: [] for s in systems}
+    for r in range(a.rounds):
+        order = systems if r % 2 == 0 else systems[::-1]
+        for s in order:
+            out = spawn(a, s, argv)
+            runs[s].append(out)
+            timed = out["steps"][a.warmup:]
+            print(f"round {r} {s:8s} step {median([x['step'] for x in timed]):.3f}s "
+                  f"(cpu {median([x['step_cpu'] for x in timed]):.3f}s) "
+                  f"gen {median([x['gen'] for x in timed]):.3f}s peak +{out['mem_peak_mb']:.0f} MB "
+                  f"(len {median([x['len'] for x in timed]):.0f}, checksum {out['checksum']:.6f}, "
+                  f"process {out['process_s']:.0f}s)", flush=True)
+
+    sums = {}
+    for s, outs in runs.items():
+        timed = [x for o in outs for x in o["steps"][a.warmup:]]
+        sums[s] = {k: median([x[k] for x in timed]) for k in ("step", "gen", "rest", "step_cpu", "gen_cpu", "rest_cpu")}
+        sums[s]["mem"] = median([o["mem_peak_mb"] for o in outs])
+        sums[s]["n"] = len(timed)
+        sums[s]["first"] = median([o["steps"][0]["step"] for o in outs])
+    if len({round(o["checksum"], 4) for outs in runs.values() for o in outs}) != 1:
+        print("WARNING: weight checksums differ between runs", flush=True)
+
+    kind = next(iter(runs.values()))[0]["mem_kind"]
+    print(f"\nmedians over timed steps ({kind} minus after model build)")
+    print(f"| {'metric':32s} | " + " | ".join(f"{s:>9s}" for s in systems) + " | mmalign/TRL |")
+    print("|" + "-" * 34 + "|" + "|".join("-" * 11 for _ in systems) + "|-------------|")
+    for key, label, unit in (("step", "step time", "s"), ("gen", "generation", "s"),
+                             ("rest", "score + update (step - gen)", "s"), ("step_cpu", "step, process CPU time", "s"),
+                             ("gen_cpu", "generation, CPU time", "s"), ("rest_cpu", "score + update, CPU time", "s"),
+                             ("first", "first step (cold)", "s"),
+                             ("mem", "peak memory", "MB")):
+        vals = [sums[s][key] for s in systems]
+        ratio = f"{sums['mmalign'][key] / sums['trl'][key]:.2f}x" if {"mmalign", "trl"} <= set(sums) else "-"
+        cells = " | ".join(f"{v:9.3f}" if unit == "s" else f"{v:9.0f}" for v in vals)
+        print(f"| {label + ' (' + unit + ')':32s} | {cells} | {ratio:>11s} |")
+    if {"mmalign", "trl"} <= set(sums):
+        r_step = sums["mmalign"]["step"] / sums["trl"]["step"]
+        r_mem = sums["mmalign"]["mem"] / sums["trl"]["mem"]
+        print(f"\ngoal: step <= 0.70x TRL -> {r_step:.2f}x {'MET' if r_step <= 0.7 else 'NOT MET'}; "
+              f"memory <= 1.00x TRL -> {r_mem:.2f}x {'MET' if r_mem <= 1.0 else 'NOT MET'}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"args": vars(a), "summary": sums, "runs": runs}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

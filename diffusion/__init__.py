@@ -1,0 +1,1 @@
+"""mmalign.diffusion: see DESIGN.md."""

@@ -1,0 +1,343 @@
+"""Text-to-image diffusion on the adapter contract: a denoising-step `Policy` over diffusers models.
+
+A step is one denoising step x_t -> x_{t-1}; its log-prob is the Gaussian density of the sampled x_{t-1} given
+x_t under the current weights, averaged over latent elements by default (`reduce="mean"`, DDPO / Flow-GRPO; use
+clip ranges around 1e-4) or summed (`reduce="sum"`). Two step families, picked from the scheduler's class:
+"ddim" (DDIMScheduler, eta > 0; UNet2DConditionModel pipelines, DDPO) and "flow" (FlowMatchEulerDiscreteScheduler
+turned into an SDE; SD3/FLUX-style transformers, Flow-GRPO). Both are stateless functions in `steps.py`, used
+for sampling and re-scoring alike; the scheduler object is only read once for its schedule.
+
+Classifier-free guidance (Ho & Salimans 2022, Eq. 6) runs inside the step, model outputs are cast to fp32 before
+the step arithmetic, the denoiser always runs in eval mode. `Rollout.state` holds the latent chain (B, T+1, ...),
+the schedule index of each step (B, T) and the prompt embeddings; `Rollout.mask` marks the steps that train.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mmalign.diffusion.dpo import denoising_logprobs, rollout_from
+from mmalign.diffusion.models import Components
+from mmalign.diffusion.schedule import B2Schedule, timestep_mask
+from mmalign.diffusion.steps import REDUCTIONS, StepOutput, ddim_step, euler_step, flow_sde_step
+from mmalign.rollout import Rollout
+
+
+def prompt_of(context) -> str:
+    """The prompt of a context: a str or a dict row with a "prompt" key."""
+    if isinstance(context, str):
+        return context
+    if isinstance(context, dict) and "prompt" in context:
+        return context["prompt"]
+    raise ValueError(f"a diffusion context must be a str or a dict with 'prompt', got {type(context).__name__}.")
+
+
+def to_images(x: Tensor) -> list[np.ndarray]:
+    """(B, 3, H, W) in [-1, 1] -> B uint8 RGB arrays (H, W, 3)."""
+    arr = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return list(arr)
+
+
+class DiffusionPolicy(nn.Module):
+    """A diffusers denoiser + frozen text encoder (+ frozen VAE) as an mmalign `Policy`.
+
+    Args:
+        comp: the model's components (`models.load_components` / `models.tiny_components`).
+        num_steps: denoising steps T of a rollout.
+        guidance_scale: CFG scale; 1 disables CFG (one forward per step).
+        eta: DDIM stochasticity (> 0), "ddim" family.
+        noise_level: SDE noise scale a (> 0), "flow" family.
+        reduce: per-step log-prob reduction over latent elements: "mean" or "sum".
+        resolution: sample height = width in pixels (latent size = resolution / VAE factor); 0 = model's size.
+        max_text_length: prompts are padded / truncated to this many tokens (fixed, so embeddings never depend
+            on the batch).
+        reference: "lora" (adapters disabled), "copy" (frozen copy made now) or "none".
+        timestep_fraction: train a random subset of this fraction of each sample's trained steps (DDPO).
+        train_start: first trained step index; steps before it are sampled but masked out.
+        detach_uncond: stop gradients through the unconditional CFG branch (Flow-GRPO).
+    """
+
+    def __init__(self, comp: Components, num_steps: int = 20, guidance_scale: float = 1.0, eta: float = 1.0,
+                 noise_level: float = 0.7, reduce: str = "mean", resolution: int = 0, max_text_length: int = 16,
+                 reference: str = "none", timestep_fraction: float = 1.0, train_start: int = 0,
+                 detach_uncond: bool = False):
+        super().__init__()
+        if reduce not in REDUCTIONS:
+            raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}.")
+        self.family = "flow" if "FlowMatch" in type(comp.scheduler).__name__ else "ddim"
+        if (self.family == "ddim" and eta <= 0) or (self.family == "flow" and noise_level <= 0):
+            raise ValueError("RL over denoising steps needs stochastic steps: eta > 0 (DDIM) or noise_level > 0 "
+                             "(flow); deterministic sampling is available through `generate(..., deterministic=True)`.")
+        if reference == "lora" and not getattr(comp.denoiser, "_hf_peft_config_loaded", False):
+            raise ValueError("reference='lora' needs LoRA on the denoiser (`add_lora`) or use reference='copy'.")
+        self.denoiser = comp.denoiser.eval()
+        self.text_encoder = comp.text_encoder.eval().requires_grad_(False)
+        self.vae = None if comp.vae is None else comp.vae.eval().requires_grad_(False)
+        self.tokenizer, self.scheduler_config = comp.tokenizer, dict(comp.scheduler.config)
+        self.num_steps, self.guidance_scale, self.eta, self.noise_level = num_steps, guidance_scale, eta, noise_level
+        self.reduce, self.max_text_length, self.reference = reduce, max_text_length, reference
+        self.timestep_fraction, self.train_start, self.detach_uncond = timestep_fraction, train_start, detach_uncond
+        self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
+        self.ref_denoiser = copy.deepcopy(self.denoiser).requires_grad_(False) if reference == "copy" else None
+        self._use_ref = False
+        self.net_calls = 0  # rows through the denoiser (x2 with CFG): what branching saves
+        self._set_schedule(comp.scheduler)
+        cfg = self.denoiser.config
+        self.channels = cfg.in_channels
+        factor = 2 ** (len(comp.vae.config.block_out_channels) - 1) if comp.vae is not None else 1
+        self.latent_size = resolution // factor if resolution else cfg.sample_size
+        self._uncond: Tensor | None = None
+        self.b2: B2Schedule | None = None  # set to sample with B2-DiffuRL branching
+        self.iteration = 0
+        self.reward_stats = None  # per-prompt reward history (DDPO / B2 advantages)
+
+    # --- schedule ------------------------------------------------------------------------------------------
+    def _set_schedule(self, scheduler) -> None:
+        """Read the T-step schedule from a copy of the scheduler (its `set_timesteps` mutates it)."""
+        s = copy.deepcopy(scheduler)
+        s.set_timesteps(self.num_steps)
+        self.register_buffer("timesteps", s.timesteps.float().clone(), persistent=False)  # (T,) net input
+        if self.family == "flow":
+            self.register_buffer("sigmas", s.sigmas.float().clone(), persistent=False)  # (T+1,)
+            return
+        ac = s.alphas_cumprod.float()
+        self.register_buffer("alphas_cumprod", ac.clone(), persistent=False)
+        t = s.timesteps.long()
+        prev = t - s.config.num_train_timesteps // self.num_steps
+        final = torch.as_tensor(float(s.final_alpha_cumprod))
+        self.register_buffer("alpha_t", ac[t].clone(), persistent=False)
+        self.register_buffer("alpha_prev", torch.where(prev >= 0, ac[prev.clamp(min=0)], final), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.parameters()).device
+
+    # --- text ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Prompt embeddings (B, L, D) and pooled embeddings (B, D) from the frozen text encoder."""
+        enc = self.tokenizer(list(prompts), padding="max_length", max_length=self.max_text_length, truncation=True,
+                             return_tensors="pt")
+        out = self.text_encoder(input_ids=enc["input_ids"].to(self.device), output_hidden_states=False)
+        return out.last_hidden_state, out.pooler_output if out.pooler_output is not None else out[0].mean(1)
+
+    def uncond(self) -> tuple[Tensor, Tensor]:
+        """Embeddings of the empty prompt, (1, L, D) and (1, D), cached."""
+        if self._uncond is None or self._uncond[0].device != self.device:
+            self._uncond = self.encode([""])
+        return self._uncond
+
+    # --- one step ------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def reference_mode(self):
+        """Run the denoiser as the reference: LoRA adapters disabled, or the frozen copy."""
+        if self.reference == "lora":
+            self.denoiser.disable_adapters()
+            try:
+                yield
+            finally:
+                self.denoiser.enable_adapters()
+        elif self.reference == "copy":
+            self._use_ref = True
+            try:
+                yield
+            finally:
+                self._use_ref = False
+        else:
+            raise ValueError("a KL term (or RLG) needs a reference: set reference to 'lora' (with LoRA) or 'copy'.")
+
+    def _net(self, x: Tensor, k: Tensor, emb: Tensor, pooled: Tensor) -> Tensor:
+        return self.net_at(x, self.timesteps[k], emb, pooled)
+
+    def net_at(self, x: Tensor, t: Tensor, emb: Tensor, pooled: Tensor) -> Tensor:
+        """Unguided denoiser output in fp32 at model timesteps t (B,) (UNet or SD3-style transformer call)."""
+        net = self.ref_denoiser if self._use_ref else self.denoiser
+        self.net_calls += x.shape[0]
+        dtype = next(net.parameters()).dtype
+        if "pooled_projections" in inspect.signature(net.forward).parameters:  # SD3 / FLUX-style transformer
+            out = net(hidden_states=x.to(dtype), timestep=t, encoder_hidden_states=emb.to(dtype),
+                      pooled_projections=pooled.to(dtype)).sample
+        else:
+            out = net(x.to(dtype), t, encoder_hidden_states=emb.to(dtype)).sample
+        return out.float()
+
+    def predict(self, x: Tensor, k: Tensor, emb: Tensor, pooled: Tensor) -> Tensor:
+        """Guided model output in fp32: u + w (c - u) (CFG, Ho & Salimans 2022, Eq. 6), (B, C, H, W).
+
+        Args:
+            x: (B, C, H, W) current sample.
+            k: (B,) long schedule index of the step.
+            emb, pooled: (B, L, D), (B, D) prompt embeddings.
+        """
+        if self.guidance_scale == 1.0:
+            return self._net(x, k, emb, pooled)
+        ue, up = self.uncond()
+        b = x.shape[0]
+        both = self._net(torch.cat([x, x]), torch.cat([k, k]), torch.cat([ue.expand(b, -1, -1), emb]),
+                         torch.cat([up.expand(b, -1), pooled]))
+        u, c = both.chunk(2)
+        if self.detach_uncond:
+            u = u.detach()
+        return u + self.guidance_scale * (c - u)
+
+    def step(self, out: Tensor, x: Tensor, k: Tensor, prev_sample: Tensor | None = None,
+             noise: Tensor | None = None) -> StepOutput:
+        """The family's stateless step at schedule indices k (B,): draws x_{t-1} or scores `prev_sample`."""
+        if self.family == "flow":
+            return flow_sde_step(out, x, self.sigmas[k], self.sigmas[k + 1], self.noise_level, prev_sample, noise,
+                                 self.reduce)
+        return ddim_step(out, x, self.alpha_t[k], self.alpha_prev[k], self.eta, self.prediction_type, prev_sample,
+                         noise, self.reduce)
+
+    # --- sampling ------------------------------------------------------------------------------------------
+    def init_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, C, h, w) standard normal starting latents."""
+        shape = (n, self.channels, self.latent_size, self.latent_size)
+        return torch.randn(shape, generator=generator, device="cpu" if generator else self.device).to(self.device)
+
+    def denoise(self, x: Tensor, emb: Tensor, pooled: Tensor, start: int, end: int,
+                noise: Tensor | None = None) -> tuple[list[Tensor], list[Tensor]]:
+        """Run steps start..end-1 from x; returns the latents after each step and each step's log-prob (B,).
+
+        Args:
+            noise: optional (T, B, C, H, W) step noise (indexed by step), for reproducible sampling.
+        """
+        latents, logps = [], []
+        for i in range(start, end):
+            k = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
+            out = self.step(self.predict(x, k, emb, pooled), x, k, noise=None if noise is None else noise[i])
+            x = out.prev_sample
+            latents.append(x)
+            logps.append(out.logprob)
+        return latents, logps
+
+    @torch.no_grad()
+    def decode(self, x: Tensor) -> list[np.ndarray]:
+        """Final latents (B, C, h, w) -> B uint8 images (H, W, 3)."""
+        if self.vae is not None:
+            x = self.vae.decode(x.to(next(self.vae.parameters()).dtype) / self.vae.config.scaling_factor).sample
+        return to_images(x)
+
+    def _contexts(self, contexts: Sequence, num_samples: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Group index (B,), prompt embeddings (B, L, D) and pooled embeddings (B, D) of each sample."""
+        emb, pooled = self.encode([prompt_of(c) for c in contexts])
+        group = torch.arange(len(contexts), device=self.device).repeat_interleave(num_samples)
+        return group, emb[group], pooled[group]
+
+    def _rollout(self, contexts: Sequence, group: Tensor, chain: list[Tensor], logps: list[Tensor], emb: Tensor, pooled: Tensor,
+                 start: int, extra: dict | None = None) -> Rollout:
+        b, t = group.shape[0], self.num_steps
+        mask = timestep_mask(b, t, start, self.timestep_fraction, device=group.device)
+        steps = torch.arange(t, device=group.device).expand(b, t).clone()
+        state = {"latents": torch.stack(chain, 1), "steps": steps, "prompt_embeds": emb, "pooled": pooled,
+                 "prompts": [prompt_of(contexts[g]) for g in group.tolist()], **(extra or {})}
+        return Rollout(group=group, logprobs=torch.stack(logps, 1) * mask, mask=mask,
+                       outputs=self.decode(chain[-1]), state=state)
+
+    def set_progress(self, iteration: int) -> None:
+        """Tell the policy the training iteration (moves the B2 branch point); `sample` also counts its calls."""
+        self.iteration = iteration
+
+    @torch.no_grad()
+    def sample(self, contexts: Sequence, num_samples: int, noise: Tensor | None = None) -> Rollout:
+        """`num_samples` trajectories per context: independent (DDPO / Flow-GRPO sampling), or branched at the B2
+        schedule's branch point of the current iteration when `self.b2` is set.
+
+        Args:
+            noise: optional (T+1, B, C, h, w) noise: [0] the initial latents, [1 + i] the noise of step i.
+        """
+        if self.b2 is not None and noise is None:
+            step = self.b2.branch_step(self.iteration)
+            self.iteration += 1
+            return self.sample_branched(contexts, num_samples, step, self.b2.branches)
+        group, emb, pooled = self._contexts(contexts, num_samples)
+        x = self.init_noise(len(group)) if noise is None else noise[0].to(self.device)
+        chain, logps = self.denoise(x, emb, pooled, 0, self.num_steps, None if noise is None else noise[1:])
+        return self._rollout(contexts, group, [x] + chain, logps, emb, pooled, self.train_start)
+
+    @torch.no_grad()
+    def sample_branched(self, contexts: Sequence, num_samples: int, branch_step: int, branches: int) -> Rollout:
+        """B2-DiffuRL branch sampling: denoise num_samples / branches trunks per context up to `branch_step`, clone
+        each trunk `branches` times and continue the clones with fresh noise. Steps from `branch_step` on train.
+
+        `state["branch"]` (B,) names each sample's sibling group (its trunk); siblings share every latent up to
+        and including x at `branch_step` exactly.
+        """
+        if num_samples % branches:
+            raise ValueError(f"num_samples={num_samples} must be a multiple of branches={branches}.")
+        if not 0 <= branch_step < self.num_steps:
+            raise ValueError(f"branch_step must lie in [0, {self.num_steps}), got {branch_step}.")
+        group, emb, pooled = self._contexts(contexts, num_samples // branches)
+        x = self.init_noise(len(group))
+        prefix, pre_lp = self.denoise(x, emb, pooled, 0, branch_step)
+        clone = (lambda v: v.repeat_interleave(branches, 0))  # noqa: E731
+        trunk = torch.arange(len(group), device=self.device)
+        prefix = [clone(v) for v in [x] + prefix]
+        emb, pooled, group = clone(emb), clone(pooled), clone(group)
+        suffix, post_lp = self.denoise(prefix[-1], emb, pooled, branch_step, self.num_steps)
+        return self._rollout(contexts, group, prefix + suffix, [clone(v) for v in pre_lp] + post_lp, emb, pooled,
+                             max(branch_step, self.train_start), {"branch": clone(trunk)})
+
+    # --- re-scoring ----------------------------------------------------------------------------------------
+    def _score_step(self, rollout: Rollout, rows: Tensor, j: int) -> StepOutput:
+        s = rollout.state
+        x, prev, k = s["latents"][rows, j], s["latents"][rows, j + 1], s["steps"][rows, j]
+        out = self.predict(x, k, s["prompt_embeds"][rows], s["pooled"][rows])
+        return self.step(out, x, k, prev_sample=prev)
+
+    def logprobs(self, rollout: Rollout) -> Tensor:
+        """(B, T) log-probs of the rollout's denoising steps under the current weights, with grad; 0 off the mask.
+
+        Only masked-in steps run the denoiser (a "train on a subset of timesteps" mask saves their compute).
+        Rollouts of given images (`rollout_from`) score minus their denoising error instead (Diffusion-DPO).
+        """
+        if "x0" in rollout.state:
+            return denoising_logprobs(self, rollout)
+        b, t = rollout.mask.shape
+        cols = []
+        for j in range(t):
+            rows = rollout.mask[:, j].nonzero().squeeze(1)
+            col = torch.zeros(b, device=rollout.mask.device)
+            if rows.numel():
+                col = col.index_put((rows,), self._score_step(rollout, rows, j).logprob)
+            cols.append(col)
+        return torch.stack(cols, 1)
+
+    def rollout_from(self, contexts: Sequence, outputs: Sequence) -> Rollout:
+        """Offline preference data: a one-step rollout of given images (see `dpo.py`)."""
+        return rollout_from(self, contexts, outputs)
+
+    @torch.no_grad()
+    def ref_logprobs(self, rollout: Rollout) -> Tensor:
+        """(B, T) log-probs under the reference (LoRA disabled or the frozen copy)."""
+        with self.reference_mode():
+            return self.logprobs(rollout)
+
+    # --- weights -------------------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> None:
+        """The trained denoiser: its PEFT LoRA adapter (diffusers `save_lora_adapter`) or the full model."""
+        path = Path(path)
+        if getattr(self.denoiser, "_hf_peft_config_loaded", False):
+            self.denoiser.save_lora_adapter(str(path / "lora"))
+        else:
+            name = "unet" if type(self.denoiser).__name__.startswith("UNet") else "transformer"
+            self.denoiser.save_pretrained(path / name)
+
+
+def add_lora(denoiser: nn.Module, r: int = 4, alpha: int = 4, target_modules: Sequence[str] | None = None,
+             init: str | bool = "gaussian") -> nn.Module:
+    """Put a peft LoRA adapter on a diffusers denoiser (base weights frozen); returns it."""
+    from peft import LoraConfig
+
+    targets = list(target_modules or ["to_q", "to_k", "to_v", "to_out.0"])
+    denoiser.requires_grad_(False)
+    denoiser.add_adapter(LoraConfig(r=r, lora_alpha=alpha, init_lora_weights=init, target_modules=targets))
+    return denoiser

@@ -1,0 +1,126 @@
+"""Which denoising steps train, and how rewards become advantages: timestep masks, the B2-DiffuRL backward
+progressive schedule and sibling selection, and DDPO's per-prompt reward statistics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def timestep_mask(b: int, t: int, start: int = 0, fraction: float = 1.0, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu") -> Tensor:
+    """(B, T) bool mask of trained steps: steps [start, T), of which a random `fraction` per sample (DDPO's
+    `timestep_fraction`: timesteps shuffled independently per sample, the first int(n * fraction) kept).
+
+    Args:
+        b: batch size B.
+        t: steps per trajectory T.
+        start: first step that may train (B2's branch point; 0 = all).
+        fraction: in (0, 1]; at least one step per sample is kept.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"timestep_fraction must lie in (0, 1], got {fraction}.")
+    if not 0 <= start < t:
+        raise ValueError(f"the first trained step must lie in [0, {t}), got {start}.")
+    mask = torch.zeros(b, t, dtype=torch.bool)
+    n = t - start
+    keep = max(1, int(n * fraction))
+    if keep == n:
+        mask[:, start:] = True
+    else:
+        order = torch.rand(b, n, generator=generator).argsort(1)[:, :keep] + start
+        mask.scatter_(1, order, True)
+    return mask.to(device)
+
+
+@dataclass
+class B2Schedule:
+    """B2-DiffuRL's backward progressive training (Hu et al. 2025, Sec. 3.2; `run_process.sh` of the reference code).
+
+    The split point, counted as *remaining* steps, moves from `split_left` to `split_right` (= all steps) over
+    `stages` equal stages: split(i) = left + floor(i (right - left + 1) / stages). Trajectories branch at step index
+    T - split(i); the trained interval runs from there to the final step.
+    """
+
+    num_steps: int = 20
+    """Denoising steps T."""
+    split_left: int = 14
+    """Remaining steps at the first stage (trains the last 14 of 20 steps)."""
+    split_right: int = 20
+    """Remaining steps at the last stage (T: every step trains)."""
+    stages: int = 100
+    """Training stages (iterations) over which the split point moves."""
+    branches: int = 5
+    """Clones per trunk (B2's split_time)."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.split_left <= self.split_right <= self.num_steps:
+            raise ValueError(f"need 1 <= split_left <= split_right <= num_steps, got {self.split_left}, "
+                             f"{self.split_right}, {self.num_steps}.")
+
+    def split_step(self, stage: int) -> int:
+        """Remaining steps at the branch point at `stage` (clamped to the last stage)."""
+        interval = self.split_right - self.split_left + 1
+        return min(self.split_right, self.split_left + math.floor(min(stage, self.stages - 1) * interval / self.stages))
+
+    def branch_step(self, stage: int) -> int:
+        """Step index at which trajectories branch (and training starts) at `stage`."""
+        return self.num_steps - self.split_step(stage)
+
+
+def b2_select(scores: Tensor, branch: Tensor, pos_threshold: float = 0.5, neg_threshold: float = -0.5) -> Tensor:
+    """Per sibling group keep the best sample if its score >= pos_threshold and the worst if < neg_threshold
+    (B2-DiffuRL `run_select.py`).
+
+    Args:
+        scores: (B,) normalised rewards.
+        branch: (B,) sibling-group id of each sample.
+
+    Returns:
+        (B,) bool, the kept samples (at most two per group).
+    """
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    for g in branch.unique():
+        idx = (branch == g).nonzero().squeeze(1)
+        s = scores[idx]
+        best, worst = idx[s.argmax()], idx[s.argmin()]
+        if scores[best] >= pos_threshold:
+            keep[best] = True
+        if scores[worst] < neg_threshold:
+            keep[worst] = True
+    return keep
+
+
+class PerPromptStats:
+    """Per-prompt reward normalisation with a history (DDPO's `PerPromptStatTracker`, B2's history scores).
+
+    Each prompt keeps the reward lists of its last `history` calls (current one included). A prompt with fewer
+    than `min_count` values in its history is normalised with the current batch's mean and std instead.
+    """
+
+    def __init__(self, history: int = 8, min_count: int = 0, eps: float = 1e-6):
+        self.history, self.min_count, self.eps = history, min_count, eps
+        self.buffers: dict[str, deque] = {}
+
+    def __call__(self, prompts: Sequence[str], rewards: Tensor) -> Tensor:
+        """(B,) rewards of samples with these prompts -> (B,) normalised scores (r - mean) / (std + eps)."""
+        r = rewards.detach().float().cpu()
+        out = torch.empty_like(r)
+        batch_mean, batch_std = r.mean(), r.std() if len(r) > 1 else torch.tensor(1.0)
+        for p in dict.fromkeys(prompts):
+            idx = torch.tensor([i for i, q in enumerate(prompts) if q == p])
+            buf = self.buffers.setdefault(p, deque(maxlen=self.history))
+            buf.append(r[idx])
+            hist = torch.cat(list(buf))
+            if len(hist) < max(2, self.min_count):
+                mean, std = batch_mean, batch_std
+            else:
+                mean, std = hist.mean(), hist.std()
+            out[idx] = (r[idx] - mean) / (std + self.eps)
+        return out.to(rewards.device)

@@ -1,0 +1,189 @@
+"""The text-to-image task for the trainer: a diffusers model as a denoising-step policy, prompts, image rewards.
+
+`model: embedded` (default) uses the project's own shapes model: pre-trained on the CPU on first use (see
+`pretrain.py`) into `embedded_dir` and reused after. `model: <folder>` loads any local diffusers pipeline (SD 1.x /
+2.x with DDIMScheduler, or a flow-matching pipeline). `tiny: true` builds random tiny components (tests).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmalign.diffusion import shapes
+from mmalign.diffusion.models import load_components, tiny_components
+from mmalign.diffusion.policy import DiffusionPolicy, add_lora
+from mmalign.diffusion.rewards import PromptAlignmentReward, build_reward
+from mmalign.diffusion.rlg import generate
+from mmalign.diffusion.schedule import B2Schedule
+
+
+@dataclass
+class DiffusionTaskConfig:
+    model: str = "embedded"
+    """"embedded" (the shapes model, pre-trained on first use) or a local diffusers pipeline folder."""
+    embedded_dir: str = "runs/embedded-shapes-base"
+    """Where the embedded model is saved / looked for."""
+    pretrain_steps: int = 1500
+    """Pre-training steps of the embedded model when `embedded_dir` holds none."""
+    tiny: bool = False
+    """Build tiny random components instead (tests, benchmarks)."""
+    scheduler: str = ""
+    """Override the pipeline's scheduler family: "ddim" or "flow"; "" = the pipeline's own."""
+    dtype: str = "float32"
+    """Weights dtype when loading a pipeline (float32, bfloat16, float16); step arithmetic is always fp32."""
+    num_steps: int = 20
+    """Denoising steps per sample."""
+    guidance_scale: float = 1.0
+    """Classifier-free guidance scale (1 = off)."""
+    eta: float = 1.0
+    """DDIM stochasticity (> 0)."""
+    noise_level: float = 0.7
+    """Flow-SDE noise level (> 0)."""
+    reduce: str = "mean"
+    """Step log-prob reduction over latent elements: "mean" (DDPO, clip ~1e-4) or "sum"."""
+    resolution: int = 0
+    """Image size in pixels; 0 = the model's."""
+    max_text_length: int = 8
+    """Prompt tokens (padded / truncated); 77 for CLIP-based SD checkpoints."""
+    lora_r: int = 0
+    """LoRA rank through peft; 0 trains the whole denoiser."""
+    lora_alpha: int = 8
+    """LoRA alpha."""
+    lora_target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    """Modules that get LoRA adapters."""
+    reference: str = "auto"
+    """KL / RLG reference: "lora", "copy", "none" or "auto" (lora with LoRA, else none)."""
+    timestep_fraction: float = 1.0
+    """Train a random subset of this fraction of the steps of each sample (DDPO)."""
+    train_start: int = 0
+    """First trained step index (earlier steps are sampled, not trained)."""
+    detach_uncond: bool = False
+    """Stop gradients through the unconditional CFG branch (Flow-GRPO)."""
+    b2_branches: int = 0
+    """B2-DiffuRL branch sampling: clones per trunk (0 = off); num_samples must be a multiple."""
+    b2_split_left: int = 14
+    """B2: remaining steps at the branch point in the first stage."""
+    b2_split_right: int = 20
+    """B2: remaining steps at the branch point in the last stage."""
+    b2_stages: int = 100
+    """B2: iterations over which the branch point moves earlier."""
+    counts: list[int] = field(default_factory=lambda: [1])
+    """Object counts of the shapes prompts."""
+    prompts: str = "shapes"
+    """"shapes" or a JSONL file of {"prompt", ...} rows."""
+    eval_fraction: float = 0.25
+    """Held-out fraction of the prompts."""
+    eval_samples: int = 4
+    """Images per held-out prompt in evaluation."""
+    eval_seed: int = 1234
+    """Seed of the evaluation noise (the same for every evaluation)."""
+    rewards: list = field(default_factory=lambda: [{"name": "alignment"}])
+    """Reward specs (see mmalign.diffusion.rewards.REWARDS, or {"fn": "package.module:attr"})."""
+    preference_pairs: int = 0
+    """Offline (Diffusion-DPO) training: this many drawn (correct, wrong-attribute) pairs per train prompt."""
+
+
+class DiffusionTask:
+    """Builds the diffusion policy, prompts and rewards for the trainer."""
+
+    Config = DiffusionTaskConfig
+
+    def __init__(self, cfg: DiffusionTaskConfig, device: torch.device | str = "cpu"):
+        self.cfg = cfg
+        self.policy = self.build_policy(cfg, device)
+        rows = self.load_rows(cfg)
+        rng = np.random.default_rng(0)
+        order = rng.permutation(len(rows))
+        n_eval = max(1, int(round(len(rows) * cfg.eval_fraction)))
+        self.eval_contexts = [rows[i] for i in order[:n_eval]]
+        self.train_contexts = [rows[i] for i in order[n_eval:]]
+        if cfg.preference_pairs:
+            from mmalign.diffusion.dpo import preference_rows
+
+            self.train_contexts = preference_rows(self.train_contexts, cfg.preference_pairs, self.policy)
+        self.rewards = [build_reward(s) for s in cfg.rewards]
+        self.first_images: list | None = None
+        self.last_images: list = []
+
+    @staticmethod
+    def load_rows(cfg: DiffusionTaskConfig) -> list[dict]:
+        if cfg.prompts == "shapes":
+            return shapes.rows(tuple(cfg.counts))
+        from mmalign.data import load_jsonl
+
+        return load_jsonl(cfg.prompts, required=("prompt",))
+
+    @staticmethod
+    def components(cfg: DiffusionTaskConfig):
+        if cfg.tiny:
+            return tiny_components(shapes.WORDS, family=cfg.scheduler or "ddim", sample_size=8, channels=3)
+        path = cfg.model
+        if cfg.model == "embedded":
+            path = cfg.embedded_dir
+            if not (Path(path) / "model_index.json").exists():
+                from mmalign.diffusion.pretrain import PretrainConfig, pretrain
+
+                pretrain(PretrainConfig(steps=cfg.pretrain_steps, counts=tuple(cfg.counts)), path,
+                         max_text_length=cfg.max_text_length)
+        comp = load_components(path, getattr(torch, cfg.dtype))
+        if cfg.scheduler:
+            from mmalign.diffusion.models import ddim_scheduler, flow_scheduler
+
+            comp.scheduler = ddim_scheduler() if cfg.scheduler == "ddim" else flow_scheduler()
+        return comp
+
+    @classmethod
+    def build_policy(cls, cfg: DiffusionTaskConfig, device) -> DiffusionPolicy:
+        comp = cls.components(cfg)
+        reference = cfg.reference
+        if cfg.lora_r > 0:
+            add_lora(comp.denoiser, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules)
+            reference = "lora" if reference == "auto" else reference
+        reference = "none" if reference == "auto" else reference
+        comp.text_encoder.to(device)
+        if comp.vae is not None:
+            comp.vae.to(device)
+        policy = DiffusionPolicy(comp, cfg.num_steps, cfg.guidance_scale, cfg.eta, cfg.noise_level, cfg.reduce,
+                                 cfg.resolution, cfg.max_text_length, reference, cfg.timestep_fraction,
+                                 cfg.train_start, cfg.detach_uncond).to(device)
+        if cfg.b2_branches:
+            policy.b2 = B2Schedule(cfg.num_steps, cfg.b2_split_left, min(cfg.b2_split_right, cfg.num_steps),
+                                   cfg.b2_stages, cfg.b2_branches)
+        return policy
+
+    def evaluate(self, policy: DiffusionPolicy) -> dict[str, float]:
+        """Mean rewards and the strict prompt-alignment rate on held-out prompts, `eval_samples` seeded images each."""
+        contexts = [c for c in self.eval_contexts for _ in range(self.cfg.eval_samples)]
+        images = []
+        for i in range(0, len(contexts), 64):
+            images += generate(policy, contexts[i:i + 64], seed=self.cfg.eval_seed + i)[0]
+        metrics = {}
+        for name, fn, _ in self.rewards:
+            metrics[f"reward/{name}"] = float(np.mean(fn(contexts, images)))
+        metrics["reward"] = sum(w * metrics[f"reward/{name}"] for name, _, w in self.rewards)
+        if all("prompt" in c for c in contexts) and self.cfg.prompts == "shapes":
+            metrics["alignment_rate"] = float(np.mean(PromptAlignmentReward(strict=True)(contexts, images)))
+        self.last_images = list(zip(contexts, images))
+        if self.first_images is None:
+            self.first_images = self.last_images
+        return metrics
+
+    def finish(self, policy: DiffusionPolicy, run_dir: Path) -> None:
+        """Image grids of the held-out prompts before / after training, and the alignment-rate curve."""
+        from mmalign.diffusion.media import save_grid
+        from mmalign.tracking import plot_curves
+
+        if self.first_images:
+            save_grid(self.first_images, run_dir / "samples_before.png", self.cfg.eval_samples)
+        if self.last_images:
+            save_grid(self.last_images, run_dir / "samples_after.png", self.cfg.eval_samples)
+            with (run_dir / "eval_prompts.jsonl").open("w") as f:
+                for c, _ in self.last_images[:: self.cfg.eval_samples]:
+                    f.write(json.dumps(c if isinstance(c, dict) else {"prompt": c}) + "\n")
+        if (run_dir / "metrics.jsonl").exists():
+            plot_curves(run_dir / "metrics.jsonl", run_dir / "alignment.png", ("alignment_rate",), run_dir.name)

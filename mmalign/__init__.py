@@ -1,0 +1,1 @@
+"""mmalign: RL alignment for multimodal and embodied policies."""

@@ -1,0 +1,102 @@
+"""`mmalign train | eval | sample | select CONFIG [key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mmalign.config import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmalign", description="RL alignment for multimodal and embodied policies.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, text in [("train", "train a policy"), ("eval", "evaluate on held-out contexts"),
+                       ("sample", "sample from a (trained) policy"), ("select", "BLEUBERI data selection")]:
+        s = sub.add_parser(name, help=text)
+        s.add_argument("config", help="YAML run config (see configs/)")
+        s.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. trainer.lr=1e-5")
+        if name == "train":
+            s.add_argument("--resume", action="store_true", help="continue from the run's newest checkpoint")
+        if name in ("eval", "sample"):
+            s.add_argument("--checkpoint", help="checkpoint folder (runs/<name>/checkpoints/step_N)")
+        if name == "sample":
+            s.add_argument("--prompt", action="append", required=True, help="a context (repeatable)")
+            s.add_argument("--num-samples", type=int, default=1)
+            s.add_argument("--greedy", action="store_true")
+        if name == "select":
+            s.add_argument("--k", type=int, required=True, help="how many rows to keep")
+            s.add_argument("--mode", default="hard", choices=["hard", "easy", "medium", "random"])
+            s.add_argument("--out", required=True, help="output JSONL")
+            s.add_argument("--num-samples", type=int, default=1)
+    return p
+
+
+def _task(args):
+    from mmalign.checkpoint import load_weights
+    from mmalign.run_config import load_run_config, task_class
+
+    cfg = load_run_config(args.config, args.overrides)
+    task = task_class(cfg.task)(cfg.task_args, "cpu" if cfg.trainer.cpu else _device())
+    if getattr(args, "checkpoint", None):
+        load_weights(Path(args.checkpoint), task.policy)
+    return cfg, task
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "train":
+        from mmalign.run_config import load_run_config
+        from mmalign.trainer import Trainer
+
+        run_dir = Trainer(load_run_config(args.config, args.overrides)).train(resume=args.resume)
+        print(f"run folder: {run_dir}")
+    elif args.command == "eval":
+        from mmalign.trainer import Trainer
+
+        cfg, task = _task(args)
+        print(json.dumps(Trainer(cfg, task=task).evaluate(), indent=2))
+    elif args.command == "sample":
+        import torch
+
+        _, task = _task(args)
+        kwargs = {"greedy": True} if args.greedy else {}
+        with torch.no_grad():
+            rollout = task.policy.sample(args.prompt, args.num_samples, **kwargs)
+        for g, out in zip(rollout.group.tolist(), rollout.outputs):
+            print(json.dumps({"context": args.prompt[g], "output": out}))
+    elif args.command == "select":
+        from mmalign.selection import score_rows, select_rows, write_jsonl
+
+        _, task = _task(args)
+        rows = list(task.train_contexts) + list(task.eval_contexts)
+        name, fn, _ = task.rewards[0]
+        scores = score_rows(task.policy.sample, rows, fn, num_samples=args.num_samples)
+        write_jsonl(select_rows(rows, scores, args.k, args.mode), args.out)
+        print(f"kept {args.k} {args.mode} rows of {len(rows)} by {name} -> {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: clear one-line errors for bad input, tracebacks for bugs."""
+    from mmalign.data import DataError
+    from mmalign.rewards import RewardError
+    from mmalign.trainer import RunExistsError
+
+    try:
+        return run(argv)
+    except (ConfigError, DataError, FileNotFoundError, RewardError, RunExistsError) as e:
+        print(f"mmalign: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The run config: which task, the trainer's settings, the algorithm's settings, the task's own arguments.
+
+```yaml
+task: text                 # a name in TASKS or "package.module:Class"
+task_args: {...}           # validated against the task class's `Config` dataclass
+trainer: {...}             # TrainerConfig
+algorithm: grpo            # grpo | ppo (online) | preference (offline)
+grpo: {...}                # GRPOConfig
+ppo: {...}                 # PPOConfig
+preference: {...}          # PreferenceConfig
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmalign.algorithms.grpo import GRPOConfig
+from mmalign.algorithms.offline import PreferenceConfig
+from mmalign.algorithms.ppo import PPOConfig
+from mmalign.config import ConfigError, apply_overrides, from_dict, read_yaml, resolve, to_dict
+
+TASKS = {
+    "text": "mmalign.text_task:TextTask",
+}
+"""Task names usable in configs; anything else is a "package.module:Class" string."""
+
+
+@dataclass
+class TrainerConfig:
+    name: str = "run"
+    """Run name: outputs go to `<output_dir>/<name>/`."""
+    output_dir: str = "runs"
+    """Folder that holds run folders."""
+    seed: int = 0
+    """Seed of everything (each process adds its rank for sampling)."""
+    steps: int = 100
+    """Training iterations (sample -> score -> update)."""
+    contexts_per_step: int = 4
+    """Contexts (prompts, tasks) per iteration, over all processes."""
+    num_samples: int = 8
+    """Samples per context (the GRPO group size)."""
+    epochs: int = 1
+    """Passes over each rollout (GRPO's mu)."""
+    minibatches: int = 1
+    """Optimizer steps per epoch; the rollout is split into this many minibatches."""
+    micro_batch_size: int = 0
+    """Samples per forward/backward (gradient accumulation inside a minibatch); 0 = whole minibatch."""
+    lr: float = 1e-5
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas."""
+    lr_schedule: str = "constant"
+    """"constant", "linear" (decay to 0) or "cosine", after warmup."""
+    warmup_steps: int = 0
+    """Linear warmup iterations."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm; 0 disables."""
+    mixed_precision: str = "no"
+    """"no", "bf16" or "fp16" (autocast; needs a device that supports it)."""
+    cpu: bool = False
+    """Force the CPU even when a GPU is present."""
+    log_every: int = 1
+    """Log training metrics every this many iterations."""
+    eval_every: int = 0
+    """Evaluate on held-out contexts every this many iterations (and before the first and after the last); 0 =
+    only before and after."""
+    save_every: int = 10
+    """Checkpoint every this many iterations (and at the end); 0 = only at the end."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints to keep."""
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in ("constant", "linear", "cosine"):
+            raise ValueError(f"lr_schedule must be constant, linear or cosine, got {self.lr_schedule!r}.")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}.")
+        for name in ("steps", "contexts_per_step", "num_samples", "epochs", "minibatches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+
+
+@dataclass
+class RunConfig:
+    task: str
+    """The task: a name in TASKS or "package.module:Class"."""
+    task_args: Any = None
+    """Arguments of the task, validated against the task class's `Config`."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Loop settings."""
+    algorithm: str = "grpo"
+    """"grpo" or "ppo" (online: sample, score, update) or "preference" (offline, on the task's preference rows)."""
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    """GRPO settings (used when algorithm = grpo)."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO settings (used when algorithm = ppo)."""
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)
+    """Offline preference settings (used when algorithm = preference)."""
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ("grpo", "ppo", "preference"):
+            raise ValueError(f"algorithm must be 'grpo', 'ppo' or 'preference', got {self.algorithm!r}.")
+
+
+def task_class(name: str) -> type:
+    """The task class a config's `task` names."""
+    return resolve(name, TASKS)
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a run config file, apply `key=value` overrides, validate everything; errors name key and file."""
+    data = apply_overrides(read_yaml(path), overrides or [])
+    if "task" not in data:
+        raise ConfigError(f"{path}: missing key 'task' (one of {sorted(TASKS)} or 'package.module:Class').")
+    cfg = from_dict(RunConfig, data, where=str(path))
+    cls = task_class(cfg.task)
+    cfg.task_args = from_dict(cls.Config, cfg.task_args, where=f"{path}: task_args")
+    return cfg
+
+
+def dump_run_config(cfg: RunConfig, path: Path) -> None:
+    """Write the resolved config (what actually ran) as YAML."""
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

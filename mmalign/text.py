@@ -1,0 +1,240 @@
+"""Text LLMs on the adapter contract: a transformers causal LM as a `Policy`.
+
+A step is one completion token. Its log-prob is log softmax(logits / temperature) at the sampled token, with no
+reduction over tokens (losses aggregate steps with the mask). Prompts are left-padded; the mask covers the
+completion up to and including EOS. The model always runs in eval mode, so dropout never makes the re-scored
+log-probs differ from the sampled ones; gradients flow all the same.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from mmalign.rollout import Rollout
+
+try:  # transformers renamed `past_key_values` to `cache` (5.x); support both spellings
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    _CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+except ImportError:  # pragma: no cover
+    _CACHE = "past_key_values"
+
+
+def prompt_text(context) -> str:
+    """The prompt of a context: a string, or a dict row with a "prompt" key."""
+    if isinstance(context, str):
+        return context
+    if isinstance(context, dict) and "prompt" in context:
+        return context["prompt"]
+    raise ValueError(f"a text context must be a str or a dict with a 'prompt' key, got {type(context).__name__}.")
+
+
+def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
+    """log softmax(logits / temperature) at `tokens`: (B, T, V), (B, T) -> (B, T), computed in fp32."""
+    logits = logits.float() / temperature
+    return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def positions(attention_mask: Tensor) -> Tensor:
+    """Position ids that skip left padding."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class CausalLMPolicy(nn.Module):
+    """A transformers causal LM (optionally with LoRA and a value head) as an mmalign `Policy`.
+
+    Args:
+        model: any `AutoModelForCausalLM` model (a peft model when LoRA is on).
+        tokenizer: its tokenizer; needs a pad token (EOS is used when it has none).
+        max_new_tokens: completion length limit.
+        temperature: sampling temperature; it defines the policy, so it also divides the re-scored logits.
+        chat_template: render prompts with the tokenizer's chat template when it has one.
+        reference: "lora" (the policy with adapters disabled), "copy" (a frozen copy made now) or "none".
+        value_head: add a linear critic on the last hidden state (for PPO).
+        max_prompt_length: prompts are truncated on the left to this many tokens.
+    """
+
+    def __init__(self, model, tokenizer, max_new_tokens: int = 64, temperature: float = 1.0,
+                 chat_template: bool = True, reference: str = "none", value_head: bool = False,
+                 max_prompt_length: int = 512):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError("temperature must be positive; use sample(..., greedy=True) for greedy decoding.")
+        self.model, self.tokenizer = model.eval(), tokenizer
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        self.chat_template = chat_template and getattr(tokenizer, "chat_template", None) is not None
+        self.max_prompt_length = max_prompt_length
+        if reference == "lora" and not hasattr(model, "disable_adapter"):
+            raise ValueError("reference='lora' needs a peft model (turn LoRA on) or use reference='copy'.")
+        self.reference = reference
+        self.ref_model = copy.deepcopy(model).requires_grad_(False).eval() if reference == "copy" else None
+        hidden = model.config.get_text_config().hidden_size
+        self.value_head = nn.Linear(hidden, 1) if value_head else None
+        if self.value_head is not None:
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
+            self.value_head.to(next(model.parameters()).device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def render(self, context) -> str:
+        text = prompt_text(context)
+        if self.chat_template:
+            msgs = [{"role": "user", "content": text}]
+            return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        return text
+
+    def encode(self, contexts: Sequence) -> tuple[Tensor, Tensor]:
+        """Left-padded prompt ids and mask, (B, P)."""
+        tok = self.tokenizer
+        texts = [self.render(c) for c in contexts]
+        enc = tok(texts, add_special_tokens=not self.chat_template, padding=True, padding_side="left",
+                  truncation=True, max_length=self.max_prompt_length, truncation_side="left", return_tensors="pt")
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+
+    @torch.no_grad()
+    def sample(self, contexts: Sequence, num_samples: int, greedy: bool = False) -> Rollout:
+        """Generate `num_samples` completions per context with a KV cache; stop each row at EOS."""
+        ids, attn = self.encode(contexts)
+        ids, attn = ids.repeat_interleave(num_samples, 0), attn.repeat_interleave(num_samples, 0)
+        b, eos, pad = ids.shape[0], self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        out = self.model(input_ids=ids, attention_mask=attn, position_ids=positions(attn), use_cache=True)
+        pos = positions(attn)[:, -1:]
+        done = torch.zeros(b, dtype=torch.bool, device=ids.device)
+        toks, lps, masks = [], [], []
+        for _ in range(self.max_new_tokens):
+            logits = out.logits[:, -1].float() / self.temperature
+            logp = torch.log_softmax(logits, -1)
+            tok = logp.argmax(-1) if greedy else torch.multinomial(logp.exp(), 1).squeeze(-1)
+            toks.append(torch.where(done, pad, tok))
+            lps.append(torch.where(done, 0.0, logp.gather(-1, tok[:, None]).squeeze(-1)))
+            masks.append(~done)
+            done = done | (tok == eos)
+            if bool(done.all()):
+                break
+            attn = torch.cat([attn, attn.new_ones(b, 1)], 1)
+            pos = pos + 1
+            out = self.model(input_ids=toks[-1][:, None], attention_mask=attn, position_ids=pos,
+                             use_cache=True, **{_CACHE: getattr(out, _CACHE)})
+        completion, mask = torch.stack(toks, 1), torch.stack(masks, 1)
+        texts = self.tokenizer.batch_decode(completion.masked_fill(~mask, pad), skip_special_tokens=True)
+        p = ids.shape[1]
+        return Rollout(
+            group=torch.arange(len(contexts), device=ids.device).repeat_interleave(num_samples),
+            logprobs=torch.stack(lps, 1), mask=mask, outputs=texts,
+            state={"input_ids": torch.cat([ids, completion], 1), "attention_mask": torch.cat([attn[:, :p], mask], 1),
+                   "prompt_length": p},
+        )
+
+    def rollout_from(self, contexts: Sequence, outputs: Sequence[str]) -> Rollout:
+        """A teacher-forced rollout of given completions (offline data), EOS appended; `logprobs` are left at 0
+        since no behaviour policy sampled them: call `logprobs(rollout)` to score them."""
+        ids, attn = self.encode(contexts)
+        enc = self.tokenizer(list(outputs), add_special_tokens=False, padding=True, padding_side="right",
+                             return_tensors="pt")
+        comp, mask = enc["input_ids"].to(ids.device), enc["attention_mask"].to(ids.device).bool()
+        comp = torch.cat([comp, torch.full_like(comp[:, :1], self.tokenizer.pad_token_id)], 1)
+        mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
+        rows, lengths = torch.arange(len(comp), device=ids.device), mask.sum(1)
+        comp[rows, lengths], mask[rows, lengths] = self.tokenizer.eos_token_id, True
+        return Rollout(group=rows, logprobs=torch.zeros(mask.shape, device=ids.device), mask=mask,
+                       outputs=list(outputs), state={"input_ids": torch.cat([ids, comp], 1),
+                                                     "attention_mask": torch.cat([attn, mask.long()], 1),
+                                                     "prompt_length": ids.shape[1]})
+
+    def _forward(self, rollout: Rollout, model=None, hidden: bool = False):
+        """Forward over prompt + completion; returns the output and the slice of positions that predict steps."""
+        s = rollout.state
+        attn = s["attention_mask"]
+        end = int(attn.sum(0).nonzero().max()) + 1  # drop all-padding columns at the end of this minibatch
+        out = (model or self.model)(input_ids=s["input_ids"][:, :end], attention_mask=attn[:, :end],
+                                    position_ids=positions(attn[:, :end]), output_hidden_states=hidden,
+                                    logits_to_keep=end - s["prompt_length"] + 1)
+        return out, slice(-(end - s["prompt_length"]) - 1, -1), end
+
+    def _pad(self, rollout: Rollout, x: Tensor) -> Tensor:
+        """(B, L) per-step values -> (B, T), zero on padding."""
+        return nn.functional.pad(x, (0, rollout.mask.shape[1] - x.shape[1])) * rollout.mask
+
+    def logprobs(self, rollout: Rollout, model=None) -> Tensor:
+        """(B, T) log-probs of the completion tokens under the current weights, with grad."""
+        out, sl, end = self._forward(rollout, model)
+        tokens = rollout.state["input_ids"][:, rollout.state["prompt_length"]:end]
+        return self._pad(rollout, token_logprobs(out.logits[:, sl], tokens, self.temperature))
+
+    @torch.no_grad()
+    def ref_logprobs(self, rollout: Rollout) -> Tensor:
+        """(B, T) log-probs under the reference: adapters disabled (LoRA) or the frozen copy."""
+        if self.reference == "lora":
+            with self.model.disable_adapter():
+                return self.logprobs(rollout)
+        if self.ref_model is None:
+            raise ValueError("a KL term needs a reference model: set reference to 'copy' or turn LoRA on.")
+        return self.logprobs(rollout, self.ref_model)
+
+    def values(self, rollout: Rollout) -> Tensor:
+        """(B, T) V(s_t), the value of the state before completion token t (needs value_head=True)."""
+        if self.value_head is None:
+            raise ValueError("PPO needs a critic: build the policy with value_head=True.")
+        out, sl, _ = self._forward(rollout, hidden=True)
+        return self._pad(rollout, self.value_head(out.hidden_states[-1][:, sl].float()).squeeze(-1))
+
+    def entropy(self, rollout: Rollout) -> Tensor:
+        """(B, T) entropy of the next-token distribution at each completion step, with grad."""
+        out, sl, _ = self._forward(rollout)
+        logp = torch.log_softmax(out.logits[:, sl].float() / self.temperature, -1)
+        return self._pad(rollout, -(logp.exp() * logp).sum(-1))
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """The model (or its PEFT adapter) and tokenizer as a `save_pretrained` folder, plus the value head."""
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        if self.value_head is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in self.value_head.state_dict().items()},
+                      Path(path) / "value_head.safetensors")
+
+
+def char_tokenizer(alphabet: str = "", model_max_length: int = 1024):
+    """An in-memory character-level tokenizer (tests, tiny models): pad 0, eos 1, bos 2, unk 3, then characters.
+
+    Args:
+        alphabet: characters besides printable ASCII to include.
+        model_max_length: maximum sequence length.
+    """
+    import string
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = sorted(set(string.printable[:95]) | set(alphabet))
+    vocab = {"<pad>": 0, "</s>": 1, "<s>": 2, "<unk>": 3, **{c: i + 4 for i, c in enumerate(chars)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", bos_token="<s>",
+                                   unk_token="<unk>", model_max_length=model_max_length)
+
+
+def word_tokenizer(words: Sequence[str], model_max_length: int = 1024):
+    """An in-memory word-level tokenizer over `words` (tests, tiny models): pad 0, eos 1, bos 2, unk 3."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<s>": 2, "<unk>": 3}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", bos_token="<s>",
+                                   unk_token="<unk>", model_max_length=model_max_length)

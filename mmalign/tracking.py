@@ -1,0 +1,75 @@
+"""What a run leaves behind for people: JSONL metrics, TensorBoard events and PNG curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+class Tracker:
+    """Append metrics rows {"step": k, ...} to metrics.jsonl and TensorBoard; no-op on non-main processes.
+
+    Resuming from step k drops the rows logged after k by the interrupted run, so the curve continues as if
+    the run had never stopped.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool = True, resume_step: int | None = None):
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.writer = None
+        if not enabled:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.path.exists():
+            rows = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        elif resume_step is None:
+            self.path.write_text("")
+        from torch.utils.tensorboard import SummaryWriter
+
+        purge = None if resume_step is None else resume_step + 1
+        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        for k, v in metrics.items():
+            self.writer.add_scalar(k, float(v), step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """All rows of a metrics.jsonl file."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_curves(path: Path, out: Path, keys: tuple[str, ...] = ("reward",), title: str = "") -> Path | None:
+    """Plot each metric whose name ends with one of `keys` (train and eval/...) against step, into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(path)
+    names = sorted({k for r in rows for k in r if k != "step" and k.split("/")[-1].endswith(keys)})
+    if not names:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for name in names:
+        pts = [(r["step"], r[name]) for r in rows if name in r]
+        ax.plot(*zip(*pts), marker="o" if name.startswith("eval") else None, ms=3, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("value")
+    ax.set_title(title or out.stem)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,251 @@
+"""One training loop for every adapter and algorithm, on accelerate.
+
+Each iteration: 1 sample, 2 score, 3 advantages, 4 epochs x minibatches of re-scored log-probs -> loss -> step,
+5 log, evaluate, checkpoint. Gradients of a minibatch are accumulated over micro-batches and summed over
+processes with one all-reduce; losses are normalised by the unit count of the whole minibatch on all processes,
+so 2 processes (or 4 micro-batches) give the same update as one process on the same global batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from mmalign.algorithms.grpo import grpo_loss, grpo_prepare
+from mmalign.algorithms.offline import preference_loss
+from mmalign.algorithms.ppo import ppo_loss, ppo_prepare
+from mmalign.checkpoint import finalize_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from mmalign.losses import agg_units
+from mmalign.rewards import check_rewards
+from mmalign.rollout import Rollout
+from mmalign.run_config import RunConfig, dump_run_config, task_class
+from mmalign.tracking import Tracker, plot_curves
+
+ALGORITHMS = {"grpo": (grpo_prepare, grpo_loss), "ppo": (ppo_prepare, ppo_loss)}
+
+
+class RunExistsError(RuntimeError):
+    """The run folder already holds checkpoints and --resume was not given."""
+
+
+def lr_lambda(schedule: str, warmup: int, total: int):
+    """Multiplier of the peak learning rate at iteration k: linear warmup, then constant / linear / cosine."""
+
+    def f(k: int) -> float:
+        if k < warmup:
+            return (k + 1) / warmup
+        frac = (k - warmup) / max(1, total - warmup)
+        if schedule == "linear":
+            return max(0.0, 1.0 - frac)
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))
+        return 1.0
+
+    return f
+
+
+class Trainer:
+    """Owns the loop; the task owns the policy, rewards and data; the algorithm owns prepare + loss."""
+
+    def __init__(self, cfg: RunConfig, task=None, accelerator: Accelerator | None = None):
+        self.cfg, tc = cfg, cfg.trainer
+        self.acc = accelerator or Accelerator(mixed_precision=tc.mixed_precision, cpu=tc.cpu)
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        if tc.contexts_per_step % self.world:
+            raise ValueError(f"contexts_per_step={tc.contexts_per_step} must divide among {self.world} processes.")
+        set_seed(tc.seed)
+        self.task = task if task is not None else task_class(cfg.task)(cfg.task_args, self.acc.device)
+        self.policy = self.task.policy
+        self.algo_cfg = getattr(cfg, cfg.algorithm)
+        self.prepare, self.loss_fn = ALGORITHMS.get(cfg.algorithm, (None, None))
+        self.params = [p for p in self.policy.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the policy has no trainable parameters.")
+        self.optimizer = torch.optim.AdamW(self.params, lr=tc.lr, betas=tuple(tc.adam_betas),
+                                           weight_decay=tc.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(tc.lr_schedule, tc.warmup_steps, tc.steps))
+        self.run_dir = Path(tc.output_dir) / tc.name
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        set_seed(tc.seed + self.rank)  # different samples on each process, reproducible per process
+
+    # --- data -------------------------------------------------------------------------------------------
+    def contexts_for(self, step: int) -> list:
+        """This process's contexts of iteration `step`: a seeded permutation per pass over the data."""
+        data, per_step = self.task.train_contexts, self.cfg.trainer.contexts_per_step
+        ids = []
+        for i in range(step * per_step, (step + 1) * per_step):
+            epoch, pos = divmod(i, len(data))
+            g = torch.Generator().manual_seed(self.cfg.trainer.seed * 100_003 + epoch)
+            ids.append(int(torch.randperm(len(data), generator=g)[pos]))
+        share = per_step // self.world
+        return [data[j] for j in ids[self.rank * share:(self.rank + 1) * share]]
+
+    # --- 1 sample, 2 score ------------------------------------------------------------------------------
+    def score(self, contexts: list, rollout: Rollout) -> dict[str, float]:
+        """Call each reward function on (per-sample contexts, outputs); store the weighted sum in rollout.rewards."""
+        per_sample = [contexts[int(g)] for g in rollout.group]
+        total, metrics = 0.0, {}
+        for name, fn, weight in self.task.rewards:
+            values = check_rewards(fn(per_sample, rollout.outputs), len(rollout), name)
+            values = values.to(rollout.logprobs.device)
+            total = total + weight * values
+            metrics[f"reward/{name}"] = float(self.acc.gather(values).mean())
+        rollout.rewards = total
+        gathered = self.acc.gather(total)
+        metrics.update(reward=float(gathered.mean()), reward_std=float(gathered.std()) if len(gathered) > 1 else 0.)
+        return metrics
+
+    # --- 4 update ---------------------------------------------------------------------------------------
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        """Epochs x minibatches; each minibatch accumulates micro-batches, then one all-reduce and one step."""
+        tc = self.cfg.trainer
+        sums: dict[str, float] = {}
+        n_micro = n_steps = 0
+        for _ in range(tc.epochs):
+            for mb_idx in torch.randperm(len(rollout)).chunk(tc.minibatches):
+                micro = mb_idx.split(tc.micro_batch_size or len(mb_idx))
+                denom = self._global_units(rollout, micro)
+                for idx in micro:
+                    with self.acc.autocast():
+                        loss, metrics = self.loss_fn(self.policy, rollout[idx], self.algo_cfg, denom)
+                    loss.backward()
+                    metrics["loss"] = loss.detach() * len(micro)  # the minibatch loss is the sum over micro-batches
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                    n_micro += 1
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + self._step()
+                n_steps += 1
+        out = {k: v / n_micro for k, v in sums.items()}
+        out["grad_norm"] = sums["grad_norm"] / n_steps
+        return out
+
+    def _global_units(self, rollout: Rollout, micro: tuple) -> torch.Tensor:
+        mode = getattr(self.algo_cfg, "loss_agg", "token-mean")
+        fixed = getattr(self.algo_cfg, "fixed_length", 0) or None
+        units = sum(agg_units(rollout.mask[idx], mode, fixed).float() for idx in micro)
+        return self.acc.reduce(units.to(self.acc.device), "sum") if self.world > 1 else units
+
+    def _step(self) -> float:
+        if self.world > 1:
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            torch.distributed.all_reduce(flat)
+            for p, g in zip(self.params, flat.split([p.numel() for p in self.params])):
+                p.grad = g.view_as(p).to(p.dtype)
+        tc = self.cfg.trainer
+        norm = torch.nn.utils.clip_grad_norm_(self.params, tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf"))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    # --- one iteration ----------------------------------------------------------------------------------
+    def offline_step(self, step: int) -> dict[str, float]:
+        """One offline iteration: a batch of preference rows, micro-batched, one optimizer step."""
+        t0 = time.perf_counter()
+        rows = self.contexts_for(step)
+        micro = [rows[i:i + (self.cfg.trainer.micro_batch_size or len(rows))] for i in range(0, len(rows), (
+            self.cfg.trainer.micro_batch_size or len(rows)))]
+        denom = float(self.cfg.trainer.contexts_per_step)
+        sums: dict[str, float] = {}
+        for m in micro:
+            with self.acc.autocast():
+                loss, metrics = preference_loss(self.policy, m, self.algo_cfg, denom)
+            loss.backward()
+            metrics["loss"] = loss.detach() * self.world  # this process's share of the global mean
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * (1 if k == "loss" else len(m) / len(rows))
+        sums["grad_norm"] = self._step()
+        self.scheduler.step()
+        return {**sums, "lr": self.scheduler.get_last_lr()[0], "time_step": time.perf_counter() - t0}
+
+    def step(self, step: int) -> dict[str, float]:
+        """One iteration: 1 sample, 2 score, 3 advantages, 4 update. Returns its metrics."""
+        if self.prepare is None:
+            return self.offline_step(step)
+        t0 = time.perf_counter()
+        contexts = self.contexts_for(step)
+        with torch.no_grad(), self.acc.autocast():
+            rollout = self.policy.sample(contexts, self.cfg.trainer.num_samples)  # 1 sample
+        t1 = time.perf_counter()
+        metrics = self.score(contexts, rollout)  # 2 score
+        metrics.update(self.prepare(self.policy, rollout, self.algo_cfg))  # 3 advantages (+ ref / values)
+        t2 = time.perf_counter()
+        metrics.update(self.update(rollout))  # 4 epochs x minibatches
+        self.scheduler.step()
+        t3 = time.perf_counter()
+        metrics.update(lr=self.scheduler.get_last_lr()[0], time_sample=t1 - t0, time_train=t3 - t2,
+                       time_step=t3 - t0, steps_len=float(rollout.mask.sum(1).float().mean()))
+        return metrics
+
+    # --- 5 evaluate, checkpoint -------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """Held-out metrics (the task's `evaluate`, else mean rewards of one sample per eval context)."""
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), self.acc.autocast():
+            if hasattr(self.task, "evaluate"):
+                metrics = self.task.evaluate(self.policy)
+            else:
+                contexts = list(self.task.eval_contexts)
+                rollout = self.policy.sample(contexts, 1)
+                self.score(contexts, rollout)
+                metrics = {"reward": float(rollout.rewards.mean())}
+        return {f"eval/{k}": v for k, v in metrics.items()}
+
+    def save(self, step: int) -> None:
+        directory = self.ckpt_dir / f"step_{step:06d}"
+        save_checkpoint(directory, self.policy, self.optimizer, self.scheduler, step, self.rank, self.world)
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            finalize_checkpoint(directory, self.cfg.trainer.keep_checkpoints)
+        self.acc.wait_for_everyone()
+
+    def resume_step(self) -> int:
+        """Load the newest checkpoint; returns the iteration to continue from."""
+        ckpts = list_checkpoints(self.ckpt_dir)
+        if not ckpts:
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.ckpt_dir}; start the run without --resume.")
+        state = load_checkpoint(ckpts[-1], self.policy, self.optimizer, self.scheduler, self.rank)
+        return state["step"]
+
+    # --- the loop ---------------------------------------------------------------------------------------
+    def train(self, resume: bool = False) -> Path:
+        """Run (or continue) the loop; returns the run folder."""
+        tc = self.cfg.trainer
+        if not resume and list_checkpoints(self.ckpt_dir):
+            raise RunExistsError(f"{self.run_dir} already holds checkpoints: pass --resume to continue it, or set "
+                                 "trainer.name to start a new run (nothing was changed).")
+        done = self.resume_step() if resume else 0
+        main = self.acc.is_main_process
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            dump_run_config(self.cfg, self.run_dir / "config.yaml")
+        tracker = Tracker(self.run_dir, main, resume_step=done if resume else None)
+        if not resume:
+            tracker.log(0, self.evaluate())
+        for step in tqdm(range(done, tc.steps), initial=done, total=tc.steps, disable=not main, desc=tc.name):
+            metrics = self.step(step)
+            k = step + 1
+            if k % tc.log_every == 0 or k == tc.steps:
+                tracker.log(k, metrics)
+            if (tc.eval_every and k % tc.eval_every == 0) or k == tc.steps:
+                tracker.log(k, self.evaluate())
+            if (tc.save_every and k % tc.save_every == 0) or k == tc.steps:
+                self.save(k)
+        tracker.close()
+        if main:
+            self.finish()
+        return self.run_dir
+
+    def finish(self) -> None:
+        """Final weights for people (save_pretrained / PEFT adapter), curves as PNG, the task's media."""
+        if hasattr(self.policy, "save_pretrained"):
+            self.policy.save_pretrained(self.run_dir / "final")
+        plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "rewards.png", ("reward",), self.cfg.trainer.name)
+        if hasattr(self.task, "finish"):
+            self.task.finish(self.policy, self.run_dir)

@@ -1,0 +1,1 @@
+"""mmalign.robotics: see DESIGN.md."""

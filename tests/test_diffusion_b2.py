@@ -1,0 +1,103 @@
+"""B2-DiffuRL: the backward progressive window schedule, branch sampling that shares prefixes exactly and saves
+denoiser calls, sibling selection, and the DDPO / B2 advantage preparation through the shared loss."""
+
+import pytest
+import torch
+
+from mmalign.algorithms.grpo import grpo_loss
+from mmalign.diffusion.algorithms import B2Config, DDPOConfig, b2_prepare, ddpo_prepare
+from mmalign.diffusion.schedule import B2Schedule, PerPromptStats, b2_select, timestep_mask
+from test_diffusion_policy import PROMPTS, make_policy
+
+
+def test_b2_schedule_matches_reference_formula():
+    s = B2Schedule(num_steps=20, split_left=14, split_right=20, stages=100)
+    splits = [s.split_step(i) for i in range(100)]
+    # run_process.sh: split(i) = 14 + floor(i * 7 / 100): stages 0-14 -> 14, ..., 86-99 -> 20
+    assert splits[0] == 14 and splits[14] == 14 and splits[15] == 15 and splits[85] == 19 and splits[86] == 20
+    assert splits[99] == 20 and s.split_step(500) == 20
+    assert splits == sorted(splits)
+    assert s.branch_step(0) == 6 and s.branch_step(99) == 0  # the trained interval always reaches the last step
+    with pytest.raises(ValueError):
+        B2Schedule(num_steps=10, split_left=14, split_right=20)
+
+
+def test_timestep_mask_window_and_fraction():
+    m = timestep_mask(3, 10, start=4)
+    assert m[:, :4].sum() == 0 and m[:, 4:].all()
+    g = torch.Generator().manual_seed(0)
+    m = timestep_mask(5, 10, start=0, fraction=0.3, generator=g)
+    assert m.sum(1).tolist() == [3] * 5 and len({tuple(r.tolist()) for r in m}) > 1  # shuffled per sample
+
+
+def test_branches_share_prefix_exactly_and_save_denoiser_calls():
+    torch.manual_seed(0)
+    policy = make_policy("ddim", guidance=3.0)
+    t, branches, per_ctx, branch_step = policy.num_steps, 2, 4, 2
+    policy.net_calls = 0
+    r = policy.sample_branched(PROMPTS, per_ctx, branch_step, branches)
+    b = len(PROMPTS) * per_ctx
+    trunks = b // branches
+    # CFG doubles every call; trunks run the prefix, every sample runs the suffix
+    assert policy.net_calls == 2 * (trunks * branch_step + b * (t - branch_step))
+    saved = 2 * b * t - policy.net_calls
+    assert saved == 2 * (b - trunks) * branch_step
+    lat, br = r.state["latents"], r.state["branch"]
+    for g in br.unique():
+        idx = (br == g).nonzero().squeeze(1)
+        assert len(idx) == branches
+        assert torch.equal(lat[idx[0], : branch_step + 1], lat[idx[1], : branch_step + 1])  # shared prefix, exact
+        assert not torch.equal(lat[idx[0], branch_step + 1], lat[idx[1], branch_step + 1])  # fresh noise after
+    assert r.mask[:, :branch_step].sum() == 0 and r.mask[:, branch_step:].all()
+    assert torch.allclose(policy.logprobs(r), r.logprobs, atol=1e-5)
+    assert r.group.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_policy_follows_b2_schedule_over_iterations():
+    policy = make_policy("flow")
+    policy.b2 = B2Schedule(num_steps=3, split_left=1, split_right=3, stages=3, branches=2)
+    starts = []
+    for _ in range(3):
+        r = policy.sample(PROMPTS, 2)
+        starts.append(int(r.mask.float().argmax(1)[0]))
+    assert starts == [2, 1, 0]
+
+
+def test_b2_select_best_and_worst_per_sibling_group():
+    scores = torch.tensor([0.9, 0.1, -0.8, 0.2, 0.3, 0.4])
+    branch = torch.tensor([0, 0, 0, 1, 1, 1])
+    assert b2_select(scores, branch, 0.5, -0.5).tolist() == [True, False, True, False, False, False]
+
+
+def test_per_prompt_stats_use_history_and_batch_fallback():
+    stats = PerPromptStats(history=2, min_count=4)
+    a = stats(["p", "p", "q", "q"], torch.tensor([1.0, 3.0, 0.0, 0.0]))
+    batch = torch.tensor([1.0, 3.0, 0.0, 0.0])
+    assert torch.allclose(a, (batch - batch.mean()) / (batch.std() + 1e-6))  # fewer than 4 values per prompt
+    b = stats(["p", "p"], torch.tensor([5.0, 7.0]))
+    hist = torch.tensor([1.0, 3.0, 5.0, 7.0])
+    assert torch.allclose(b, (torch.tensor([5.0, 7.0]) - hist.mean()) / (hist.std() + 1e-6))
+
+
+def test_b2_and_ddpo_prepare_train_through_grpo_loss():
+    torch.manual_seed(0)
+    policy = make_policy("ddim", lora=True)
+    r = policy.sample_branched(PROMPTS, 4, 1, 2)
+    r.rewards = torch.tensor([1.0, -1.0, 0.0, 0.0, 2.0, 0.0, 0.5, 0.4])
+    cfg = B2Config(min_count=0, pos_threshold=0.5, neg_threshold=-0.5)
+    metrics = b2_prepare(policy, r, cfg)
+    kept = r.mask.any(1)
+    assert 0 < metrics["frac_kept"] < 1 and kept.sum() <= 2 * 4
+    loss, m = grpo_loss(policy, r, cfg)
+    loss.backward()
+    assert float(m["ratio"]) == pytest.approx(1.0, abs=1e-5)
+    r2 = policy.sample(PROMPTS, 2)
+    r2.rewards = torch.tensor([1.0, 0.0, 2.0, 0.0])
+    ddpo_prepare(policy, r2, DDPOConfig(min_count=0))
+    assert r2.extras["advantages"].abs().max() <= 5.0
+    grpo_cfg = B2Config(mode="grpo")
+    r3 = policy.sample_branched(PROMPTS, 4, 1, 2)
+    r3.rewards = torch.arange(8.0)
+    b2_prepare(policy, r3, grpo_cfg)
+    adv = r3.extras["advantages"].view(4, 2)
+    assert torch.allclose(adv.sum(1), torch.zeros(4), atol=1e-5) and r3.mask[:, 1:].all()

@@ -1,0 +1,70 @@
+"""The text adapter's contract: right after sampling, re-scored log-probs equal the sampled ones."""
+
+import pytest
+import torch
+from tiny import ROWS, WORDS, tiny_policy
+
+from mmalign.rollout import HasEntropy, HasReference, HasValue, Policy
+
+PROMPTS = ["describe the cat", "tell me about the red dog and the park", {"prompt": "a"}]
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_rescored_logprobs_equal_sampled(lora):
+    policy = tiny_policy(lora=lora, temperature=0.7)
+    rollout = policy.sample(PROMPTS, 3)  # prompts of different lengths: left padding is exercised
+    assert rollout.logprobs.shape == rollout.mask.shape == (9, 8)
+    torch.testing.assert_close(policy.logprobs(rollout), rollout.logprobs, atol=1e-5, rtol=0)
+    mb = rollout[torch.tensor([7, 0, 4])]  # minibatch slicing keeps the contract
+    torch.testing.assert_close(policy.logprobs(mb), mb.logprobs, atol=1e-5, rtol=0)
+
+
+def test_protocols_and_shapes():
+    policy = tiny_policy(value_head=True, reference="copy")
+    assert isinstance(policy, Policy | HasReference | HasValue | HasEntropy)
+    rollout = policy.sample(ROWS, 2)
+    assert policy.values(rollout).shape == policy.entropy(rollout).shape == rollout.mask.shape
+    torch.testing.assert_close(policy.ref_logprobs(rollout), rollout.logprobs, atol=1e-5, rtol=0)
+    assert rollout.group.tolist() == [0, 0, 1, 1]
+
+
+def test_stops_at_eos_and_masks_after_it():
+    policy = tiny_policy()
+    with torch.no_grad():  # make EOS (id 1) very likely so rows end early
+        policy.model.lm_head.weight[1] += 5 * policy.model.model.embed_tokens.weight.std()
+        policy.model.model.norm.weight.fill_(3.0)
+    rollout = policy.sample(PROMPTS, 4)
+    tokens = rollout.state["input_ids"][:, rollout.state["prompt_length"]:]
+    lengths = rollout.mask.sum(1)
+    assert bool((lengths < 8).any()), "EOS never sampled; the test setup is broken"
+    for row, n in zip(tokens, lengths):
+        if n < 8:
+            assert row[n - 1] == 1 and bool((row[n:] == 0).all())  # EOS is the last real step, then padding
+    assert bool((rollout.logprobs[~rollout.mask] == 0).all())
+
+
+def test_lora_reference_is_the_base_model():
+    policy = tiny_policy(lora=True)
+    rollout = policy.sample(ROWS, 2)
+    with policy.model.disable_adapter():
+        base = policy.logprobs(rollout)
+    torch.testing.assert_close(policy.ref_logprobs(rollout), base)
+    assert not torch.allclose(base, rollout.logprobs)  # the adapters are not a no-op here
+    trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
+    assert trainable and all("lora" in n for n in trainable)
+
+
+def test_rollout_from_given_text_scores_with_grad():
+    policy = tiny_policy()
+    roll = policy.rollout_from(ROWS, ["the cat sat", "the dog"])
+    assert roll.mask.sum(1).tolist() == [4, 3]  # words + EOS
+    lp = policy.logprobs(roll)
+    assert lp.requires_grad and bool((lp[roll.mask] < 0).all())
+    assert WORDS[0] in policy.tokenizer.get_vocab()
+
+
+def test_greedy_is_deterministic():
+    policy = tiny_policy()
+    a = policy.sample(ROWS, 2, greedy=True).outputs
+    b = policy.sample(ROWS, 2, greedy=True).outputs
+    assert a == b and a[0] == a[1]

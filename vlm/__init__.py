@@ -1,0 +1,1 @@
+"""mmalign.vlm: see DESIGN.md."""
