@@ -23,11 +23,14 @@ forward/backward, optimizer; TRL's per-step logging runs after on_step_end and i
 around `GRPOTrainer._generate` times generation (tokenise, `generate`, decode). "rest" = step - generation
 (scoring, advantages, forward/backward, optimizer step) in both.
 
-Memory: each run is its own subprocess. CPU: peak RSS (ru_maxrss) minus the RSS after imports and model build.
-GPU: torch.cuda.max_memory_allocated minus the allocation after model build (absolute peak also reported).
+Memory: each system runs in its own process. CPU: peak RSS (ru_maxrss) minus the RSS after imports and model
+build. GPU: torch.cuda.max_memory_allocated minus the allocation after model build (absolute peak also kept).
 
-Runs alternate (mmalign, TRL, TRL, mmalign, ...) over `--rounds` rounds; the table shows medians over all
-timed steps of all rounds, and the median peak over rounds.
+Interleaving: both processes live side by side and each waits at a gate before every step; the driver releases
+one step at a time in ABBA order (mmalign, TRL, TRL, mmalign, ...), so slow drifts in the load of a shared
+machine hit both systems alike. Each round starts fresh processes (and swaps which system goes first); the table
+shows medians over all timed steps of all rounds and the median peak memory over rounds. Process CPU time is
+shown beside wall time: with one torch thread per worker (the CPU default) it is less sensitive to other tenants.
 
     python bench/grpo_text_vs_trl.py                          # CPU, tiny preset (~3 min on 2 cores)
     python bench/grpo_text_vs_trl.py --device cuda --shape 0.5b --dtype bf16   # beside the shared GPU baseline
@@ -36,12 +39,11 @@ timed steps of all rounds, and the median peak over rounds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -51,7 +53,7 @@ SHAPES = {
     "0.5b": dict(hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864, vocab=151936),
 }
 RUN_DEFAULTS = {
-    "tiny": dict(prompts=4, generations=8, max_new=64, prompt_len=16, warmup=2, steps=5, rounds=2),
+    "tiny": dict(prompts=4, generations=8, max_new=64, prompt_len=16, warmup=2, steps=8, rounds=2),
     "0.5b": dict(prompts=2, generations=8, max_new=256, prompt_len=48, warmup=2, steps=4, rounds=1),
 }
 WORDS = ("the a cat dog sat ran on to mat park red blue big small and is describe tell me about sea poem number "
@@ -155,13 +157,27 @@ def mem_peak(a, base: dict) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# workers
+# workers: each system runs in its own process and waits at a gate before every step, so the driver can run the
+# two systems' steps alternately (ABBA) while the load on a shared machine drifts.
 
 
-def run_mmalign(a) -> dict:
+class Gate:
+    """Worker side of the lock-step protocol: report the previous step, then block until the driver says go."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def ready(self, result: dict | None) -> None:
+        self.conn.send(("step", result))
+        if self.conn.recv() != "go":
+            raise SystemExit(0)
+
+    def done(self, result: dict) -> None:
+        self.conn.send(("done", result))
+
+
+def run_mmalign(a, gate: Gate) -> dict:
     from types import SimpleNamespace
-
-    import torch
 
     from mmalign.algorithms.grpo import GRPOConfig
     from mmalign.rewards import BleuReward
@@ -178,6 +194,8 @@ def run_mmalign(a) -> dict:
                             reference="none", max_prompt_length=100_000)
     task = SimpleNamespace(policy=policy, rewards=[("bleu", BleuReward(), 1.0)], train_contexts=rows,
                            eval_contexts=rows[:1])
+    # the algorithm's settings: `algorithm_args` (current RunConfig) or a field named after it (older RunConfig)
+    algo_key = "algorithm_args" if "algorithm_args" in {f.name for f in dataclasses.fields(RunConfig)} else "grpo"
     cfg = RunConfig(
         task="text",
         trainer=TrainerConfig(name="bench", output_dir=tempfile.mkdtemp(), seed=a.seed, steps=a.warmup + a.steps,
@@ -186,34 +204,34 @@ def run_mmalign(a) -> dict:
                               mixed_precision="bf16" if a.dtype == "bf16" else "no",
                               cpu=not a.device.startswith("cuda"), save_every=0),
         algorithm="grpo",
-        grpo=GRPOConfig(beta=0.0, clip_low=0.2, clip_high=0.2, loss_agg="token-mean", scale_rewards="group"),
+        **{algo_key: GRPOConfig(beta=0.0, clip_low=0.2, clip_high=0.2, loss_agg="token-mean", scale_rewards="group")},
     )
     trainer = Trainer(cfg, task=task)
     gen_cpu: list[float] = []
     orig_sample = policy.sample
 
-    def timed_sample(*args_, **kwargs):  # process CPU time of generation (wall time comes from time_sample)
+    def timed_sample(*args_, **kwargs):  # process CPU time of generation (its wall time is time_sample)
         c = time.process_time()
         out = orig_sample(*args_, **kwargs)
         gen_cpu.append(time.process_time() - c)
         return out
 
     policy.sample = timed_sample
-    steps = []
+    result = None
     for k in range(a.warmup + a.steps):
+        gate.ready(result)
         sync(a.device)
         t0, c0 = time.perf_counter(), time.process_time()
         m = trainer.step(k)
         sync(a.device)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        steps.append({"step": wall, "gen": m["time_sample"], "rest": wall - m["time_sample"],
-                      "step_cpu": cpu, "gen_cpu": gen_cpu[-1], "rest_cpu": cpu - gen_cpu[-1],
-                      "train": m["time_train"], "len": m["steps_len"], "reward": m["reward"], "loss": m["loss"]})
-    return {"checksum": checksum, "steps": steps, **mem_peak(a, base)}
+        result = {"step": wall, "gen": m["time_sample"], "rest": wall - m["time_sample"], "step_cpu": cpu,
+                  "gen_cpu": gen_cpu[-1], "rest_cpu": cpu - gen_cpu[-1], "train": m["time_train"],
+                  "len": m["steps_len"], "reward": m["reward"], "loss": m["loss"]}
+    return {"checksum": checksum, "last": result, **mem_peak(a, base)}
 
 
-def run_trl(a) -> dict:
-    import torch
+def run_trl(a, gate: Gate) -> dict:
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -257,44 +275,60 @@ def run_trl(a) -> dict:
         return out
 
     trainer._generate = timed_generate
-    marks: list[tuple[float, float]] = []  # (wall, process CPU) per optimizer step
 
     class Timer(TrainerCallback):
+        """on_step_begin (after the batch is fetched) -> on_step_end (after the optimizer step)."""
+
+        mark: tuple[float, float] | None = None
+
+        def result(self, state) -> dict | None:
+            if self.mark is None:
+                return None
+            (wall, cpu), (g, g_cpu) = self.mark, gen_times[-1]
+            log = next((h for h in reversed(state.log_history) if "loss" in h), {})
+            return {"step": wall, "gen": g, "rest": wall - g, "step_cpu": cpu, "gen_cpu": g_cpu,
+                    "rest_cpu": cpu - g_cpu, "trl_step_time": log.get("step_time"),
+                    "len": log.get("completions/mean_length"), "reward": log.get("reward"), "loss": log.get("loss")}
+
         def on_step_begin(self, args, state, control, **kw):
+            gate.ready(self.result(state))  # the previous step's logging has finished by now
             sync(a.device)
             self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kw):
             sync(a.device)
-            marks.append((time.perf_counter() - self.t0, time.process_time() - self.c0))
+            self.mark = (time.perf_counter() - self.t0, time.process_time() - self.c0)
 
-    trainer.add_callback(Timer())
+    timer = Timer()
+    trainer.add_callback(timer)
     trainer.train()
-    logs = [h for h in trainer.state.log_history if "loss" in h]
-    if len(marks) != n_steps or len(gen_times) != n_steps:
-        raise RuntimeError(f"TRL ran {len(marks)} steps and {len(gen_times)} generations, expected {n_steps} each.")
-    steps = []
-    for i, ((wall, cpu), (g, g_cpu)) in enumerate(zip(marks, gen_times)):
-        log = logs[i] if i < len(logs) else {}
-        steps.append({"step": wall, "gen": g, "rest": wall - g, "step_cpu": cpu, "gen_cpu": g_cpu,
-                      "rest_cpu": cpu - g_cpu, "trl_step_time": log.get("step_time"),
-                      "len": log.get("completions/mean_length"), "reward": log.get("reward"), "loss": log.get("loss")})
-    return {"checksum": checksum, "steps": steps, **mem_peak(a, base)}
+    if len(gen_times) != n_steps:
+        raise RuntimeError(f"TRL generated {len(gen_times)} times in {n_steps} steps; expected once per step.")
+    return {"checksum": checksum, "last": timer.result(trainer.state), **mem_peak(a, base)}
+
+
+def worker(a, system: str, conn) -> None:
+    """Process entry point: quiet stdout/stderr into a log file, run one system, send its summary."""
+    import traceback
+
+    log = open(os.path.join(tempfile.gettempdir(), f"grpo_bench_{system}_{os.getpid()}.log"), "w")
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    os.environ.update(TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error")
+    try:
+        import torch
+
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        out = (run_mmalign if system == "mmalign" else run_trl)(a, Gate(conn))
+        out.update(system=system, torch_threads=torch.get_num_threads())
+        Gate(conn).done(out)
+    except BaseException:
+        conn.send(("error", traceback.format_exc()[-6000:] + f"\n(log: {log.name})"))
 
 
 # --------------------------------------------------------------------------------------------------------------
 # driver
-
-
-def worker_main(a) -> None:
-    import torch
-
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    result = (run_mmalign if a.worker == "mmalign" else run_trl)(a)
-    result.update(system=a.worker, torch_threads=torch.get_num_threads())
-    with open(a.result, "w") as f:
-        json.dump(result, f)
 
 
 def median(xs):
@@ -302,21 +336,46 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def spawn(a, system: str, argv: list[str]) -> dict:
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        path = f.name
-    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--worker", system, "--result", path]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
-        raise SystemExit(f"{system} worker failed (rc {proc.returncode})")
-    with open(path) as f:
-        out = json.load(f)
-    os.unlink(path)
-    out["process_s"] = time.perf_counter() - t
-    return out
+def recv(system: str, conn, want: str):
+    kind, payload = conn.recv()
+    if kind == "error":
+        raise SystemExit(f"{system} worker failed:\n{payload}")
+    if kind != want:
+        raise SystemExit(f"{system} worker sent {kind!r}, expected {want!r}")
+    return payload
+
+
+def run_round(a, systems: list[str], first: int) -> dict[str, dict]:
+    """Start one process per system, then run their steps alternately: ABBA ABBA ... (A = systems[first])."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs, conns = {}, {}
+    for s in systems:  # build one after the other, so model builds do not overlap
+        parent, child = ctx.Pipe()
+        procs[s] = ctx.Process(target=worker, args=(a, s, child), daemon=True)
+        procs[s].start()
+        conns[s] = parent
+        recv(s, parent, "step")  # ready for step 0
+    steps: dict[str, list[dict]] = {s: [] for s in systems}
+    order = systems[first:] + systems[:first]
+    for k in range(a.warmup + a.steps):
+        for s in order if k % 2 == 0 else order[::-1]:
+            conns[s].send("go")
+            kind, payload = conns[s].recv()
+            if kind == "error":
+                raise SystemExit(f"{s} worker failed:\n{payload}")
+            if kind == "step":
+                steps[s].append(payload)
+            else:  # "done": the last step's result comes with the summary
+                steps[s].append(payload["last"])
+                procs[s].summary = payload
+    outs = {}
+    for s in systems:
+        summary = getattr(procs[s], "summary", None) or recv(s, conns[s], "done")
+        procs[s].join(timeout=60)
+        outs[s] = {**summary, "steps": steps[s]}
+    return outs
 
 
 def main() -> None:
@@ -331,43 +390,41 @@ def main() -> None:
         p.add_argument(f"--{k.replace('_', '-')}", type=int, help=f"override the preset's {k}")
     p.add_argument("--lr", type=float, default=1e-6)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0 = torch's default)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per worker; default 1 on the CPU (stable "
+                   "timings on a shared machine), torch's default on a GPU; 0 = torch's default")
     p.add_argument("--systems", default="mmalign,trl", help="comma list of systems to run")
     p.add_argument("--json", default="", help="write all raw per-step results here")
-    p.add_argument("--worker", default="", help=argparse.SUPPRESS)
-    p.add_argument("--result", default="", help=argparse.SUPPRESS)
     a = p.parse_args()
     for k, v in {**SHAPES[a.shape], **RUN_DEFAULTS[a.shape]}.items():
         if getattr(a, k) is None:
             setattr(a, k, v)
+    if a.threads is None:
+        a.threads = 0 if a.device.startswith("cuda") else 1
 
-    if a.worker:
-        worker_main(a)
-        return
-
-    argv = [x for x in sys.argv[1:]]
     systems = a.systems.split(",")
     print(f"shape={a.shape} hidden={a.hidden} layers={a.layers} heads={a.heads}/{a.kv_heads} "
           f"inter={a.intermediate} vocab={a.vocab} | {a.prompts} prompts x {a.generations} gens x {a.max_new} tokens, "
-          f"prompt {a.prompt_len} tokens | {a.warmup} warm-up + {a.steps} timed steps x {a.rounds} rounds | "
-          f"{a.device} {a.dtype}", flush=True)
+          f"prompt {a.prompt_len} tokens | {a.warmup} warm-up + {a.steps} timed steps x {a.rounds} rounds, steps "
+          f"alternated | {a.device} {a.dtype}, torch threads {a.threads or 'default'}", flush=True)
     runs: dict[str, list[dict]] = {s: [] for s in systems}
     for r in range(a.rounds):
-        order = systems if r % 2 == 0 else systems[::-1]
-        for s in order:
-            out = spawn(a, s, argv)
+        t = time.perf_counter()
+        outs = run_round(a, systems, first=r % len(systems))
+        for s in systems:
+            out = outs[s]
             runs[s].append(out)
             timed = out["steps"][a.warmup:]
             print(f"round {r} {s:8s} step {median([x['step'] for x in timed]):.3f}s "
-                  f"(cpu {median([x['step_cpu'] for x in timed]):.3f}s) "
-                  f"gen {median([x['gen'] for x in timed]):.3f}s peak +{out['mem_peak_mb']:.0f} MB "
-                  f"(len {median([x['len'] for x in timed]):.0f}, checksum {out['checksum']:.6f}, "
-                  f"process {out['process_s']:.0f}s)", flush=True)
+                  f"(cpu {median([x['step_cpu'] for x in timed]):.3f}s) gen {median([x['gen'] for x in timed]):.3f}s "
+                  f"peak +{out['mem_peak_mb']:.0f} MB (len {median([x['len'] for x in timed]):.0f}, "
+                  f"checksum {out['checksum']:.6f})", flush=True)
+        print(f"round {r} took {time.perf_counter() - t:.0f}s", flush=True)
 
     sums = {}
     for s, outs in runs.items():
         timed = [x for o in outs for x in o["steps"][a.warmup:]]
-        sums[s] = {k: median([x[k] for x in timed]) for k in ("step", "gen", "rest", "step_cpu", "gen_cpu", "rest_cpu")}
+        keys = ("step", "gen", "rest", "step_cpu", "gen_cpu", "rest_cpu")
+        sums[s] = {k: median([x[k] for x in timed]) for k in keys}
         sums[s]["mem"] = median([o["mem_peak_mb"] for o in outs])
         sums[s]["n"] = len(timed)
         sums[s]["first"] = median([o["steps"][0]["step"] for o in outs])
@@ -375,14 +432,15 @@ def main() -> None:
         print("WARNING: weight checksums differ between runs", flush=True)
 
     kind = next(iter(runs.values()))[0]["mem_kind"]
-    print(f"\nmedians over timed steps ({kind} minus after model build)")
+    n = min(v["n"] for v in sums.values())
+    print(f"\nmedians over {n} timed steps per system; memory: {kind} minus after model build")
     print(f"| {'metric':32s} | " + " | ".join(f"{s:>9s}" for s in systems) + " | mmalign/TRL |")
     print("|" + "-" * 34 + "|" + "|".join("-" * 11 for _ in systems) + "|-------------|")
-    for key, label, unit in (("step", "step time", "s"), ("gen", "generation", "s"),
-                             ("rest", "score + update (step - gen)", "s"), ("step_cpu", "step, process CPU time", "s"),
-                             ("gen_cpu", "generation, CPU time", "s"), ("rest_cpu", "score + update, CPU time", "s"),
-                             ("first", "first step (cold)", "s"),
-                             ("mem", "peak memory", "MB")):
+    rows = (("step", "step time", "s"), ("gen", "generation", "s"), ("rest", "score + update (step - gen)", "s"),
+            ("step_cpu", "step, process CPU time", "s"), ("gen_cpu", "generation, CPU time", "s"),
+            ("rest_cpu", "score + update, CPU time", "s"), ("first", "first step (cold)", "s"),
+            ("mem", "peak memory", "MB"))
+    for key, label, unit in rows:
         vals = [sums[s][key] for s in systems]
         ratio = f"{sums['mmalign'][key] / sums['trl'][key]:.2f}x" if {"mmalign", "trl"} <= set(sums) else "-"
         cells = " | ".join(f"{v:9.3f}" if unit == "s" else f"{v:9.0f}" for v in vals)

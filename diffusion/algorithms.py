@@ -14,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from mmalign.diffusion.schedule import PerPromptStats, b2_select
 
 from mmalign.advantages import group_advantages, zero_std_fraction
+from mmalign.algorithms import Algorithm
 from mmalign.algorithms.grpo import grpo_loss
-from mmalign.diffusion.schedule import PerPromptStats, b2_select
 from mmalign.rollout import Rollout
 
 
@@ -109,5 +110,8 @@ def b2_prepare(policy, rollout: Rollout, cfg: B2Config) -> dict[str, float]:
     return {"frac_kept": float(kept.float().mean())}
 
 
-ALGORITHMS = {"ddpo": (ddpo_prepare, grpo_loss), "b2": (b2_prepare, grpo_loss)}
 """Entries for the trainer's ALGORITHMS table (prepare, loss); configs `DDPOConfig`, `B2Config`."""
+
+
+DDPO = Algorithm(DDPOConfig, ddpo_prepare, grpo_loss)
+B2 = Algorithm(B2Config, b2_prepare, grpo_loss)

@@ -126,7 +126,8 @@ def load_components(path: str | Path, dtype: torch.dtype = torch.float32) -> Com
     index_file = path / "model_index.json"
     if not index_file.exists():
         raise FileNotFoundError(f"{path} is not a diffusers pipeline folder (no model_index.json); nothing is "
-                                "downloaded: save one with `save_pretrained` or `mmalign.diffusion.models.save_components`.")
+                                "downloaded: save one with `save_pretrained` or "
+                                "`mmalign.diffusion.models.save_components`.")
     index = json.loads(index_file.read_text())
 
     def load(name: str, **kw):

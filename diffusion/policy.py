@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-
 from mmalign.diffusion.dpo import denoising_logprobs, rollout_from
 from mmalign.diffusion.models import Components
 from mmalign.diffusion.schedule import B2Schedule, timestep_mask
-from mmalign.diffusion.steps import REDUCTIONS, StepOutput, ddim_step, euler_step, flow_sde_step
+from mmalign.diffusion.steps import REDUCTIONS, StepOutput, ddim_step, flow_sde_step
+from torch import Tensor, nn
+
 from mmalign.rollout import Rollout
 
 
@@ -75,7 +75,8 @@ class DiffusionPolicy(nn.Module):
         self.family = "flow" if "FlowMatch" in type(comp.scheduler).__name__ else "ddim"
         if (self.family == "ddim" and eta <= 0) or (self.family == "flow" and noise_level <= 0):
             raise ValueError("RL over denoising steps needs stochastic steps: eta > 0 (DDIM) or noise_level > 0 "
-                             "(flow); deterministic sampling is available through `generate(..., deterministic=True)`.")
+                             "(flow); deterministic sampling is available through "
+                             "`generate(..., deterministic=True)`.")
         if reference == "lora" and not getattr(comp.denoiser, "_hf_peft_config_loaded", False):
             raise ValueError("reference='lora' needs LoRA on the denoiser (`add_lora`) or use reference='copy'.")
         self.denoiser = comp.denoiser.eval()
@@ -232,8 +233,8 @@ class DiffusionPolicy(nn.Module):
         group = torch.arange(len(contexts), device=self.device).repeat_interleave(num_samples)
         return group, emb[group], pooled[group]
 
-    def _rollout(self, contexts: Sequence, group: Tensor, chain: list[Tensor], logps: list[Tensor], emb: Tensor, pooled: Tensor,
-                 start: int, extra: dict | None = None) -> Rollout:
+    def _rollout(self, contexts: Sequence, group: Tensor, chain: list[Tensor], logps: list[Tensor], emb: Tensor,
+                 pooled: Tensor, start: int, extra: dict | None = None) -> Rollout:
         b, t = group.shape[0], self.num_steps
         mask = timestep_mask(b, t, start, self.timestep_fraction, device=group.device)
         steps = torch.arange(t, device=group.device).expand(b, t).clone()

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from mmalign.diffusion import shapes
 from mmalign.diffusion.models import Components, ddim_scheduler, save_components
 
@@ -46,8 +45,8 @@ class PretrainConfig:
 def embedded_components(cfg: PretrainConfig) -> Components:
     """The embedded model's components, randomly initialised."""
     from diffusers import UNet2DConditionModel
-
     from mmalign.diffusion.models import tiny_text_encoder
+
     from mmalign.text import word_tokenizer
 
     torch.manual_seed(cfg.seed)

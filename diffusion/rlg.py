@@ -12,10 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
-
 from mmalign.diffusion.policy import DiffusionPolicy, prompt_of
 from mmalign.diffusion.steps import ddim_mean_std, euler_step
+from torch import Tensor
 
 
 def rlg_predict(policy: DiffusionPolicy, x: Tensor, k: Tensor, emb: Tensor, pooled: Tensor, w: float) -> Tensor:
@@ -59,5 +58,8 @@ def generate(policy: DiffusionPolicy, contexts: Sequence, seed: int = 0, rlg_sca
             out = policy.predict(x, k, emb, pooled)
         else:
             out = rlg_predict(policy, x, k, emb, pooled, rlg_scale)
-        x = _deterministic_step(policy, out, x, k) if deterministic else policy.step(out, x, k, noise=noise[i]).prev_sample
+        if deterministic:
+            x = _deterministic_step(policy, out, x, k)
+        else:
+            x = policy.step(out, x, k, noise=noise[i]).prev_sample
     return policy.decode(x), x

@@ -67,7 +67,8 @@ class B2Schedule:
     def split_step(self, stage: int) -> int:
         """Remaining steps at the branch point at `stage` (clamped to the last stage)."""
         interval = self.split_right - self.split_left + 1
-        return min(self.split_right, self.split_left + math.floor(min(stage, self.stages - 1) * interval / self.stages))
+        stage = min(stage, self.stages - 1)
+        return min(self.split_right, self.split_left + math.floor(stage * interval / self.stages))
 
     def branch_step(self, stage: int) -> int:
         """Step index at which trajectories branch (and training starts) at `stage`."""

@@ -26,7 +26,8 @@ def prompt_of_spec(spec: dict) -> str:
     noun = spec["shape"] + ("s" if n > 1 else "")
     text = f"{NUMBERS[n]} {spec['color']} {noun}"
     if spec.get("position"):
-        text += f" at the {spec['position']}" if spec["position"] in ("top", "bottom") else f" on the {spec['position']}"
+        word = "at" if spec["position"] in ("top", "bottom") else "on"
+        text += f" {word} the {spec['position']}"
     return text
 
 

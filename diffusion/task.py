@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from mmalign.diffusion import shapes
 from mmalign.diffusion.models import load_components, tiny_components
 from mmalign.diffusion.policy import DiffusionPolicy, add_lora
@@ -176,6 +175,7 @@ class DiffusionTask:
     def finish(self, policy: DiffusionPolicy, run_dir: Path) -> None:
         """Image grids of the held-out prompts before / after training, and the alignment-rate curve."""
         from mmalign.diffusion.media import save_grid
+
         from mmalign.tracking import plot_curves
 
         if self.first_images:
@@ -187,3 +187,19 @@ class DiffusionTask:
                     f.write(json.dumps(c if isinstance(c, dict) else {"prompt": c}) + "\n")
         if (run_dir / "metrics.jsonl").exists():
             plot_curves(run_dir / "metrics.jsonl", run_dir / "alignment.png", ("alignment_rate",), run_dir.name)
+
+    def save_samples(self, prompts: list[str], out: Path, num_samples: int = 1, seed: int = 0,
+                     rlg_scale: float | None = None, rlg_start: int = 0) -> list[Path]:
+        """Seeded images for `prompts` as PNG files (and a grid), optionally with RL guidance (`rlg.generate`)."""
+        import cv2
+        from mmalign.diffusion.media import save_grid
+
+        out.mkdir(parents=True, exist_ok=True)
+        contexts = [p for p in prompts for _ in range(num_samples)]
+        images, _ = generate(self.policy, contexts, seed=seed, rlg_scale=rlg_scale, rlg_start=rlg_start)
+        paths = []
+        for i, image in enumerate(images):
+            paths.append(out / f"sample_{i:03d}.png")
+            cv2.imwrite(str(paths[-1]), cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR))
+        save_grid(list(zip(contexts, images)), out / "grid.png", num_samples)
+        return paths

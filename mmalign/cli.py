@@ -25,7 +25,11 @@ def _parser() -> argparse.ArgumentParser:
         if name == "sample":
             s.add_argument("--prompt", action="append", required=True, help="a context (repeatable)")
             s.add_argument("--num-samples", type=int, default=1)
-            s.add_argument("--greedy", action="store_true")
+            s.add_argument("--greedy", action="store_true", help="greedy decoding (text)")
+            s.add_argument("--seed", type=int, default=0)
+            s.add_argument("--out", help="folder for image / video samples")
+            s.add_argument("--rlg-scale", type=float, help="RL guidance weight w (diffusion): base + w (tuned - base)")
+            s.add_argument("--rlg-start", type=int, default=0, help="first denoising step that uses RL guidance")
         if name == "select":
             s.add_argument("--k", type=int, required=True, help="how many rows to keep")
             s.add_argument("--mode", default="hard", choices=["hard", "easy", "medium", "random"])
@@ -68,6 +72,13 @@ def run(argv: list[str] | None = None) -> int:
         import torch
 
         _, task = _task(args)
+        if hasattr(task, "save_samples"):  # media tasks write files
+            with torch.no_grad():
+                paths = task.save_samples(args.prompt, Path(args.out or "samples"), args.num_samples, args.seed,
+                                          rlg_scale=args.rlg_scale, rlg_start=args.rlg_start)
+            print(f"wrote {len(paths)} samples to {Path(args.out or 'samples')}")
+            return 0
+        torch.manual_seed(args.seed)
         kwargs = {"greedy": True} if args.greedy else {}
         with torch.no_grad():
             rollout = task.policy.sample(args.prompt, args.num_samples, **kwargs)

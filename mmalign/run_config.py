@@ -4,10 +4,8 @@
 task: text                 # a name in TASKS or "package.module:Class"
 task_args: {...}           # validated against the task class's `Config` dataclass
 trainer: {...}             # TrainerConfig
-algorithm: grpo            # grpo | ppo (online) | preference (offline)
-grpo: {...}                # GRPOConfig
-ppo: {...}                 # PPOConfig
-preference: {...}          # PreferenceConfig
+algorithm: grpo            # a name in ALGORITHMS (grpo, ppo, preference, ddpo, b2) or "package.module:NAME"
+grpo: {...}                # the section named after the algorithm: its config dataclass (GRPOConfig here)
 ```
 """
 
@@ -19,13 +17,12 @@ from typing import Any
 
 import yaml
 
-from mmalign.algorithms.grpo import GRPOConfig
-from mmalign.algorithms.offline import PreferenceConfig
-from mmalign.algorithms.ppo import PPOConfig
+from mmalign.algorithms import ALGORITHMS, Algorithm
 from mmalign.config import ConfigError, apply_overrides, from_dict, read_yaml, resolve, to_dict
 
 TASKS = {
     "text": "mmalign.text_task:TextTask",
+    "diffusion": "mmalign.diffusion.task:DiffusionTask",
 }
 """Task names usable in configs; anything else is a "package.module:Class" string."""
 
@@ -95,17 +92,21 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """Loop settings."""
     algorithm: str = "grpo"
-    """"grpo" or "ppo" (online: sample, score, update) or "preference" (offline, on the task's preference rows)."""
-    grpo: GRPOConfig = field(default_factory=GRPOConfig)
-    """GRPO settings (used when algorithm = grpo)."""
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    """PPO settings (used when algorithm = ppo)."""
-    preference: PreferenceConfig = field(default_factory=PreferenceConfig)
-    """Offline preference settings (used when algorithm = preference)."""
+    """A name in ALGORITHMS or "package.module:NAME"; its settings are the YAML section of the same name."""
+    algorithm_args: Any = None
+    """The algorithm's config dataclass (default settings when None)."""
 
     def __post_init__(self) -> None:
-        if self.algorithm not in ("grpo", "ppo", "preference"):
-            raise ValueError(f"algorithm must be 'grpo', 'ppo' or 'preference', got {self.algorithm!r}.")
+        if self.algorithm_args is None:
+            self.algorithm_args = algorithm(self.algorithm).config()
+
+
+def algorithm(name: str) -> Algorithm:
+    """The `Algorithm` a config's `algorithm` names."""
+    algo = resolve(name, ALGORITHMS)
+    if not isinstance(algo, Algorithm):
+        raise ConfigError(f"algorithm {name!r} does not name an mmalign.algorithms.Algorithm.")
+    return algo
 
 
 def task_class(name: str) -> type:
@@ -118,12 +119,18 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None) -> Run
     data = apply_overrides(read_yaml(path), overrides or [])
     if "task" not in data:
         raise ConfigError(f"{path}: missing key 'task' (one of {sorted(TASKS)} or 'package.module:Class').")
+    name = data.get("algorithm", "grpo")
+    if not isinstance(name, str):
+        raise ConfigError(f"{path}.algorithm: expected a name such as 'grpo', got {name!r}.")
+    args = data.pop(name, None)  # the section named after the algorithm
     cfg = from_dict(RunConfig, data, where=str(path))
-    cls = task_class(cfg.task)
-    cfg.task_args = from_dict(cls.Config, cfg.task_args, where=f"{path}: task_args")
+    cfg.algorithm_args = from_dict(algorithm(name).config, args, where=f"{path}: {name}")
+    cfg.task_args = from_dict(task_class(cfg.task).Config, cfg.task_args, where=f"{path}: task_args")
     return cfg
 
 
 def dump_run_config(cfg: RunConfig, path: Path) -> None:
     """Write the resolved config (what actually ran) as YAML."""
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    data = to_dict(cfg)
+    data[cfg.algorithm] = data.pop("algorithm_args")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -17,17 +17,12 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from mmalign.algorithms.grpo import grpo_loss, grpo_prepare
-from mmalign.algorithms.offline import preference_loss
-from mmalign.algorithms.ppo import ppo_loss, ppo_prepare
 from mmalign.checkpoint import finalize_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from mmalign.losses import agg_units
 from mmalign.rewards import check_rewards
 from mmalign.rollout import Rollout
-from mmalign.run_config import RunConfig, dump_run_config, task_class
+from mmalign.run_config import RunConfig, algorithm, dump_run_config, task_class
 from mmalign.tracking import Tracker, plot_curves
-
-ALGORITHMS = {"grpo": (grpo_prepare, grpo_loss), "ppo": (ppo_prepare, ppo_loss)}
 
 
 class RunExistsError(RuntimeError):
@@ -62,8 +57,8 @@ class Trainer:
         set_seed(tc.seed)
         self.task = task if task is not None else task_class(cfg.task)(cfg.task_args, self.acc.device)
         self.policy = self.task.policy
-        self.algo_cfg = getattr(cfg, cfg.algorithm)
-        self.prepare, self.loss_fn = ALGORITHMS.get(cfg.algorithm, (None, None))
+        self.algo_cfg = cfg.algorithm_args
+        _, self.prepare, self.loss_fn = algorithm(cfg.algorithm)
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the policy has no trainable parameters.")
@@ -156,7 +151,7 @@ class Trainer:
         sums: dict[str, float] = {}
         for m in micro:
             with self.acc.autocast():
-                loss, metrics = preference_loss(self.policy, m, self.algo_cfg, denom)
+                loss, metrics = self.loss_fn(self.policy, m, self.algo_cfg, denom)
             loss.backward()
             metrics["loss"] = loss.detach() * self.world  # this process's share of the global mean
             for k, v in metrics.items():
@@ -171,6 +166,8 @@ class Trainer:
             return self.offline_step(step)
         t0 = time.perf_counter()
         contexts = self.contexts_for(step)
+        if hasattr(self.policy, "set_progress"):  # schedules over training (B2-DiffuRL stages) follow the step
+            self.policy.set_progress(step)
         with torch.no_grad(), self.acc.autocast():
             rollout = self.policy.sample(contexts, self.cfg.trainer.num_samples)  # 1 sample
         t1 = time.perf_counter()

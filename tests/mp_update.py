@@ -25,7 +25,7 @@ def main(out: str, micro: int) -> None:
     cfg = RunConfig(task="text", trainer=TrainerConfig(contexts_per_step=4, num_samples=4, lr=1e-2,
                                                        micro_batch_size=micro, output_dir=str(Path(out).parent)))
     trainer = Trainer(cfg, task=tiny_task(policy), accelerator=acc)
-    trainer.prepare(policy, local, cfg.grpo)
+    trainer.prepare(policy, local, cfg.algorithm_args)
     trainer.update(local)
     if acc.is_main_process:
         save_file(trainable_state(policy), out)

@@ -3,11 +3,11 @@ denoiser calls, sibling selection, and the DDPO / B2 advantage preparation throu
 
 import pytest
 import torch
-
-from mmalign.algorithms.grpo import grpo_loss
 from mmalign.diffusion.algorithms import B2Config, DDPOConfig, b2_prepare, ddpo_prepare
 from mmalign.diffusion.schedule import B2Schedule, PerPromptStats, b2_select, timestep_mask
 from test_diffusion_policy import PROMPTS, make_policy
+
+from mmalign.algorithms.grpo import grpo_loss
 
 
 def test_b2_schedule_matches_reference_formula():

@@ -3,10 +3,15 @@
 import numpy as np
 import pytest
 import torch
-
 from mmalign.diffusion import shapes
-from mmalign.diffusion.rewards import (ClipScoreReward, PreferenceModelReward, PromptAlignmentReward, build_reward,
-                                       jpeg_compressibility, jpeg_incompressibility)
+from mmalign.diffusion.rewards import (
+    ClipScoreReward,
+    PreferenceModelReward,
+    PromptAlignmentReward,
+    build_reward,
+    jpeg_compressibility,
+    jpeg_incompressibility,
+)
 
 
 @pytest.mark.parametrize("size,counts", [(16, (1, 2)), (32, (1, 2, 3))])
@@ -93,7 +98,8 @@ def test_aesthetic_head(tmp_path):
 
     path = _tiny_clip(tmp_path / "clip")
     save_file({"layers.0.weight": torch.ones(4, 8), "layers.0.bias": torch.zeros(4),
-               "layers.1.weight": torch.ones(1, 4), "layers.1.bias": torch.full((1,), 3.0)}, tmp_path / "head.safetensors")
+               "layers.1.weight": torch.ones(1, 4), "layers.1.bias": torch.full((1,), 3.0)},
+              tmp_path / "head.safetensors")
     fn = ClipScoreReward(str(path), aesthetic_head=str(tmp_path / "head.safetensors"))
     out = fn(["x"], [np.zeros((16, 16, 3), np.uint8)])
     assert len(out) == 1 and np.isfinite(out[0])

@@ -54,7 +54,8 @@ def test_ddim_step_batched_per_sample_timesteps():
     both = ddim_step(eps, x, ac[ts], ac[prev], 1.0, noise=z)
     for i in range(2):
         one = ddim_step(eps[i:i + 1], x[i:i + 1], ac[ts[i:i + 1]], ac[prev[i:i + 1]], 1.0, noise=z[i:i + 1])
-        assert torch.allclose(both.prev_sample[i], one.prev_sample[0]) and torch.allclose(both.logprob[i], one.logprob[0])
+        assert torch.allclose(both.prev_sample[i], one.prev_sample[0])
+        assert torch.allclose(both.logprob[i], one.logprob[0])
 
 
 def test_ddim_step_rejects_zero_eta():

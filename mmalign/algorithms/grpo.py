@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from mmalign.advantages import group_advantages, rloo_advantages, scale_advantages, zero_std_fraction
+from mmalign.algorithms import Algorithm
 from mmalign.losses import AGGREGATIONS, aggregate, clipped_surrogate, kl_estimate
 from mmalign.rollout import Policy, Rollout
 
@@ -89,3 +90,6 @@ def grpo_loss(policy: Policy, batch: Rollout, cfg: GRPOConfig, denom: Tensor | N
     metrics["clip_frac"] = aggregate(surr.clipped.float(), batch.mask)
     metrics["ratio"] = aggregate(surr.ratio.detach(), batch.mask)
     return loss, metrics
+
+
+GRPO = Algorithm(GRPOConfig, grpo_prepare, grpo_loss)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from mmalign import preference as P
+from mmalign.algorithms import Algorithm
 from mmalign.rollout import Rollout
 
 LOSSES = ("dpo", "ipo", "robust", "tpo", "tpo-l", "copg", "pro")
@@ -107,3 +108,6 @@ def _losses(policy, rows, cfg: PreferenceConfig, logps: Tensor, ref: Tensor | No
     sft = sequence_logps(policy.logprobs(rolls[0]), rolls[0].mask) if cfg.sft_weight > 0 else None
     out = P.pro_loss(logps, None if rewards is None else rewards.to(logps), sft, cfg.sft_weight)
     return out.rank if out.sft is None else out.rank + out.sft
+
+
+PREFERENCE = Algorithm(PreferenceConfig, None, preference_loss)

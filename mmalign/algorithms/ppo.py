@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from mmalign.advantages import gae, whiten
+from mmalign.algorithms import Algorithm
 from mmalign.losses import AGGREGATIONS, aggregate, clipped_surrogate, kl_estimate
 from mmalign.rollout import Policy, Rollout
 
@@ -109,3 +110,6 @@ def ppo_loss(policy: Policy, batch: Rollout, cfg: PPOConfig, denom: Tensor | Non
     metrics["clip_frac"] = aggregate(surr.clipped.float(), batch.mask)
     metrics["value_loss"] = aggregate(v_loss.detach(), batch.mask)
     return loss, metrics
+
+
+PPO = Algorithm(PPOConfig, ppo_prepare, ppo_loss)
