@@ -32,7 +32,10 @@ machine hit both systems alike. Each round starts fresh processes (and swaps whi
 shows medians over all timed steps of all rounds and the median peak memory over rounds. Process CPU time is
 shown beside wall time: with one torch thread per worker (the CPU default) it is less sensitive to other tenants.
 
-    python bench/grpo_text_vs_trl.py                          # CPU, tiny preset (~3 min on 2 cores)
+`--policy NAME=module:Class --systems mmalign,NAME,trl` adds a third column: mmalign's Trainer driving another
+`CausalLMPolicy`-compatible class, to measure a candidate speed-up against TRL in the same interleaved run.
+
+    python bench/grpo_text_vs_trl.py                          # CPU, tiny preset (about 2-4 min on 2 cores)
     python bench/grpo_text_vs_trl.py --device cuda --shape 0.5b --dtype bf16   # beside the shared GPU baseline
 """
 
@@ -176,13 +179,13 @@ class Gate:
         self.conn.send(("done", result))
 
 
-def run_mmalign(a, gate: Gate) -> dict:
+def run_mmalign(a, gate: Gate, policy_cls: str = "mmalign.text:CausalLMPolicy") -> dict:
     from types import SimpleNamespace
 
     from mmalign.algorithms.grpo import GRPOConfig
+    from mmalign.config import resolve
     from mmalign.rewards import BleuReward
     from mmalign.run_config import RunConfig, TrainerConfig
-    from mmalign.text import CausalLMPolicy
     from mmalign.trainer import Trainer
 
     tok = build_tokenizer(a.vocab)
@@ -190,7 +193,7 @@ def run_mmalign(a, gate: Gate) -> dict:
     model, checksum = build_model(a)
     base = mem_baseline(a)
 
-    policy = CausalLMPolicy(model, tok, max_new_tokens=a.max_new, temperature=1.0, chat_template=False,
+    policy = resolve(policy_cls, {})(model, tok, max_new_tokens=a.max_new, temperature=1.0, chat_template=False,
                             reference="none", max_prompt_length=100_000)
     task = SimpleNamespace(policy=policy, rewards=[("bleu", BleuReward(), 1.0)], train_contexts=rows,
                            eval_contexts=rows[:1])
@@ -320,7 +323,10 @@ def worker(a, system: str, conn) -> None:
 
         if a.threads:
             torch.set_num_threads(a.threads)
-        out = (run_mmalign if system == "mmalign" else run_trl)(a, Gate(conn))
+        if system == "trl":
+            out = run_trl(a, Gate(conn))
+        else:
+            out = run_mmalign(a, Gate(conn), a.policy.get(system, "mmalign.text:CausalLMPolicy"))
         out.update(system=system, torch_threads=torch.get_num_threads())
         Gate(conn).done(out)
     except BaseException:
@@ -392,7 +398,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads per worker; default 1 on the CPU (stable "
                    "timings on a shared machine), torch's default on a GPU; 0 = torch's default")
-    p.add_argument("--systems", default="mmalign,trl", help="comma list of systems to run")
+    p.add_argument("--systems", default="mmalign,trl", help="comma list of systems to run: trl, mmalign, or a name "
+                   "given to --policy")
+    p.add_argument("--policy", action="append", default=[], metavar="NAME=module:Class",
+                   help="run mmalign with another CausalLMPolicy-compatible class as system NAME (to try a candidate "
+                   "speed-up against TRL in the same run); repeatable")
     p.add_argument("--json", default="", help="write all raw per-step results here")
     a = p.parse_args()
     for k, v in {**SHAPES[a.shape], **RUN_DEFAULTS[a.shape]}.items():
@@ -401,7 +411,9 @@ def main() -> None:
     if a.threads is None:
         a.threads = 0 if a.device.startswith("cuda") else 1
 
+    a.policy = dict(x.split("=", 1) for x in a.policy)
     systems = a.systems.split(",")
+    others = [s for s in systems if s != "trl"] if "trl" in systems else []
     print(f"shape={a.shape} hidden={a.hidden} layers={a.layers} heads={a.heads}/{a.kv_heads} "
           f"inter={a.intermediate} vocab={a.vocab} | {a.prompts} prompts x {a.generations} gens x {a.max_new} tokens, "
           f"prompt {a.prompt_len} tokens | {a.warmup} warm-up + {a.steps} timed steps x {a.rounds} rounds, steps "
@@ -426,6 +438,7 @@ def main() -> None:
         keys = ("step", "gen", "rest", "step_cpu", "gen_cpu", "rest_cpu")
         sums[s] = {k: median([x[k] for x in timed]) for k in keys}
         sums[s]["mem"] = median([o["mem_peak_mb"] for o in outs])
+        sums[s]["mem_abs"] = median([o["mem_peak_abs_mb"] for o in outs])
         sums[s]["n"] = len(timed)
         sums[s]["first"] = median([o["steps"][0]["step"] for o in outs])
     if len({round(o["checksum"], 4) for outs in runs.values() for o in outs}) != 1:
@@ -434,21 +447,25 @@ def main() -> None:
     kind = next(iter(runs.values()))[0]["mem_kind"]
     n = min(v["n"] for v in sums.values())
     print(f"\nmedians over {n} timed steps per system; memory: {kind} minus after model build")
-    print(f"| {'metric':32s} | " + " | ".join(f"{s:>9s}" for s in systems) + " | mmalign/TRL |")
-    print("|" + "-" * 34 + "|" + "|".join("-" * 11 for _ in systems) + "|-------------|")
+    w = max(9, *map(len, systems))
+    print(f"| {'metric':32s} | " + " | ".join(f"{s:>{w}s}" for s in systems) + " | "
+          + " | ".join(f"{s + '/TRL':>{w + 4}s}" for s in others) + " |")
+    print("|" + "-" * 34 + "|" + "|".join("-" * (w + 2) for _ in systems) + "|"
+          + "|".join("-" * (w + 6) for _ in others) + "|")
     rows = (("step", "step time", "s"), ("gen", "generation", "s"), ("rest", "score + update (step - gen)", "s"),
             ("step_cpu", "step, process CPU time", "s"), ("gen_cpu", "generation, CPU time", "s"),
             ("rest_cpu", "score + update, CPU time", "s"), ("first", "first step (cold)", "s"),
-            ("mem", "peak memory", "MB"))
+            ("mem", "peak memory", "MB"), ("mem_abs", "peak memory, absolute", "MB"))
     for key, label, unit in rows:
         vals = [sums[s][key] for s in systems]
-        ratio = f"{sums['mmalign'][key] / sums['trl'][key]:.2f}x" if {"mmalign", "trl"} <= set(sums) else "-"
-        cells = " | ".join(f"{v:9.3f}" if unit == "s" else f"{v:9.0f}" for v in vals)
-        print(f"| {label + ' (' + unit + ')':32s} | {cells} | {ratio:>11s} |")
-    if {"mmalign", "trl"} <= set(sums):
-        r_step = sums["mmalign"]["step"] / sums["trl"]["step"]
-        r_mem = sums["mmalign"]["mem"] / sums["trl"]["mem"]
-        print(f"\ngoal: step <= 0.70x TRL -> {r_step:.2f}x {'MET' if r_step <= 0.7 else 'NOT MET'}; "
+        ratios = " | ".join(f"{sums[o][key] / sums['trl'][key]:>{w + 3}.2f}x" for o in others)
+        cells = " | ".join(f"{v:{w}.3f}" if unit == "s" else f"{v:{w}.0f}" for v in vals)
+        print(f"| {label + ' (' + unit + ')':32s} | {cells} | {ratios} |")
+    print()
+    for o in others:
+        r_step = sums[o]["step"] / sums["trl"]["step"]
+        r_mem = sums[o]["mem"] / sums["trl"]["mem"]
+        print(f"goal for {o}: step <= 0.70x TRL -> {r_step:.2f}x {'MET' if r_step <= 0.7 else 'NOT MET'}; "
               f"memory <= 1.00x TRL -> {r_mem:.2f}x {'MET' if r_mem <= 1.0 else 'NOT MET'}")
     if a.json:
         with open(a.json, "w") as f:

@@ -58,8 +58,13 @@ def _device() -> str:
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "train":
+        from mmalign.config import read_yaml, resolve
         from mmalign.run_config import load_run_config
         from mmalign.trainer import Trainer
+
+        recipe = read_yaml(args.config).get("recipe")
+        if recipe:  # experiments with a loop of their own (online preference RL) name it: "package.module:main"
+            return resolve(recipe)([args.config, *args.overrides, *(["--resume"] if args.resume else [])])
 
         run_dir = Trainer(load_run_config(args.config, args.overrides)).train(resume=args.resume)
         print(f"run folder: {run_dir}")

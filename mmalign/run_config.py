@@ -23,6 +23,7 @@ from mmalign.config import ConfigError, apply_overrides, from_dict, read_yaml, r
 TASKS = {
     "text": "mmalign.text_task:TextTask",
     "diffusion": "mmalign.diffusion.task:DiffusionTask",
+    "vlm": "mmalign.vlm.task:SSLTask",
 }
 """Task names usable in configs; anything else is a "package.module:Class" string."""
 

@@ -141,6 +141,13 @@ class Trainer:
         return float(norm)
 
     # --- one iteration ----------------------------------------------------------------------------------
+    def set_progress(self, step: int) -> None:
+        """Schedules over training (B2-DiffuRL stages, LMM-R1's text-then-image stages) follow the iteration, so a
+        resumed run continues them: task and policy get `set_progress(step)` before the step's contexts are drawn."""
+        for obj in (self.task, self.policy):
+            if hasattr(obj, "set_progress"):
+                obj.set_progress(step)
+
     def offline_step(self, step: int) -> dict[str, float]:
         """One offline iteration: a batch of preference rows, micro-batched, one optimizer step."""
         t0 = time.perf_counter()
@@ -165,9 +172,8 @@ class Trainer:
         if self.prepare is None:
             return self.offline_step(step)
         t0 = time.perf_counter()
+        self.set_progress(step)
         contexts = self.contexts_for(step)
-        if hasattr(self.policy, "set_progress"):  # schedules over training (B2-DiffuRL stages) follow the step
-            self.policy.set_progress(step)
         with torch.no_grad(), self.acc.autocast():
             rollout = self.policy.sample(contexts, self.cfg.trainer.num_samples)  # 1 sample
         t1 = time.perf_counter()

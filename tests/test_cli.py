@@ -28,8 +28,10 @@ def test_eval_and_sample_from_a_checkpoint(tmp_path, capsys):
 
 
 def test_select_keeps_the_hardest_rows(tmp_path, capsys):
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in load_jsonl(ROOT / "mmalign/data/instructions.jsonl")[:24]))
     out = tmp_path / "hard.jsonl"
-    assert main(["select", CFG, "--k", "5", "--mode", "hard", "--out", str(out)]) == 0
+    assert main(["select", CFG, f"task_args.dataset={pool}", "--k", "5", "--mode", "hard", "--out", str(out)]) == 0
     rows = load_jsonl(out, required=("prompt", "references"))
     assert len(rows) == 5 and "kept 5 hard rows" in capsys.readouterr().out
 

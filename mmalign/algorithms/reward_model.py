@@ -47,7 +47,7 @@ def reward_model_update(score_fn: ScoreFn, chosen: Sequence, rejected: Sequence,
     if cfg.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
     optimizer.step()
-    return {"loss": float(loss), "accuracy": float((rc > rr).float().mean())}
+    return {"loss": float(loss.detach()), "accuracy": float((rc > rr).float().mean())}
 
 
 def train_reward_model(score_fn: ScoreFn, params, pairs: Sequence[tuple], cfg: RewardModelConfig) -> list[dict]:

@@ -1,0 +1,137 @@
+"""PEARL CPA: accuracy of zero-shot transferred preference labels on the planar tasks, vs a nearest-neighbour baseline.
+
+    python bench/pearl_transfer.py --out docs/figures     # about a minute on one CPU core
+
+Collects (or reads from --data) one mixed-quality offline dataset per task (`mmalign.robotics.offline_data`), then,
+for each ordered (source, target) task pair and seed: samples n segments of H steps per task, labels every source
+pair by ground-truth return (the oracle scripted teacher), transfers labels to every target pair with CPA, and
+scores them against the target's own oracle labels (pairs with equal returns left out; a 0.5 label counts as half).
+Writes pearl_transfer.json and pearl_transfer.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mmalign.robotics.cpa import CPAConfig, SourceTask, all_pairs, cross_task_labels, nearest_neighbour_labels, \
+    segment_features
+from mmalign.robotics.offline_data import collect_dataset, load_dataset, save_dataset
+
+TASKS = {"reach": "mmalign/Reach-v0", "push": "mmalign/Push-v0", "button-press": "mmalign/ButtonPress-v0",
+         "drawer-open": "mmalign/DrawerOpen-v0"}
+METHODS = {"cpa-exact-relative": CPAConfig(), "cpa-exact-flat": CPAConfig(representation="flat"),
+           "cpa-entropic-relative": CPAConfig(method="entropic", max_iter=200)}
+
+
+def accuracy(pred: np.ndarray, ret_a: np.ndarray, ret_b: np.ndarray) -> float:
+    """Agreement of soft labels (P(a > b)) with the oracle on pairs of unequal return; 0.5 counts as half."""
+    keep = ret_a != ret_b
+    truth = (ret_a > ret_b)[keep]
+    hard = np.where(pred[keep] > 0.5, 1.0, np.where(pred[keep] < 0.5, 0.0, 0.5))
+    return float(np.mean(np.where(hard == 0.5, 0.5, hard == truth)))
+
+
+def datasets(data_dir: Path | None, episodes: int) -> dict:
+    out = {}
+    for task, env_id in TASKS.items():
+        path = data_dir / f"{task}.npz" if data_dir else None
+        if path is not None and path.exists():
+            out[task] = load_dataset(path)
+            continue
+        out[task] = collect_dataset(env_id, episodes, seed=0)
+        if path is not None:
+            save_dataset(out[task], path)
+    return out
+
+
+def one_pair(src, tgt, n: int, h: int, seed: int) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    s, t = src.sample_segments(n, h, rng), tgt.sample_segments(n, h, rng)
+    a, b = all_pairs(n)
+    rs, rt = s["rewards"].sum(1), t["rewards"].sum(1)
+    res = {}
+    for name, cfg in METHODS.items():
+        source = SourceTask(segment_features(s["obs"], s["actions"], cfg.representation), a, b,
+                            (rs[a] > rs[b]).astype(float))
+        labels = cross_task_labels([source], segment_features(t["obs"], t["actions"], cfg.representation), a, b, cfg)
+        res[name] = accuracy(labels.labels, rt[a], rt[b])
+    source = SourceTask(segment_features(s["obs"], s["actions"]), a, b, (rs[a] > rs[b]).astype(float))
+    res["nearest-neighbour"] = accuracy(nearest_neighbour_labels(source, segment_features(t["obs"], t["actions"]),
+                                                                 a, b), rt[a], rt[b])
+    return res
+
+
+def multi_source(data: dict, sources: list[str], target: str, n: int, h: int, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    a, b = all_pairs(n)
+    srcs = []
+    for name in sources:
+        s = data[name].sample_segments(n, h, rng)
+        r = s["rewards"].sum(1)
+        srcs.append(SourceTask(segment_features(s["obs"], s["actions"]), a, b, (r[a] > r[b]).astype(float)))
+    t = data[target].sample_segments(n, h, rng)
+    rt = t["rewards"].sum(1)
+    return accuracy(cross_task_labels(srcs, segment_features(t["obs"], t["actions"]), a, b).labels, rt[a], rt[b])
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = list(results)
+    methods = list(next(iter(results.values())))
+    fig, ax = plt.subplots(figsize=(12, 4))
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        mean = [np.mean(results[p][m]) for p in pairs]
+        std = [np.std(results[p][m]) for p in pairs]
+        ax.bar(np.arange(len(pairs)) + i * width, mean, width, yerr=std, label=m, capsize=2)
+    ax.axhline(0.5, color="k", lw=0.8, ls="--")
+    ax.set_xticks(np.arange(len(pairs)) + 0.4 - width / 2, pairs, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("transferred-label accuracy")
+    ax.set_ylim(0.3, 1.0)
+    ax.legend(fontsize=8, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/figures"))
+    parser.add_argument("--data", type=Path, default=None, help="folder of <task>.npz datasets (written if absent)")
+    parser.add_argument("--episodes", type=int, default=25, help="episodes per behaviour policy when collecting")
+    parser.add_argument("--segments", type=int, default=100)
+    parser.add_argument("--length", type=int, default=25)
+    parser.add_argument("--seeds", type=int, default=5)
+    args = parser.parse_args()
+    t0 = time.time()
+    data = datasets(args.data, args.episodes)
+    results: dict[str, dict[str, list[float]]] = {}
+    for src in TASKS:
+        for tgt in TASKS:
+            if src == tgt:
+                continue
+            runs = [one_pair(data[src], data[tgt], args.segments, args.length, s) for s in range(args.seeds)]
+            results[f"{src}->{tgt}"] = {m: [r[m] for r in runs] for m in runs[0]}
+            print(f"{src:>12} -> {tgt:<12}", "  ".join(f"{m} {np.mean(v):.3f}+-{np.std(v):.3f}"
+                                                       for m, v in results[f"{src}->{tgt}"].items()), flush=True)
+    multi = [multi_source(data, ["reach", "push"], "button-press", args.segments, args.length, s)
+             for s in range(args.seeds)]
+    print(f"reach+push -> button-press cpa-exact-relative {np.mean(multi):.3f}+-{np.std(multi):.3f}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = {"settings": {k: str(v) for k, v in vars(args).items()}, "pairs": results,
+               "multi_source": {"reach+push->button-press": multi}, "seconds": time.time() - t0}
+    (args.out / "pearl_transfer.json").write_text(json.dumps(summary, indent=1))
+    plot(results, args.out / "pearl_transfer.png")
+    print(f"done in {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

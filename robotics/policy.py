@@ -1,0 +1,112 @@
+"""Gaussian robot policy on the adapter contract (DESIGN.md section 2), with a critic for PPO.
+
+A step is one environment step. The policy is a diagonal Gaussian N(mu(s), diag(sigma^2)) over the raw
+(unsquashed) action; the environment clips it to its box, and the log-prob is that of the raw sample, summed
+over action dimensions (as CleanRL and Stable-Baselines3 do). `Rollout.state` holds what re-scoring needs:
+`obs` (B, T, obs_dim) and `actions` (B, T, act_dim), the raw samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.distributions import Normal
+
+from mmalign.rollout import Rollout
+
+
+def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.Tanh, out_gain: float = 1.0) -> nn.Sequential:
+    """Linear layers of `sizes` with `activation` between them; orthogonal init (PPO implementation details)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        last = i == len(sizes) - 2
+        lin = nn.Linear(a, b)
+        nn.init.orthogonal_(lin.weight, out_gain if last else np.sqrt(2))
+        nn.init.zeros_(lin.bias)
+        layers += [lin] if last else [lin, activation()]
+    return nn.Sequential(*layers)
+
+
+class GaussianActorCritic(nn.Module):
+    """Actor mu(s) with a state-independent log-std, and a separate critic V(s).
+
+    Args:
+        obs_dim: observation size.
+        act_dim: action size.
+        hidden: hidden layer widths of both networks.
+        log_std_init: initial log-std of every action dimension.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (64, 64), log_std_init: float = -0.5):
+        super().__init__()
+        self.actor = mlp([obs_dim, *hidden, act_dim], out_gain=0.01)
+        self.critic = mlp([obs_dim, *hidden, 1], out_gain=1.0)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
+
+    def dist(self, obs: Tensor) -> Normal:
+        """The action distribution at `obs` (..., obs_dim): batch shape (..., act_dim)."""
+        mean = self.actor(obs)
+        return Normal(mean, self.log_std.expand_as(mean).exp())
+
+    def value(self, obs: Tensor) -> Tensor:
+        """V(obs): (..., obs_dim) -> (...)."""
+        return self.critic(obs).squeeze(-1)
+
+
+class GaussianPolicy:
+    """The adapter: samples env steps through a `VecEnvSampler` and re-scores them (Policy, HasValue, HasEntropy).
+
+    `sample(contexts, num_samples)` ignores `contexts` beyond their count (the env is the context) and collects
+    `num_samples` steps from each of the sampler's envs: B = num_envs rows, T = num_samples columns.
+
+    Args:
+        net: the actor-critic.
+        sampler: the vector-env sampler that `sample` drives (optional for re-scoring only).
+    """
+
+    def __init__(self, net: GaussianActorCritic, sampler=None):
+        self.net, self.sampler = net, sampler
+
+    def parameters(self) -> Iterable[nn.Parameter]:
+        return self.net.parameters()
+
+    def named_parameters(self):
+        return self.net.named_parameters()
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """One step for a batch of observations (N, obs_dim): raw action (N, act_dim), log-prob (N,), V (N,)."""
+        d = self.net.dist(obs)
+        action = d.mean if deterministic else d.sample()
+        return action, d.log_prob(action).sum(-1), self.net.value(obs)
+
+    @torch.no_grad()
+    def state_value(self, obs: Tensor) -> Tensor:
+        """V(obs) without grad: (..., obs_dim) -> (...); the sampler's bootstrap values."""
+        return self.net.value(obs)
+
+    def sample(self, contexts: Sequence, num_samples: int) -> Rollout:
+        """Collect `num_samples` steps per env (continuing the envs' episodes); see `VecEnvSampler.collect`."""
+        if self.sampler is None:
+            raise ValueError("GaussianPolicy.sample needs a VecEnvSampler; pass sampler=... when building it.")
+        return self.sampler.collect(self, num_samples)
+
+    def logprobs(self, rollout: Rollout) -> Tensor:
+        """(B, T) log N(a_t | mu(s_t), sigma), summed over action dimensions, with grad."""
+        return self.net.dist(rollout.state["obs"]).log_prob(rollout.state["actions"]).sum(-1)
+
+    def values(self, rollout: Rollout) -> Tensor:
+        """(B, T) V(s_t), with grad."""
+        return self.net.value(rollout.state["obs"])
+
+    def entropy(self, rollout: Rollout) -> Tensor:
+        """(B, T) entropy of the action distribution at each step, with grad."""
+        return self.net.dist(rollout.state["obs"]).entropy().sum(-1)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """Deterministic (mean) action for one or a batch of numpy observations, clipped to [-1, 1]."""
+        action, _, _ = self.act(torch.as_tensor(obs, dtype=torch.float32), deterministic=True)
+        return action.clamp(-1, 1).numpy()

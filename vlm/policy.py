@@ -1,0 +1,171 @@
+"""Vision-language models on the adapter contract: a transformers image-text-to-text model as a `Policy`.
+
+A step is one completion token, exactly as in `mmalign.text.CausalLMPolicy`: its log-prob is
+log softmax(logits / temperature) at the sampled token, with no reduction over tokens. Prompts (text and image
+tokens) are left-padded; the mask covers the completion up to and including EOS. Image tensors (`pixel_values`,
+`image_grid_thw`), the token types and the M-RoPE positions stay in `Rollout.state`, one entry per sample, so
+minibatch slicing carries each sample's images; the cores never read them. Positions are computed once, at
+sampling, and reused when re-scoring, so sampling and re-scoring see the same positions by construction (no
+reliance on the model's cached `rope_deltas`). The model stays in eval mode (no dropout); gradients still flow.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from mmalign.rollout import Rollout
+from mmalign.text import _CACHE, token_logprobs
+
+
+class VLMPolicy(nn.Module):
+    """An image-text-to-text model (optionally a peft model with LoRA) and its prompt encoder as a `Policy`.
+
+    Args:
+        model: e.g. `Qwen2VLForConditionalGeneration` (or its peft wrapper).
+        inputs: a prompt encoder from `mmalign.vlm.inputs` (e.g. `Qwen2VLInputs`).
+        max_new_tokens: completion length limit.
+        temperature: sampling temperature; it defines the policy, so it also divides the re-scored logits.
+        reference: "lora" (adapters disabled), "copy" (a frozen copy made now) or "none".
+    """
+
+    def __init__(self, model, inputs, max_new_tokens: int = 64, temperature: float = 1.0, reference: str = "none"):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError("temperature must be positive; use sample(..., greedy=True) for greedy decoding.")
+        if reference == "lora" and not hasattr(model, "disable_adapter"):
+            raise ValueError("reference='lora' needs a peft model (turn LoRA on) or use reference='copy'.")
+        self.model, self.inputs = model.eval(), inputs
+        self.tokenizer = inputs.tokenizer
+        self.max_new_tokens, self.temperature, self.reference = max_new_tokens, temperature, reference
+        self.ref_model = copy.deepcopy(model).requires_grad_(False).eval() if reference == "copy" else None
+        # the policy never emits image/vision tokens (EasyR1 biases the image token by -100); part of its definition,
+        # so re-scoring masks them too
+        self.banned = torch.tensor(inputs.banned_token_ids, dtype=torch.long)
+
+    def _logits(self, logits: Tensor) -> Tensor:
+        """fp32 logits / temperature with the banned (image) tokens at -inf: (..., V) -> (..., V)."""
+        logits = logits.float() / self.temperature
+        return logits.index_fill(-1, self.banned.to(logits.device), float("-inf"))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @torch.no_grad()
+    def sample(self, contexts: Sequence, num_samples: int, greedy: bool = False) -> Rollout:
+        """Generate `num_samples` completions per context with a KV cache; stop each row at EOS.
+
+        Returns:
+            Rollout with logprobs/mask (B, T), B = len(contexts) * num_samples; state: input_ids, attention_mask,
+            token_types (B, P + T), position_ids (B, R, P + T), prompt_length P, and per-sample image tensors.
+        """
+        prompt = self.inputs.encode(contexts, self.device)
+        rep = lambda x: x.repeat_interleave(num_samples, 0)  # noqa: E731
+        ids, attn, types, pos = rep(prompt.input_ids), rep(prompt.attention_mask), rep(prompt.token_types), \
+            rep(prompt.position_ids)
+        images = {k: [t for t in v for _ in range(num_samples)] for k, v in prompt.images.items()}
+        b, eos, pad = ids.shape[0], self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos.transpose(0, 1), use_cache=True,
+                         logits_to_keep=1, **self.inputs.model_inputs(images, types, self.dtype))
+        step_pos = pos[:, :, -1:]
+        done = torch.zeros(b, dtype=torch.bool, device=ids.device)
+        toks, lps, masks = [], [], []
+        for _ in range(self.max_new_tokens):
+            logp = torch.log_softmax(self._logits(out.logits[:, -1]), -1)
+            tok = logp.argmax(-1) if greedy else torch.multinomial(logp.exp(), 1).squeeze(-1)
+            toks.append(torch.where(done, pad, tok))
+            lps.append(torch.where(done, 0.0, logp.gather(-1, tok[:, None]).squeeze(-1)))
+            masks.append(~done)
+            done = done | (tok == eos)
+            if bool(done.all()) or len(toks) == self.max_new_tokens:
+                break
+            attn = torch.cat([attn, attn.new_ones(b, 1)], 1)
+            step_pos = step_pos + 1  # text after the prompt: all three M-RoPE axes advance together
+            out = self.model(input_ids=toks[-1][:, None], attention_mask=attn, position_ids=step_pos.transpose(0, 1),
+                             use_cache=True, **{_CACHE: getattr(out, _CACHE)})
+        completion, mask = torch.stack(toks, 1), torch.stack(masks, 1)
+        return self._rollout(len(contexts), num_samples, ids, prompt.attention_mask.repeat_interleave(num_samples, 0),
+                             types, pos, images, completion, mask, torch.stack(lps, 1))
+
+    def _rollout(self, n_contexts: int, num_samples: int, ids: Tensor, attn: Tensor, types: Tensor, pos: Tensor,
+                 images: dict, completion: Tensor, mask: Tensor, logprobs: Tensor) -> Rollout:
+        """Pack prompt + completion into a Rollout; completion positions continue after each prompt's last one."""
+        t = completion.shape[1]
+        steps = torch.arange(1, t + 1, device=ids.device)
+        comp_pos = pos[:, :, -1:] + steps.view(1, 1, t)
+        texts = self.tokenizer.batch_decode(completion.masked_fill(~mask, self.tokenizer.pad_token_id),
+                                            skip_special_tokens=True)
+        return Rollout(
+            group=torch.arange(n_contexts, device=ids.device).repeat_interleave(num_samples),
+            logprobs=logprobs, mask=mask, outputs=texts,
+            state={"input_ids": torch.cat([ids, completion], 1), "attention_mask": torch.cat([attn, mask.long()], 1),
+                   "token_types": torch.cat([types, torch.zeros_like(completion)], 1),  # Qwen2-VL wants them all
+                   "position_ids": torch.cat([pos, comp_pos], 2), "prompt_length": ids.shape[1], **images},
+        )
+
+    def rollout_from(self, contexts: Sequence, outputs: Sequence[str]) -> Rollout:
+        """A teacher-forced rollout of given completions (offline data), EOS appended; `logprobs` are left at 0."""
+        prompt = self.inputs.encode(contexts, self.device)
+        enc = self.tokenizer(list(outputs), add_special_tokens=False, padding=True, padding_side="right",
+                             return_tensors="pt")
+        comp, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device).bool()
+        comp = torch.cat([comp, torch.full_like(comp[:, :1], self.tokenizer.pad_token_id)], 1)
+        mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
+        rows, lengths = torch.arange(len(comp), device=comp.device), mask.sum(1)
+        comp[rows, lengths], mask[rows, lengths] = self.tokenizer.eos_token_id, True
+        roll = self._rollout(len(contexts), 1, prompt.input_ids, prompt.attention_mask, prompt.token_types,
+                             prompt.position_ids, prompt.images, comp, mask, torch.zeros(mask.shape))
+        roll.outputs = list(outputs)
+        return roll
+
+    def _forward(self, rollout: Rollout, model=None):
+        """Forward over prompt + completion; returns logits at the positions that predict completion steps."""
+        s = rollout.state
+        attn, p = s["attention_mask"], s["prompt_length"]
+        end = int(attn.sum(0).nonzero().max()) + 1  # drop all-padding columns at the end of this minibatch
+        images = {k: s[k] for k in ("pixel_values", "image_grid_thw") if k in s}
+        out = (model or self.model)(input_ids=s["input_ids"][:, :end], attention_mask=attn[:, :end],
+                                    position_ids=s["position_ids"][:, :, :end].transpose(0, 1),
+                                    logits_to_keep=end - p + 1,
+                                    **self.inputs.model_inputs(images, s["token_types"][:, :end], self.dtype))
+        return out.logits[:, :-1], s["input_ids"][:, p:end]
+
+    def _pad(self, rollout: Rollout, x: Tensor) -> Tensor:
+        """(B, L) per-step values -> (B, T), zero on padding."""
+        return nn.functional.pad(x, (0, rollout.mask.shape[1] - x.shape[1])) * rollout.mask
+
+    def logprobs(self, rollout: Rollout, model=None) -> Tensor:
+        """(B, T) log-probs of the completion tokens under the current weights, with grad."""
+        logits, tokens = self._forward(rollout, model)
+        return self._pad(rollout, token_logprobs(self._logits(logits), tokens))
+
+    @torch.no_grad()
+    def ref_logprobs(self, rollout: Rollout) -> Tensor:
+        """(B, T) log-probs under the reference: adapters disabled (LoRA) or the frozen copy."""
+        if self.reference == "lora":
+            with self.model.disable_adapter():
+                return self.logprobs(rollout)
+        if self.ref_model is None:
+            raise ValueError("a KL term needs a reference model: set reference to 'copy' or turn LoRA on.")
+        return self.logprobs(rollout, self.ref_model)
+
+    def entropy(self, rollout: Rollout) -> Tensor:
+        """(B, T) entropy of the next-token distribution at each completion step, with grad."""
+        logits, _ = self._forward(rollout)
+        logp = torch.log_softmax(self._logits(logits), -1)
+        return self._pad(rollout, -(logp.exp() * logp).nan_to_num(0.0).sum(-1))
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """The model (or its PEFT adapter), tokenizer and image processor as a `save_pretrained` folder."""
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        self.inputs.image_processor.save_pretrained(path)

@@ -1,0 +1,264 @@
+"""The SSL task: a VLM policy, unlabeled images turned into verifiable questions (SSL4RL), rewards, evaluation.
+
+Images come from a folder (any PNG/JPEG) or the procedural generator; they are split into train and held-out
+images, so evaluation asks questions about images never trained on. Training contexts are generated lazily and
+reproducibly from (seed, index), a fresh corruption per pass. `stages` gives LMM-R1's two-stage schedule
+(Peng et al. 2025, arXiv 2503.07536): e.g. text-only rule-based questions first, then the multimodal tasks, on
+the same adapter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from mmalign.vlm.images import load_image_folder, procedural_images
+from mmalign.vlm.inputs import prompt_encoder, qwen2_vl_image_processor
+from mmalign.vlm.policy import VLMPolicy
+from mmalign.vlm.rewards import SSL_REWARDS, SSLAccuracy
+from mmalign.vlm.ssl_tasks import SSLGenerator, build_ssl_task
+
+from mmalign.rewards import check_rewards
+
+
+@dataclass
+class SSLTaskConfig:
+    model: str = ""
+    """A local save_pretrained folder of an image-text-to-text model (Qwen2-VL / Qwen2.5-VL); nothing is downloaded."""
+    model_config: dict = field(default_factory=dict)
+    """Instead of `model`: a random-init model from this transformers config dict (mmalign.vlm.tiny; tests)."""
+    dtype: str = "float32"
+    """Weights dtype when loading: float32, bfloat16 or float16."""
+    lora_r: int = 0
+    """LoRA rank through peft; 0 trains all weights."""
+    lora_alpha: int = 16
+    """LoRA alpha."""
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Modules that get LoRA adapters (the language model's; the vision tower's attention is `qkv`)."""
+    reference: str = "auto"
+    """KL reference: "lora" (adapters disabled), "copy" (frozen copy), "none", or "auto" (lora if LoRA else none)."""
+    max_new_tokens: int = 64
+    """Completion length limit."""
+    temperature: float = 1.0
+    """Sampling temperature (part of the policy's definition)."""
+    max_prompt_length: int = 4096
+    """Longer prompts are an error (truncation would cut image tokens)."""
+    min_pixels: int = 0
+    """Image processor's min_pixels (each image is resized to at least this area); 0 = the model's setting."""
+    max_pixels: int = 0
+    """Image processor's max_pixels; 0 = the model's setting. Small values keep prompts short."""
+    dataset: str = "procedural"
+    """"procedural" (generated scenes, no downloads) or a folder of PNG/JPEG images."""
+    num_images: int = 64
+    """Procedural images to generate, or the most images read from the folder (0 = all)."""
+    image_size: int = 64
+    """Images are centre-cropped and resized to this side when loaded or generated."""
+    task_size: int = 56
+    """Side of the images the SSL generators output (patches are smaller)."""
+    tasks: list = field(default_factory=lambda: ["rotation"])
+    """SSL tasks: names or {"name": ..., knobs}: rotation, jigsaw, position, contrastive, masked_patch, arithmetic."""
+    instruction: bool = True
+    """Append the think/answer instruction to every prompt."""
+    stages: list[dict] = field(default_factory=list)
+    """Curriculum: [{"steps": N, "tasks": [...]}, {"tasks": [...]}]; the last stage runs to the end. Empty: `tasks`."""
+    views_per_image: int = 8
+    """Training contexts per (image, task) in one pass over the data (each a fresh corruption)."""
+    eval_fraction: float = 0.25
+    """Held-out fraction of the images."""
+    eval_views: int = 2
+    """Held-out questions per (image, task)."""
+    rewards: list = field(default_factory=lambda: [{"name": "accuracy"}, {"name": "format", "weight": 0.1}])
+    """Reward specs {"name": accuracy | valid | format, "weight": w, options}."""
+    eval_greedy: bool = True
+    """Evaluate with greedy decoding."""
+    seed: int = 0
+    """Seed of the images, the split and the questions."""
+
+    def __post_init__(self) -> None:
+        if bool(self.model) == bool(self.model_config):
+            raise ValueError("set exactly one of `model` (a local folder) or `model_config` (a tiny random model).")
+        if self.reference not in ("auto", "lora", "copy", "none"):
+            raise ValueError(f"reference must be auto, lora, copy or none, got {self.reference!r}.")
+        if not 0 < self.eval_fraction < 1:
+            raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}.")
+        if any("tasks" not in s for s in self.stages) or any("steps" not in s for s in self.stages[:-1]):
+            raise ValueError("each stage needs `tasks`, and every stage but the last needs `steps`.")
+
+
+class SSLContexts(Sequence):
+    """Lazily generated SSL questions: item i asks task (i // n_images) % n_tasks about image i % n_images.
+
+    Each item is {"prompt", "images", "answer", "choices", "task"}; its randomness comes from (seed, i) only, so a
+    given index always gives the same question. A distinct second image is drawn for contrastive / distractors.
+    """
+
+    def __init__(self, images: list[np.ndarray], tasks: list[SSLGenerator], seed: int, views: int):
+        self.images, self.tasks, self.seed, self.views = images, tasks, seed, views
+
+    def __len__(self) -> int:
+        return len(self.images) * len(self.tasks) * self.views
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        n = len(self.images)
+        rng = np.random.default_rng([self.seed, i])
+        k = i % n
+        other = self.images[(k + 1 + int(rng.integers(n - 1))) % n] if n > 1 else None
+        task = self.tasks[(i // n) % len(self.tasks)]
+        s = task(self.images[k], rng, other)
+        return {"prompt": s.prompt, "images": s.images, "answer": s.answer, "choices": s.choices, "task": task.name}
+
+
+class StagedContexts(Sequence):
+    """Training contexts that follow a stage schedule (LMM-R1: text-only RL, then multimodal RL).
+
+    The trainer calls the task's `set_progress(k)` before it draws the contexts of step k (also after a resume).
+    """
+
+    def __init__(self, stages: list[SSLContexts], ends: list[int]):
+        self.stages, self.ends, self.current = stages, ends, 0
+        self.stage_of(0)
+
+    def stage_of(self, step: int) -> int:
+        self.current = next((j for j, end in enumerate(self.ends) if step < end), len(self.stages) - 1)
+        return self.current
+
+    def __len__(self) -> int:
+        return len(self.stages[self.current])
+
+    def __getitem__(self, i: int) -> dict:
+        return self.stages[self.current][i]
+
+
+def build_tokenizer_for(tasks: list[SSLGenerator], images: list[np.ndarray]):
+    """The in-memory word tokenizer of a tiny model: every word of the tasks' prompts and answers."""
+    from mmalign.vlm.tiny import qwen_word_tokenizer, words_of
+
+    texts = []
+    probe = SSLContexts(images[:4], tasks, seed=0, views=8)
+    for i in range(len(probe)):
+        c = probe[i]
+        texts += [c["prompt"], c["answer"].replace(",", " , "), *c["choices"]]
+    texts += [str(i) for i in range(-30, 60)]  # arithmetic answers
+    return qwen_word_tokenizer(words_of(texts))
+
+
+def load_vlm(cfg: SSLTaskConfig):
+    """Model, tokenizer and image processor from a local folder (AutoModelForImageTextToText, offline)."""
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    path = Path(cfg.model).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"model {cfg.model!r} is not a local folder; nothing is downloaded (see docs/vlm.md).")
+    kw = {"local_files_only": True}
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, cfg.dtype), **kw)
+    tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+    pixels = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v}
+    return model, tokenizer, qwen2_vl_image_processor(str(path), **pixels)
+
+
+class SSLTask:
+    """Builds the VLM policy, SSL questions, rewards and per-task evaluation for the trainer."""
+
+    Config = SSLTaskConfig
+
+    def __init__(self, cfg: SSLTaskConfig, device: torch.device | str = "cpu"):
+        self.cfg = cfg
+        images = self.load_images(cfg)
+        order = np.random.default_rng(cfg.seed).permutation(len(images))
+        n_eval = max(1, int(round(len(images) * cfg.eval_fraction)))
+        train = [images[i] for i in order[n_eval:]]
+        held = [images[i] for i in order[:n_eval]]
+        specs = [s["tasks"] for s in cfg.stages] or [cfg.tasks]
+        stages = [[build_ssl_task(t, cfg.task_size, cfg.instruction) for t in ts] for ts in specs]
+        all_tasks = list({t.name: t for ts in stages for t in ts}.values())
+        self.policy = self.build_policy(cfg, device, all_tasks, train)
+        views = [SSLContexts(train, ts, cfg.seed + 1, cfg.views_per_image) for ts in stages]
+        ends = list(np.cumsum([s["steps"] for s in cfg.stages[:-1]])) if cfg.stages else []
+        self.train_contexts = StagedContexts(views, ends) if cfg.stages else views[0]
+        held_ctx = SSLContexts(held, all_tasks, cfg.seed + 2, cfg.eval_views)
+        self.eval_contexts = [held_ctx[i] for i in range(len(held_ctx))]
+        self.rewards = [self.resolve(spec) for spec in cfg.rewards]
+        self.accuracy = SSLAccuracy(next((s.get("require_tags", True) for s in cfg.rewards if isinstance(s, dict)
+                                          and s.get("name") == "accuracy"), True))
+        self.last_eval: list[dict] = []
+
+    def set_progress(self, step: int) -> None:
+        """Called by the trainer before it draws step `step`'s contexts: selects the LMM-R1 stage of that step."""
+        if isinstance(self.train_contexts, StagedContexts):
+            self.train_contexts.stage_of(step)
+
+    @staticmethod
+    def load_images(cfg: SSLTaskConfig) -> list[np.ndarray]:
+        if cfg.dataset == "procedural":
+            return procedural_images(cfg.num_images, cfg.image_size, cfg.seed)
+        return load_image_folder(cfg.dataset, cfg.image_size, cfg.num_images)
+
+    @staticmethod
+    def resolve(spec: str | dict) -> tuple[str, object, float]:
+        spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+        name, weight = spec.pop("name", None), float(spec.pop("weight", 1.0))
+        if name not in SSL_REWARDS:
+            raise ValueError(f"unknown SSL reward {name!r}; use one of {sorted(SSL_REWARDS)}.")
+        return name, SSL_REWARDS[name](**spec), weight
+
+    @staticmethod
+    def build_policy(cfg: SSLTaskConfig, device, tasks: list[SSLGenerator], images: list[np.ndarray]) -> VLMPolicy:
+        if cfg.model_config:
+            from mmalign.vlm.tiny import build_vlm
+
+            tokenizer = build_tokenizer_for(tasks, images)
+            cfg_dict = dict(cfg.model_config)
+            from mmalign.vlm.tiny import tiny_qwen2_vl_config
+
+            model = build_vlm(tiny_qwen2_vl_config(tokenizer, **cfg_dict))
+            side = cfg.task_size // 28 * 28 or 28
+            processor = qwen2_vl_image_processor(min_pixels=cfg.min_pixels or side * side,
+                                                 max_pixels=cfg.max_pixels or side * side)
+        else:
+            model, tokenizer, processor = load_vlm(cfg)
+        reference = cfg.reference
+        if cfg.lora_r > 0:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                                     target_modules=cfg.lora_target_modules))
+            reference = "lora" if reference == "auto" else reference
+        reference = "none" if reference == "auto" else reference
+        model = model.to(device)
+        inputs = prompt_encoder(model, tokenizer, processor, cfg.max_prompt_length)
+        return VLMPolicy(model, inputs, cfg.max_new_tokens, cfg.temperature, reference)
+
+    def evaluate(self, policy: VLMPolicy, batch_size: int = 16) -> dict[str, float]:
+        """Per-task accuracy (the task's verifier) and mean rewards on held-out images, one completion each."""
+        per_task: dict[str, list[float]] = {}
+        totals: dict[str, list[torch.Tensor]] = {name: [] for name, _, _ in self.rewards}
+        self.last_eval = []
+        for i in range(0, len(self.eval_contexts), batch_size):
+            ctx = self.eval_contexts[i:i + batch_size]
+            outputs = policy.sample(ctx, 1, greedy=self.cfg.eval_greedy).outputs
+            for c, acc in zip(ctx, self.accuracy(ctx, outputs)):
+                per_task.setdefault(c["task"], []).append(acc)
+            for name, fn, _ in self.rewards:
+                totals[name].append(check_rewards(fn(ctx, outputs), len(ctx), name))
+            self.last_eval += [{"task": c["task"], "prompt": c["prompt"], "answer": c["answer"], "output": o}
+                               for c, o in zip(ctx, outputs)]
+        means = {name: float(torch.cat(v).mean()) for name, v in totals.items()}
+        out = {"reward": sum(w * means[name] for name, _, w in self.rewards)}
+        out.update({f"reward/{k}": v for k, v in means.items()})
+        out.update({f"acc/{k}": float(np.mean(v)) for k, v in per_task.items()})
+        return out
+
+    def finish(self, policy: VLMPolicy, run_dir: Path) -> None:
+        """Held-out completions (JSONL) and a before/after per-task accuracy chart (PNG)."""
+        with (run_dir / "eval_samples.jsonl").open("w") as f:
+            for row in self.last_eval:
+                f.write(json.dumps(row) + "\n")
+        from mmalign.vlm.charts import plot_accuracy
+
+        plot_accuracy(run_dir / "metrics.jsonl", run_dir / "ssl_accuracy.png")
