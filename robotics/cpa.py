@@ -32,7 +32,6 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 import ot
-
 from mmalign.envs.layout import OBS_LAYOUT
 
 Representation = Literal["flat", "relative"]

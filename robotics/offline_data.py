@@ -83,7 +83,6 @@ def collect_dataset(env_id: str, episodes_per_policy: int = 25, policies: tuple[
         The dataset (about 0.05 s per 100-step episode on one CPU core).
     """
     import gymnasium as gym
-
     import mmalign.envs  # noqa: F401  (registers the ids)
     from mmalign.envs.scripted import scripted_policy
 
@@ -95,7 +94,7 @@ def collect_dataset(env_id: str, episodes_per_policy: int = 25, policies: tuple[
     for p, name in enumerate(policies):
         noise = POLICIES[name]
         act = scripted_policy(task, noise, seed + 1000 * p) if noise is not None else None
-        for e in range(episodes_per_policy):
+        for _ in range(episodes_per_policy):
             eps.append(_rollout(env, act, rng, seed + len(eps)))
             pid.append(p)
     env.close()

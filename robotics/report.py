@@ -64,7 +64,9 @@ def finish(run, run_dir: Path) -> None:
                     extra={"env_steps": run.sampler.env_steps, "feedback": run.feedback})
     (run_dir / "final.tmp").rename(run_dir / "final") if (run_dir / "final.tmp").exists() else None
     if cfg.reward == "preference":
-        save_file({k: v.contiguous() for k, v in run.ensemble.state_dict().items()}, run_dir / "final" / "reward_ensemble.safetensors")
+        # state_dict, not trainable_state: the input normaliser (buffers) is part of the reward model
+        state = {k: v.contiguous() for k, v in run.ensemble.state_dict().items()}
+        save_file(state, run_dir / "final" / "reward_ensemble.safetensors")
     plot_against(run_dir / "metrics.jsonl", run_dir / "curves.png", cfg.name)
     plot_curves(run_dir / "metrics.jsonl", run_dir / "success.png", ("success_rate", "accuracy"), cfg.name)
     if cfg.video:

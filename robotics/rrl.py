@@ -20,8 +20,8 @@ same network with R = sum_t mu_t and no regulariser.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch

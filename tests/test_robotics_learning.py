@@ -53,14 +53,18 @@ def test_pebble_sac_smoke_with_warmup_feedback_and_relabel(tmp_path):
 
 @pytest.mark.slow
 def test_prefppo_with_oracle_labels_learns_reach(tmp_path):
-    """About 75 s on a 2-core CPU: 300 oracle labels, PPO on the learned reward; a random policy scores 0."""
+    """About 60-80 s on a 2-core CPU: 300 oracle labels, PPO on the learned reward solves Reach (random policy: 0).
+
+    Measured (docs/robotics.md): success 0.9 (seed 0) and 1.0 (seed 1) at 40k env steps, held-out reward-model
+    accuracy 0.92 and 0.89; PPO on the ground-truth reward: 1.0 at 30k.
+    """
     cfg = load_config(CONFIG, [f"output_dir={tmp_path}", "video=true", "eval_every=40000"])
     run_dir = train(cfg)
     rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "eval/success_rate" in r]
     first, last = rows[0], rows[-1]
     print({k: v for k, v in last.items() if k.startswith("eval/")})
     assert first["eval/success_rate"] <= 0.1 and last["feedback"] == 300
-    # measured (docs/robotics.md): return -26.6 -> -10.0, success 0.0 -> 0.15-0.35; not yet "solved" (GT PPO: 1.0)
-    assert last["eval/return"] > first["eval/return"] + 8
-    assert last["eval/reward_model_accuracy"] > 0.85  # learned reward ranks held-out segments like the ground truth
+    assert last["eval/success_rate"] >= 0.7  # solved: the tip held inside the 2.5 cm radius on most episodes
+    assert last["eval/return"] > first["eval/return"] + 15
+    assert last["eval/reward_model_accuracy"] >= 0.85  # learned reward ranks held-out segments like the ground truth
     assert (run_dir / "final_policy.mp4").stat().st_size > 1000 and (run_dir / "curves.png").exists()

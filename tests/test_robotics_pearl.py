@@ -210,3 +210,23 @@ def test_rrl_ranks_held_out_segments_as_well_as_bt_under_label_noise():
     rrl, bt = np.mean(acc[True]), np.mean(acc[False])
     assert rrl > 0.55 and bt > 0.55  # both learn through the noise
     assert rrl >= bt - 0.02  # at least as good, up to seed noise (measured: equal within 0.01)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# offline datasets
+
+
+def test_offline_dataset_round_trip_and_mixed_quality(tmp_path):
+    pytest.importorskip("mujoco")
+    from mmalign.robotics.offline_data import collect_dataset, load_dataset, save_dataset
+
+    ds = collect_dataset("mmalign/Reach-v0", episodes_per_policy=2, policies=("expert", "random"), seed=0)
+    back = load_dataset(save_dataset(ds, tmp_path / "reach.npz"))
+    assert back.task == "reach" and back.policies == ["expert", "random"] and len(back) == 4
+    for k in ("observations", "actions", "rewards", "success", "lengths", "policy"):
+        np.testing.assert_array_equal(getattr(back, k), getattr(ds, k))
+    assert back.observations.shape == (4, 100, 10) and back.actions.shape == (4, 100, 2)
+    ret = back.rewards.sum(1)
+    assert ret[back.policy == 0].min() > ret[back.policy == 1].max()  # expert beats random
+    seg = back.sample_segments(5, 20, np.random.default_rng(0))
+    assert seg["obs"].shape == (5, 20, 10) and seg["rewards"].shape == (5, 20)

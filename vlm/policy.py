@@ -162,7 +162,8 @@ class VLMPolicy(nn.Module):
         """(B, T) entropy of the next-token distribution at each completion step, with grad."""
         logits, _ = self._forward(rollout)
         logp = torch.log_softmax(self._logits(logits), -1)
-        return self._pad(rollout, -(logp.exp() * logp).nan_to_num(0.0).sum(-1))
+        finite = torch.where(torch.isfinite(logp), logp, torch.zeros_like(logp))  # banned tokens: 0 * -inf -> 0,
+        return self._pad(rollout, -(logp.exp() * finite).sum(-1))  # and no NaN gradient through them
 
     def save_pretrained(self, path: str | Path) -> None:
         """The model (or its PEFT adapter), tokenizer and image processor as a `save_pretrained` folder."""

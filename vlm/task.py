@@ -216,7 +216,9 @@ class SSLTask:
             cfg_dict = dict(cfg.model_config)
             from mmalign.vlm.tiny import tiny_qwen2_vl_config
 
-            model = build_vlm(tiny_qwen2_vl_config(tokenizer, **cfg_dict))
+            with torch.random.fork_rng(devices=[]):  # a tiny model's init follows the task seed, nothing else
+                torch.manual_seed(cfg.seed)
+                model = build_vlm(tiny_qwen2_vl_config(tokenizer, **cfg_dict))
             side = cfg.task_size // 28 * 28 or 28
             processor = qwen2_vl_image_processor(min_pixels=cfg.min_pixels or side * side,
                                                  max_pixels=cfg.max_pixels or side * side)

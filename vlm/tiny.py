@@ -12,13 +12,14 @@ QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|
 """Special tokens Qwen2-VL's template and forward need; pad is <|endoftext|>, EOS is <|im_end|>."""
 
 TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
-_PRETOKENIZE = r"</?\w+>|\w+|[^\w\s]"
+_PRETOKENIZE = r"</?\w+>|\w+(?:-\w+)*|[^\w\s]"  # hyphenated words (top-left) are one token
 
 
 def qwen_word_tokenizer(words: Sequence[str] = (), model_max_length: int = 2048):
     """An in-memory word-level tokenizer with Qwen2-VL's special tokens (tests, tiny models).
 
-    Words, the think/answer tags and single punctuation marks are tokens; ids 0..6 are `QWEN_SPECIALS`, then
+    Words (hyphenated ones whole, so "top-left" is one answer token), the think/answer tags and single
+    punctuation marks are tokens; ids 0..6 are `QWEN_SPECIALS`, then
     <unk>, the tags, then `words` in order. Decoding joins tokens with spaces.
 
     Args:
