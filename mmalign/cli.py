@@ -43,6 +43,9 @@ def _task(args):
     from mmalign.run_config import load_run_config, task_class
 
     cfg = load_run_config(args.config, args.overrides)
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.trainer.seed)  # models built from config get the run's initial weights
     task = task_class(cfg.task)(cfg.task_args, "cpu" if cfg.trainer.cpu else _device())
     if getattr(args, "checkpoint", None):
         load_weights(Path(args.checkpoint), task.policy)
