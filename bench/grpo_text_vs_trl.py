@@ -42,7 +42,6 @@ shown beside wall time: with one torch thread per worker (the CPU default) it is
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import resource
@@ -197,8 +196,6 @@ def run_mmalign(a, gate: Gate, policy_cls: str = "mmalign.text:CausalLMPolicy") 
                             reference="none", max_prompt_length=100_000)
     task = SimpleNamespace(policy=policy, rewards=[("bleu", BleuReward(), 1.0)], train_contexts=rows,
                            eval_contexts=rows[:1])
-    # the algorithm's settings: `algorithm_args` (current RunConfig) or a field named after it (older RunConfig)
-    algo_key = "algorithm_args" if "algorithm_args" in {f.name for f in dataclasses.fields(RunConfig)} else "grpo"
     cfg = RunConfig(
         task="text",
         trainer=TrainerConfig(name="bench", output_dir=tempfile.mkdtemp(), seed=a.seed, steps=a.warmup + a.steps,
@@ -207,7 +204,7 @@ def run_mmalign(a, gate: Gate, policy_cls: str = "mmalign.text:CausalLMPolicy") 
                               mixed_precision="bf16" if a.dtype == "bf16" else "no",
                               cpu=not a.device.startswith("cuda"), save_every=0),
         algorithm="grpo",
-        **{algo_key: GRPOConfig(beta=0.0, clip_low=0.2, clip_high=0.2, loss_agg="token-mean", scale_rewards="group")},
+        algorithm_args=GRPOConfig(beta=0.0, clip_low=0.2, clip_high=0.2, loss_agg="token-mean", scale_rewards="group"),
     )
     trainer = Trainer(cfg, task=task)
     gen_cpu: list[float] = []
@@ -329,6 +326,8 @@ def worker(a, system: str, conn) -> None:
             out = run_mmalign(a, Gate(conn), a.policy.get(system, "mmalign.text:CausalLMPolicy"))
         out.update(system=system, torch_threads=torch.get_num_threads())
         Gate(conn).done(out)
+        log.close()
+        os.unlink(log.name)  # kept only when the worker fails
     except BaseException:
         conn.send(("error", traceback.format_exc()[-6000:] + f"\n(log: {log.name})"))
 

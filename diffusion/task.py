@@ -27,7 +27,7 @@ class DiffusionTaskConfig:
     """"embedded" (the shapes model, pre-trained on first use) or a local diffusers pipeline folder."""
     embedded_dir: str = "runs/embedded-shapes-base"
     """Where the embedded model is saved / looked for."""
-    pretrain_steps: int = 1500
+    pretrain_steps: int = 400
     """Pre-training steps of the embedded model when `embedded_dir` holds none."""
     tiny: bool = False
     """Build tiny random components instead (tests, benchmarks)."""

@@ -36,7 +36,7 @@ def prompt_text(context) -> str:
 
 def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
     """log softmax(logits / temperature) at `tokens`: (B, T, V), (B, T) -> (B, T), computed in fp32."""
-    logits = logits.float() / temperature
+    logits = logits.float() if temperature == 1.0 else logits.float() / temperature
     return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
@@ -107,13 +107,14 @@ class CausalLMPolicy(nn.Module):
         ids, attn = self.encode(contexts)
         ids, attn = ids.repeat_interleave(num_samples, 0), attn.repeat_interleave(num_samples, 0)
         b, eos, pad = ids.shape[0], self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        out = self.model(input_ids=ids, attention_mask=attn, position_ids=positions(attn), use_cache=True)
+        out = self.model(input_ids=ids, attention_mask=attn, position_ids=positions(attn), use_cache=True,
+                         logits_to_keep=1)  # the prefill needs the next-token logits only
         pos = positions(attn)[:, -1:]
         done = torch.zeros(b, dtype=torch.bool, device=ids.device)
         toks, lps, masks = [], [], []
         for _ in range(self.max_new_tokens):
-            logits = out.logits[:, -1].float() / self.temperature
-            logp = torch.log_softmax(logits, -1)
+            logits = out.logits[:, -1].float()
+            logp = torch.log_softmax(logits if self.temperature == 1.0 else logits / self.temperature, -1)
             tok = logp.argmax(-1) if greedy else torch.multinomial(logp.exp(), 1).squeeze(-1)
             toks.append(torch.where(done, pad, tok))
             lps.append(torch.where(done, 0.0, logp.gather(-1, tok[:, None]).squeeze(-1)))

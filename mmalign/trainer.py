@@ -190,7 +190,8 @@ class Trainer:
     # --- 5 evaluate, checkpoint -------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
         """Held-out metrics (the task's `evaluate`, else mean rewards of one sample per eval context)."""
-        with torch.random.fork_rng(devices=[]), torch.no_grad(), self.acc.autocast():
+        gpus = list(range(torch.cuda.device_count()))  # evaluation must not move the training RNG streams
+        with torch.random.fork_rng(devices=gpus), torch.no_grad(), self.acc.autocast():
             if hasattr(self.task, "evaluate"):
                 metrics = self.task.evaluate(self.policy)
             else:
