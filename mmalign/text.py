@@ -40,6 +40,18 @@ def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> 
     return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
+@torch.no_grad()
+def reference_logprobs(policy, rollout: Rollout) -> Tensor:
+    """(B, T) reference log-probs of a token policy with `model`, `reference` ("lora" | "copy" | "none"),
+    `ref_model` and `logprobs(rollout, model)`: the policy with LoRA adapters disabled, or the frozen copy."""
+    if policy.reference == "lora":
+        with policy.model.disable_adapter():
+            return policy.logprobs(rollout)
+    if policy.ref_model is None:
+        raise ValueError("a KL term needs a reference model: set reference to 'copy' or turn LoRA on.")
+    return policy.logprobs(rollout, policy.ref_model)
+
+
 def positions(attention_mask: Tensor) -> Tensor:
     """Position ids that skip left padding."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -172,15 +184,9 @@ class CausalLMPolicy(nn.Module):
         tokens = rollout.state["input_ids"][:, rollout.state["prompt_length"]:end]
         return self._pad(rollout, token_logprobs(out.logits[:, sl], tokens, self.temperature))
 
-    @torch.no_grad()
     def ref_logprobs(self, rollout: Rollout) -> Tensor:
         """(B, T) log-probs under the reference: adapters disabled (LoRA) or the frozen copy."""
-        if self.reference == "lora":
-            with self.model.disable_adapter():
-                return self.logprobs(rollout)
-        if self.ref_model is None:
-            raise ValueError("a KL term needs a reference model: set reference to 'copy' or turn LoRA on.")
-        return self.logprobs(rollout, self.ref_model)
+        return reference_logprobs(self, rollout)
 
     def values(self, rollout: Rollout) -> Tensor:
         """(B, T) V(s_t), the value of the state before completion token t (needs value_head=True)."""

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from mmalign.rollout import Rollout
-from mmalign.text import _CACHE, token_logprobs
+from mmalign.text import _CACHE, reference_logprobs, token_logprobs
 
 
 class VLMPolicy(nn.Module):
@@ -148,15 +148,9 @@ class VLMPolicy(nn.Module):
         logits, tokens = self._forward(rollout, model)
         return self._pad(rollout, token_logprobs(self._logits(logits), tokens))
 
-    @torch.no_grad()
     def ref_logprobs(self, rollout: Rollout) -> Tensor:
         """(B, T) log-probs under the reference: adapters disabled (LoRA) or the frozen copy."""
-        if self.reference == "lora":
-            with self.model.disable_adapter():
-                return self.logprobs(rollout)
-        if self.ref_model is None:
-            raise ValueError("a KL term needs a reference model: set reference to 'copy' or turn LoRA on.")
-        return self.logprobs(rollout, self.ref_model)
+        return reference_logprobs(self, rollout)
 
     def entropy(self, rollout: Rollout) -> Tensor:
         """(B, T) entropy of the next-token distribution at each completion step, with grad."""
