@@ -152,8 +152,8 @@ class Trainer:
         """One offline iteration: a batch of preference rows, micro-batched, one optimizer step."""
         t0 = time.perf_counter()
         rows = self.contexts_for(step)
-        micro = [rows[i:i + (self.cfg.trainer.micro_batch_size or len(rows))] for i in range(0, len(rows), (
-            self.cfg.trainer.micro_batch_size or len(rows)))]
+        size = self.cfg.trainer.micro_batch_size or len(rows)
+        micro = [rows[i:i + size] for i in range(0, len(rows), size)]
         denom = float(self.cfg.trainer.contexts_per_step)
         sums: dict[str, float] = {}
         for m in micro:
