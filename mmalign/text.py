@@ -40,6 +40,17 @@ def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> 
     return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
+def encode_completions(tokenizer, outputs: Sequence[str], device) -> tuple[Tensor, Tensor]:
+    """Given completions as right-padded ids with EOS appended, and their mask (B, T) (EOS included)."""
+    enc = tokenizer(list(outputs), add_special_tokens=False, padding=True, padding_side="right", return_tensors="pt")
+    comp, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device).bool()
+    comp = torch.cat([comp, torch.full_like(comp[:, :1], tokenizer.pad_token_id)], 1)
+    mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
+    rows, lengths = torch.arange(len(comp), device=device), mask.sum(1)
+    comp[rows, lengths], mask[rows, lengths] = tokenizer.eos_token_id, True
+    return comp, mask
+
+
 @torch.no_grad()
 def reference_logprobs(policy, rollout: Rollout) -> Tensor:
     """(B, T) reference log-probs of a token policy with `model`, `reference` ("lora" | "copy" | "none"),
@@ -152,13 +163,8 @@ class CausalLMPolicy(nn.Module):
         """A teacher-forced rollout of given completions (offline data), EOS appended; `logprobs` are left at 0
         since no behaviour policy sampled them: call `logprobs(rollout)` to score them."""
         ids, attn = self.encode(contexts)
-        enc = self.tokenizer(list(outputs), add_special_tokens=False, padding=True, padding_side="right",
-                             return_tensors="pt")
-        comp, mask = enc["input_ids"].to(ids.device), enc["attention_mask"].to(ids.device).bool()
-        comp = torch.cat([comp, torch.full_like(comp[:, :1], self.tokenizer.pad_token_id)], 1)
-        mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
-        rows, lengths = torch.arange(len(comp), device=ids.device), mask.sum(1)
-        comp[rows, lengths], mask[rows, lengths] = self.tokenizer.eos_token_id, True
+        comp, mask = encode_completions(self.tokenizer, outputs, ids.device)
+        rows = torch.arange(len(comp), device=ids.device)
         return Rollout(group=rows, logprobs=torch.zeros(mask.shape, device=ids.device), mask=mask,
                        outputs=list(outputs), state={"input_ids": torch.cat([ids, comp], 1),
                                                      "attention_mask": torch.cat([attn, mask.long()], 1),

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from mmalign.rollout import Rollout
-from mmalign.text import _CACHE, reference_logprobs, token_logprobs
+from mmalign.text import _CACHE, encode_completions, reference_logprobs, token_logprobs
 
 
 class VLMPolicy(nn.Module):
@@ -115,13 +115,7 @@ class VLMPolicy(nn.Module):
     def rollout_from(self, contexts: Sequence, outputs: Sequence[str]) -> Rollout:
         """A teacher-forced rollout of given completions (offline data), EOS appended; `logprobs` are left at 0."""
         prompt = self.inputs.encode(contexts, self.device)
-        enc = self.tokenizer(list(outputs), add_special_tokens=False, padding=True, padding_side="right",
-                             return_tensors="pt")
-        comp, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device).bool()
-        comp = torch.cat([comp, torch.full_like(comp[:, :1], self.tokenizer.pad_token_id)], 1)
-        mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], 1)
-        rows, lengths = torch.arange(len(comp), device=comp.device), mask.sum(1)
-        comp[rows, lengths], mask[rows, lengths] = self.tokenizer.eos_token_id, True
+        comp, mask = encode_completions(self.tokenizer, outputs, self.device)
         roll = self._rollout(len(contexts), 1, prompt.input_ids, prompt.attention_mask, prompt.token_types,
                              prompt.position_ids, prompt.images, comp, mask, torch.zeros(mask.shape))
         roll.outputs = list(outputs)
