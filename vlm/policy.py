@@ -2,8 +2,9 @@
 
 A step is one completion token, exactly as in `mmalign.text.CausalLMPolicy`: its log-prob is
 log softmax(logits / temperature) at the sampled token, with no reduction over tokens. Prompts (text and image
-tokens) are left-padded; the mask covers the completion up to and including EOS. Image tensors (`pixel_values`,
-`image_grid_thw`), the token types and the M-RoPE positions stay in `Rollout.state`, one entry per sample, so
+tokens) are left-padded; the mask covers the completion up to and including EOS. Image tensors (the prompt
+encoder's `image_keys`, e.g. `pixel_values`, `image_grid_thw`), the token types and the positions (3-D M-RoPE for
+Qwen2-VL, 1-D otherwise) stay in `Rollout.state`, one entry per sample, so
 minibatch slicing carries each sample's images; the cores never read them. Positions are computed once, at
 sampling, and reused when re-scoring, so sampling and re-scoring see the same positions by construction (no
 reliance on the model's cached `rope_deltas`). The model stays in eval mode (no dropout); gradients still flow.
@@ -22,12 +23,18 @@ from mmalign.rollout import Rollout
 from mmalign.text import _CACHE, encode_completions, reference_logprobs, token_logprobs
 
 
+def _position_arg(pos: Tensor) -> Tensor:
+    """(B, R, L) positions -> the forward's `position_ids`: (R, B, L) for M-RoPE (R = 3), (B, L) for 1-D."""
+    return pos.transpose(0, 1) if pos.shape[1] > 1 else pos[:, 0]
+
+
 class VLMPolicy(nn.Module):
     """An image-text-to-text model (optionally a peft model with LoRA) and its prompt encoder as a `Policy`.
 
     Args:
-        model: e.g. `Qwen2VLForConditionalGeneration` (or its peft wrapper).
-        inputs: a prompt encoder from `mmalign.vlm.inputs` (e.g. `Qwen2VLInputs`).
+        model: e.g. `Qwen2VLForConditionalGeneration`, `Idefics3ForConditionalGeneration`,
+            `LlavaForConditionalGeneration` (or its peft wrapper).
+        inputs: a prompt encoder from `mmalign.vlm.inputs` (`prompt_encoder(model, ...)` picks the family's).
         max_new_tokens: completion length limit.
         temperature: sampling temperature; it defines the policy, so it also divides the re-scored logits.
         reference: "lora" (adapters disabled), "copy" (a frozen copy made now) or "none".
@@ -74,8 +81,8 @@ class VLMPolicy(nn.Module):
             rep(prompt.position_ids)
         images = {k: [t for t in v for _ in range(num_samples)] for k, v in prompt.images.items()}
         b, eos, pad = ids.shape[0], self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos.transpose(0, 1), use_cache=True,
-                         logits_to_keep=1, **self.inputs.model_inputs(images, types, self.dtype))
+        out = self.model(input_ids=ids, attention_mask=attn, position_ids=_position_arg(pos), use_cache=True,
+                         logits_to_keep=1, **self.inputs.model_inputs(self.model, images, types, self.dtype))
         step_pos = pos[:, :, -1:]
         done = torch.zeros(b, dtype=torch.bool, device=ids.device)
         toks, lps, masks = [], [], []
@@ -90,7 +97,7 @@ class VLMPolicy(nn.Module):
                 break
             attn = torch.cat([attn, attn.new_ones(b, 1)], 1)
             step_pos = step_pos + 1  # text after the prompt: all three M-RoPE axes advance together
-            out = self.model(input_ids=toks[-1][:, None], attention_mask=attn, position_ids=step_pos.transpose(0, 1),
+            out = self.model(input_ids=toks[-1][:, None], attention_mask=attn, position_ids=_position_arg(step_pos),
                              use_cache=True, **{_CACHE: getattr(out, _CACHE)})
         completion, mask = torch.stack(toks, 1), torch.stack(masks, 1)
         return self._rollout(len(contexts), num_samples, ids, prompt.attention_mask.repeat_interleave(num_samples, 0),
@@ -126,11 +133,11 @@ class VLMPolicy(nn.Module):
         s = rollout.state
         attn, p = s["attention_mask"], s["prompt_length"]
         end = int(attn.sum(0).nonzero().max()) + 1  # drop all-padding columns at the end of this minibatch
-        images = {k: s[k] for k in ("pixel_values", "image_grid_thw") if k in s}
-        out = (model or self.model)(input_ids=s["input_ids"][:, :end], attention_mask=attn[:, :end],
-                                    position_ids=s["position_ids"][:, :, :end].transpose(0, 1),
-                                    logits_to_keep=end - p + 1,
-                                    **self.inputs.model_inputs(images, s["token_types"][:, :end], self.dtype))
+        images = {k: s[k] for k in self.inputs.image_keys}
+        model = model or self.model
+        out = model(input_ids=s["input_ids"][:, :end], attention_mask=attn[:, :end],
+                    position_ids=_position_arg(s["position_ids"][:, :, :end]), logits_to_keep=end - p + 1,
+                    **self.inputs.model_inputs(model, images, s["token_types"][:, :end], self.dtype))
         return out.logits[:, :-1], s["input_ids"][:, p:end]
 
     def _pad(self, rollout: Rollout, x: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from mmalign.vlm.images import load_image_folder, procedural_images
-from mmalign.vlm.inputs import prompt_encoder, qwen2_vl_image_processor
+from mmalign.vlm.inputs import pil_image_processor, prompt_encoder, qwen2_vl_image_processor
 from mmalign.vlm.policy import VLMPolicy
 from mmalign.vlm.rewards import SSL_REWARDS, SSLAccuracy
 from mmalign.vlm.ssl_tasks import SSLGenerator, build_ssl_task
@@ -28,9 +28,11 @@ from mmalign.rewards import check_rewards
 @dataclass
 class SSLTaskConfig:
     model: str = ""
-    """A local save_pretrained folder of an image-text-to-text model (Qwen2-VL / Qwen2.5-VL); nothing is downloaded."""
+    """A local save_pretrained folder of an image-text-to-text model (Qwen2-VL / Qwen2.5-VL, Idefics3 / SmolVLM,
+    LLaVA); nothing is downloaded."""
     model_config: dict = field(default_factory=dict)
-    """Instead of `model`: a random-init model from this transformers config dict (mmalign.vlm.tiny; tests)."""
+    """Instead of `model`: a random-init tiny model, `mmalign.vlm.tiny.tiny_vlm_config` keyword arguments
+    ({"model_type": "qwen2_vl" | "qwen2_5_vl" | "idefics3" | "smolvlm" | "llava", "hidden": 32, ...}; tests)."""
     dtype: str = "float32"
     """Weights dtype when loading: float32, bfloat16 or float16."""
     lora_r: int = 0
@@ -48,9 +50,10 @@ class SSLTaskConfig:
     max_prompt_length: int = 4096
     """Longer prompts are an error (truncation would cut image tokens)."""
     min_pixels: int = 0
-    """Image processor's min_pixels (each image is resized to at least this area); 0 = the model's setting."""
+    """Qwen2-VL image processor's min_pixels (each image is resized to at least this area); 0 = the model's setting."""
     max_pixels: int = 0
-    """Image processor's max_pixels; 0 = the model's setting. Small values keep prompts short."""
+    """Qwen2-VL image processor's max_pixels; 0 = the model's setting. Small values keep prompts short. (Other
+    families keep their saved image processor's size.)"""
     dataset: str = "procedural"
     """"procedural" (generated scenes, no downloads) or a folder of PNG/JPEG images."""
     num_images: int = 64
@@ -135,9 +138,9 @@ class StagedContexts(Sequence):
         return self.stages[self.current][i]
 
 
-def build_tokenizer_for(tasks: list[SSLGenerator], images: list[np.ndarray]):
+def build_tokenizer_for(tasks: list[SSLGenerator], images: list[np.ndarray], model_type: str = "qwen2_vl"):
     """The in-memory word tokenizer of a tiny model: every word of the tasks' prompts and answers."""
-    from mmalign.vlm.tiny import qwen_word_tokenizer, words_of
+    from mmalign.vlm.tiny import word_tokenizer, words_of
 
     texts = []
     probe = SSLContexts(images[:4], tasks, seed=0, views=8)
@@ -145,7 +148,7 @@ def build_tokenizer_for(tasks: list[SSLGenerator], images: list[np.ndarray]):
         c = probe[i]
         texts += [c["prompt"], c["answer"].replace(",", " , "), *c["choices"]]
     texts += [str(i) for i in range(-30, 60)]  # arithmetic answers
-    return qwen_word_tokenizer(words_of(texts))
+    return word_tokenizer(words_of(texts), model_type)
 
 
 def load_vlm(cfg: SSLTaskConfig):
@@ -158,8 +161,11 @@ def load_vlm(cfg: SSLTaskConfig):
     kw = {"local_files_only": True}
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, cfg.dtype), **kw)
     tokenizer = AutoTokenizer.from_pretrained(path, **kw)
-    pixels = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v}
-    return model, tokenizer, qwen2_vl_image_processor(str(path), **pixels)
+    model_type = model.config.model_type
+    if model_type in ("qwen2_vl", "qwen2_5_vl"):
+        pixels = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v}
+        return model, tokenizer, qwen2_vl_image_processor(str(path), **pixels)
+    return model, tokenizer, pil_image_processor(model_type, str(path))
 
 
 class SSLTask:
@@ -210,18 +216,22 @@ class SSLTask:
     @staticmethod
     def build_policy(cfg: SSLTaskConfig, device, tasks: list[SSLGenerator], images: list[np.ndarray]) -> VLMPolicy:
         if cfg.model_config:
-            from mmalign.vlm.tiny import build_vlm
+            from mmalign.vlm.tiny import build_vlm, tiny_image_processor, tiny_vlm_config
 
-            tokenizer = build_tokenizer_for(tasks, images)
             cfg_dict = dict(cfg.model_config)
-            from mmalign.vlm.tiny import tiny_qwen2_vl_config
-
+            model_type = cfg_dict.pop("model_type", "qwen2_vl")
+            tokenizer = build_tokenizer_for(tasks, images, model_type)
+            if model_type in ("qwen2_vl", "qwen2_5_vl"):
+                side = cfg.task_size // 28 * 28 or 28
+                processor = qwen2_vl_image_processor(min_pixels=cfg.min_pixels or side * side,
+                                                     max_pixels=cfg.max_pixels or side * side)
+            else:  # the tower sees the task's images at their size (a multiple of the 14 px patch)
+                side = cfg.task_size // 14 * 14 or 14
+                cfg_dict.setdefault("image_size", side)
+                processor = tiny_image_processor(model_type, side)
             with torch.random.fork_rng(devices=[]):  # a tiny model's init follows the task seed, nothing else
                 torch.manual_seed(cfg.seed)
-                model = build_vlm(tiny_qwen2_vl_config(tokenizer, **cfg_dict))
-            side = cfg.task_size // 28 * 28 or 28
-            processor = qwen2_vl_image_processor(min_pixels=cfg.min_pixels or side * side,
-                                                 max_pixels=cfg.max_pixels or side * side)
+                model = build_vlm(tiny_vlm_config(tokenizer, model_type, **cfg_dict))
         else:
             model, tokenizer, processor = load_vlm(cfg)
         reference = cfg.reference
