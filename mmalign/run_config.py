@@ -24,6 +24,7 @@ TASKS = {
     "text": "mmalign.text_task:TextTask",
     "diffusion": "mmalign.diffusion.task:DiffusionTask",
     "vlm": "mmalign.vlm.task:SSLTask",
+    "video": "mmalign.diffusion.video_task:VideoTask",
 }
 """Task names usable in configs; anything else is a "package.module:Class" string."""
 
