@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 import types
 import typing
 from pathlib import Path
@@ -33,6 +34,9 @@ def resolve(spec: str, registry: dict[str, str] | None = None) -> Any:
         raise ConfigError(f"cannot import {target!r} (named by {spec!r}): {e}") from e
 
 
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_type(value: Any, tp: Any, where: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
@@ -56,6 +60,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         return {k: _check_type(v, args[1] if args else Any, f"{where}.{k}") for k, v in value.items()}
     elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    elif tp is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value):
+        return float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
     elif isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
     name = getattr(tp, "__name__", str(tp))

@@ -103,6 +103,19 @@ def test_bad_config_gives_one_clear_message(config, capsys, override, message):
     assert code == 2 and message in err and "Traceback" not in err, err
 
 
+def test_exponent_floats_without_a_dot_are_floats():
+    from mmalign.config import ConfigError, apply_overrides, from_dict
+    from mmalign.run_config import TrainerConfig
+
+    data = apply_overrides({}, ["lr=1e-3", "weight_decay=-2E+1"])  # YAML 1.1 reads both as strings
+    cfg = from_dict(TrainerConfig, data)
+    assert cfg.lr == 1e-3 and cfg.weight_decay == -20.0
+    with pytest.raises(ConfigError, match="expected float"):
+        from_dict(TrainerConfig, apply_overrides({}, ["lr=fast"]))
+    with pytest.raises(ConfigError, match="expected int"):
+        from_dict(TrainerConfig, apply_overrides({}, ["steps=1e3"]))
+
+
 def test_missing_config_file(capsys):
     assert main(["train", "no/such/config.yaml"]) == 2
     assert "does not exist" in capsys.readouterr().err
