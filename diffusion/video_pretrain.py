@@ -1,0 +1,88 @@
+"""Pre-train the embedded image-to-video model on rendered MuJoCo clips, on the CPU, and save it as a diffusers
+pipeline folder (unet/, text_encoder/, tokenizer/, scheduler/; pixel space, no VAE).
+
+The denoiser is a `UNet2DConditionModel` with the 7 generated frames folded into channels (in: 3 first-frame + 21,
+out: 21; see `video.py` for why not the 3D UNet on a CPU), the instruction through a small `CLIPTextModel` over the
+clip vocabulary. Objective: DDPM epsilon prediction (Ho et al. 2020, Eq. 14) on x0 = frames 1..F of a clip given
+frame 0 and the instruction, 10% empty instructions (for classifier-free guidance). The default schedule is short on
+purpose: the model learns the scene and rough motion but leaves incoherent windows, the room for the world-model
+reward.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmalign.diffusion.clips import WORDS
+from mmalign.diffusion.models import Components, ddim_scheduler, save_components, tiny_text_encoder
+from mmalign.diffusion.video import tiny_video_components
+
+
+@dataclass
+class VideoPretrainConfig:
+    steps: int = 600
+    """Optimizer steps."""
+    batch_size: int = 32
+    """Clips per step."""
+    lr: float = 2e-3
+    """AdamW learning rate (cosine decay)."""
+    width: int = 32
+    """UNet base channels (two levels: width, 2 width)."""
+    text_hidden: int = 32
+    """Text encoder width."""
+    uncond_prob: float = 0.1
+    """Fraction of empty instructions."""
+    seed: int = 0
+    """Seed of weights and batches."""
+
+
+def embedded_video_components(cfg: VideoPretrainConfig, frames: int, size: int) -> Components:
+    """The embedded video model, randomly initialised: generates `frames` frames of `size` px after a first frame."""
+    comp = tiny_video_components(WORDS, frames=frames, size=size, kind="folded",
+                                 width=(cfg.width, 2 * cfg.width), text_hidden=cfg.text_hidden, seed=cfg.seed)
+    comp.text_encoder = tiny_text_encoder(len(comp.tokenizer), hidden=cfg.text_hidden, layers=2, seed=cfg.seed)
+    comp.scheduler = ddim_scheduler()
+    return comp
+
+
+def pretrain_video(clips: np.ndarray, prompts: list[str], cfg: VideoPretrainConfig, out_dir: str | Path,
+                   max_text_length: int = 6, log_every: int = 100) -> Path:
+    """Train on uint8 clips (N, F + 1, S, S, 3) with their instructions; save a pipeline folder to `out_dir`."""
+    n, t, s = clips.shape[:3]
+    comp = embedded_video_components(cfg, t - 1, s)
+    unet, te, tok = comp.denoiser.train(), comp.text_encoder.train(), comp.tokenizer
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    lr_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
+    ac = comp.scheduler.alphas_cumprod.float()
+    video = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # (N, 3, F + 1, S, S)
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    for step in range(cfg.steps):
+        i = rng.integers(0, n, cfg.batch_size)
+        first, x0 = video[i, :, 0], video[i, :, 1:]  # (B, 3, S, S), (B, 3, F, S, S)
+        text = ["" if rng.random() < cfg.uncond_prob else prompts[j] for j in i]
+        ids = tok(text, padding="max_length", max_length=max_text_length, truncation=True,
+                  return_tensors="pt")["input_ids"]
+        emb = te(input_ids=ids).last_hidden_state
+        tt = torch.randint(0, comp.scheduler.config.num_train_timesteps, (len(i),))
+        eps = torch.randn_like(x0)
+        a = ac[tt].view(-1, 1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps  # q(x_t | x_0), Ho et al. 2020, Eq. 4
+        inp = torch.cat([first, xt.flatten(1, 2)], 1)  # frames folded into channels, as `VideoPolicy.net_at`
+        loss = F.mse_loss(unet(inp, tt, encoder_hidden_states=emb).sample, eps.flatten(1, 2))  # Eq. 14
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        lr_sched.step()
+        if log_every and (step + 1) % log_every == 0:
+            print(f"video pretrain {step + 1}/{cfg.steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)")
+    comp.denoiser, comp.text_encoder = unet.eval(), te.eval()
+    return save_components(comp, out_dir)

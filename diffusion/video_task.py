@@ -1,0 +1,175 @@
+"""The image-to-video task for the trainer: world-model (PFC) reward post-training of a video diffusion policy.
+
+`model: embedded` (default): on first use, robot clips are rendered from the MuJoCo push task (`clips.py`), a small
+video diffusion model is pre-trained on them (`video_pretrain.py`) and a small JEPA world model is trained on the
+same clips (`world_model.py`); all three are cached under `embedded_dir` and reused. `model: <folder>` loads a local
+diffusers pipeline (a `UNet3DConditionModel` or a frame-folding `UNet2DConditionModel`); `world_model: <folder>` a
+local world model (`load_world_model`). Conditions (first frame + instruction) are split by episode; evaluation
+generates one clip per held-out condition from fixed noise and reports the rewards and the OpenCV physics check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from mmalign.diffusion.clips import ClipConfig, load_clips, motion_continuity, split_episodes
+from mmalign.diffusion.models import load_components
+from mmalign.diffusion.video import VideoPolicy, generate_clips
+from mmalign.diffusion.world_model import PFCReward
+
+
+@dataclass
+class VideoTaskConfig:
+    model: str = "embedded"
+    """"embedded" (pre-trained on rendered clips on first use) or a local diffusers pipeline folder."""
+    world_model: str = "embedded"
+    """"embedded" (trained on the same clips on first use) or a local world-model folder."""
+    embedded_dir: str = "runs/embedded-video"
+    """Where the embedded clips, video model (base/) and world model (world_model/) are cached."""
+    episodes: int = 160
+    """Rendered push episodes (a quarter held out, by episode)."""
+    pretrain_steps: int = 600
+    """Pre-training steps of the embedded video model."""
+    world_model_steps: int = 1500
+    """Training steps of the embedded world model."""
+    num_frames: int = 0
+    """Generated frames of a 3D video UNet (a frame-folding UNet knows its own)."""
+    num_steps: int = 10
+    """Denoising steps per clip."""
+    guidance_scale: float = 1.0
+    """Classifier-free guidance on the instruction (1 = off)."""
+    eta: float = 1.0
+    """DDIM stochasticity (> 0)."""
+    reduce: str = "mean"
+    """Step log-prob reduction over the clip latent: "mean" (clip ranges ~1e-4 to 1e-3) or "sum"."""
+    max_text_length: int = 6
+    """Instruction tokens."""
+    context: int = 3
+    """PFC window: context frames."""
+    future: int = 2
+    """PFC window: future frames."""
+    stride: int = 1
+    """PFC window stride."""
+    tau: float = 0.3
+    """PFC softmax temperature (MIND-V Eq. 5)."""
+    rewards: list = field(default_factory=lambda: [{"name": "pfc", "weight": 1.0}])
+    """{"name": "pfc"} (the world model), an image reward of `mmalign.diffusion.rewards` applied per frame and
+    averaged (MIND-V: pfc 0.2 + aesthetic 1.0), or {"fn": "package.module:attr"}, each with a weight."""
+    eval_conditions: int = 32
+    """Held-out conditions evaluated (one clip each)."""
+    eval_seed: int = 1234
+    """Seed of the evaluation noise."""
+    tiny: bool = False
+    """Tests: few episodes, few steps, a tiny model."""
+
+
+class FramewiseReward:
+    """An image reward `fn(contexts, images)` applied to every frame of each clip, averaged per clip."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, contexts, outputs, **kw) -> list[float]:
+        lens = [len(c) for c in outputs]
+        frames = [f for c in outputs for f in c]
+        ctx = [x for x, n in zip(contexts, lens) for _ in range(n)]
+        vals = np.asarray(self.fn(ctx, frames), float)
+        return [float(v.mean()) for v in np.split(vals, np.cumsum(lens)[:-1])]
+
+
+class VideoTask:
+    """Builds the video policy, conditions and rewards for the trainer."""
+
+    Config = VideoTaskConfig
+
+    def __init__(self, cfg: VideoTaskConfig, device: torch.device | str = "cpu"):
+        self.cfg = cfg
+        root = Path(cfg.embedded_dir)
+        self.clip_cfg = ClipConfig(episodes=6 if cfg.tiny else cfg.episodes)
+        data = load_clips(self.clip_cfg, root / "clips.npz")
+        train, held = split_episodes(data)
+        self.train_clips = data["frames"][train]
+        rows = [{"prompt": str(p), "frame": f[0]} for p, f in zip(data["prompts"], data["frames"])]
+        self.train_contexts = [rows[i] for i in train]
+        self.eval_contexts = [rows[i] for i in held[:cfg.eval_conditions]]
+        self.world_model_path = self._world_model(data, train, root)
+        self.policy = self._policy(data, train, root).to(device)
+        self.rewards = [self._reward(s) for s in cfg.rewards]
+        self.first_clips: list | None = None
+        self.last_clips: list = []
+
+    def _world_model(self, data, train, root: Path) -> Path:
+        if self.cfg.world_model != "embedded":
+            return Path(self.cfg.world_model)
+        path = root / ("world_model_tiny" if self.cfg.tiny else "world_model")
+        if not (path / "config.json").exists():
+            from mmalign.diffusion.world_model import JEPAConfig, WorldModelTrainConfig, train_world_model
+
+            steps = 20 if self.cfg.tiny else self.cfg.world_model_steps
+            train_world_model(data["frames"][train], JEPAConfig(context=self.cfg.context, future=self.cfg.future),
+                              WorldModelTrainConfig(steps=steps), path, log_every=250)
+        return path
+
+    def _policy(self, data, train, root: Path) -> VideoPolicy:
+        path = Path(self.cfg.model)
+        if self.cfg.model == "embedded":
+            path = root / ("base_tiny" if self.cfg.tiny else "base")
+            if not (path / "model_index.json").exists():
+                from mmalign.diffusion.video_pretrain import VideoPretrainConfig, pretrain_video
+
+                pc = VideoPretrainConfig(steps=20, width=8, text_hidden=8) if self.cfg.tiny else \
+                    VideoPretrainConfig(steps=self.cfg.pretrain_steps)
+                pretrain_video(data["frames"][train], [str(p) for p in data["prompts"][train]], pc, path,
+                               self.cfg.max_text_length)
+        c = self.cfg
+        return VideoPolicy(load_components(path), num_frames=c.num_frames, num_steps=c.num_steps,
+                           guidance_scale=c.guidance_scale, eta=c.eta, reduce=c.reduce,
+                           max_text_length=c.max_text_length)
+
+    def _reward(self, spec: str | dict) -> tuple[str, object, float]:
+        spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+        weight = float(spec.pop("weight", 1.0))
+        if spec.get("name") == "pfc":
+            c = self.cfg
+            return spec.get("label", "pfc"), PFCReward(self.world_model_path, c.context, c.future, c.stride,
+                                                       c.tau), weight
+        from mmalign.diffusion.rewards import build_reward
+
+        label, fn, w = build_reward({**spec, "weight": weight})
+        return label, FramewiseReward(fn), w
+
+    def evaluate(self, policy: VideoPolicy) -> dict[str, float]:
+        """Mean rewards and the OpenCV physics check (block jerk / largest jump / visibility) on held-out conditions,
+        one clip each from fixed noise."""
+        contexts = self.eval_contexts
+        clips = []
+        for i in range(0, len(contexts), 32):
+            clips += generate_clips(policy, contexts[i:i + 32], seed=self.cfg.eval_seed + i)
+        metrics = {}
+        for name, fn, _ in self.rewards:
+            metrics[f"reward/{name}"] = float(np.mean(fn(contexts, clips)))
+        metrics["reward"] = sum(w * metrics[f"reward/{name}"] for name, _, w in self.rewards)
+        phys = [motion_continuity(c) for c in clips]
+        for key in ("jerk", "jump", "seen"):
+            metrics[f"physics/{key}"] = float(np.nanmean([p[key] for p in phys]))
+        self.last_clips = clips
+        if self.first_clips is None:
+            self.first_clips = clips
+        return metrics
+
+    def finish(self, policy: VideoPolicy, run_dir: Path) -> None:
+        """MP4s of the held-out clips before / after training, the reward and physics curves as PNG."""
+        from mmalign.diffusion.media import save_video
+
+        from mmalign.tracking import plot_curves
+
+        if self.first_clips:
+            save_video(self.first_clips[:16], run_dir / "samples_before.mp4")
+        if self.last_clips:
+            save_video(self.last_clips[:16], run_dir / "samples_after.mp4")
+        if (run_dir / "metrics.jsonl").exists():
+            plot_curves(run_dir / "metrics.jsonl", run_dir / "pfc.png", ("pfc",), run_dir.name)
+            plot_curves(run_dir / "metrics.jsonl", run_dir / "physics.png", ("jerk", "jump"), run_dir.name)

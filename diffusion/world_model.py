@@ -1,0 +1,252 @@
+"""A JEPA-style world model and MIND-V's Physical Foresight Coherence (PFC) reward.
+
+MIND-V (arXiv 2512.06628) scores a generated clip with a frozen V-JEPA 2 encoder E and predictor P over sliding
+windows: the predictor, given the encoded context, predicts the embedding of the window's future, compared with the
+encoding of the future actually generated (Eq. 4); the clip's reward softmax-weights the windows by their error so
+the least coherent ones count most (Eq. 5):
+
+    s_i = cos(P(E(context_i)), E(future_i))                          # Eq. 4
+    R   = sum_i softmax_i((1 - s_i) / tau) * s_i                     # Eq. 5
+
+The paper gives no window length, stride or tau; the defaults here (`PFCConfig`: 3 context + 2 future frames,
+stride 1, tau 0.3) fit 8-frame clips and were chosen on held-out clips (docs/video.md), not taken from the paper.
+Any model with `scores(video, cfg) -> (B, W)` plugs in (`load_world_model`); the project trains its own small one
+(`JEPA`, `train_world_model`): a per-frame convolutional encoder, an MLP predictor from the context frames'
+embeddings to the change of the future frames' embeddings, and an EMA target encoder (V-JEPA / BYOL) with a
+VICReg variance term against collapse.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class PFCConfig:
+    context: int = 3
+    """Context frames of a window."""
+    future: int = 2
+    """Future frames of a window (predicted from the context)."""
+    stride: int = 1
+    """Frames between window starts."""
+    tau: float = 0.3
+    """Softmax temperature of Eq. 5: lower focuses on the worst window."""
+
+
+@dataclass
+class JEPAConfig:
+    size: int = 16
+    """Frame height = width."""
+    dim: int = 32
+    """Embedding size per frame."""
+    width: int = 16
+    """Encoder channels."""
+    context: int = 3
+    """Context frames the predictor reads."""
+    future: int = 2
+    """Future frames the predictor predicts."""
+    residual: bool = True
+    """Predict each future embedding as the last context embedding plus a learned change."""
+
+
+class JEPA(nn.Module):
+    """Per-frame encoder E (B, T, 3, S, S) -> (B, T, D), predictor P (B, context, D) -> (B, future, D)."""
+
+    def __init__(self, cfg: JEPAConfig):
+        super().__init__()
+        self.cfg, w = cfg, cfg.width
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, w, 3, padding=1), nn.GELU(), nn.Conv2d(w, w, 4, 2, 1), nn.GELU(),
+            nn.Conv2d(w, w, 4, 2, 1), nn.GELU(), nn.Flatten(), nn.Linear(w * (cfg.size // 4) ** 2, cfg.dim))
+        self.predictor = nn.Sequential(
+            nn.Linear(cfg.context * cfg.dim, 256), nn.GELU(), nn.Linear(256, 256), nn.GELU(),
+            nn.Linear(256, cfg.future * cfg.dim))
+
+    def encode(self, video: Tensor) -> Tensor:
+        """(B, T, 3, S, S) in [-1, 1] -> (B, T, D)."""
+        b, t = video.shape[:2]
+        return self.encoder(video.flatten(0, 1)).view(b, t, -1)
+
+    def predict(self, ctx: Tensor) -> Tensor:
+        """(B, context, D) -> (B, future, D)."""
+        out = self.predictor(ctx.flatten(1)).view(ctx.shape[0], self.cfg.future, -1)
+        return out + ctx[:, -1:] if self.cfg.residual else out
+
+    def scores(self, video: Tensor, pfc: PFCConfig) -> Tensor:
+        """s_i of every window (MIND-V Eq. 4), (B, W): cosine of the predicted and the encoded future."""
+        if (pfc.context, pfc.future) != (self.cfg.context, self.cfg.future):
+            raise ValueError(f"the world model predicts {self.cfg.future} frames from {self.cfg.context}; the PFC "
+                             f"windows ask {pfc.future} from {pfc.context}: make them agree.")
+        z = self.encode(video)
+        starts = window_starts(video.shape[1], pfc)
+        pred = self.predict(torch.stack([z[:, s:s + pfc.context] for s in starts], 1).flatten(0, 1))
+        fut = torch.stack([z[:, s + pfc.context:s + pfc.context + pfc.future] for s in starts], 1).flatten(0, 1)
+        return F.cosine_similarity(pred.flatten(1), fut.flatten(1), dim=1).view(video.shape[0], len(starts))
+
+
+def window_starts(t: int, pfc: PFCConfig) -> list[int]:
+    """First frame of each sliding window over a clip of t frames."""
+    span = pfc.context + pfc.future
+    if t < span:
+        raise ValueError(f"a clip of {t} frames is shorter than one PFC window ({pfc.context} + {pfc.future}).")
+    return list(range(0, t - span + 1, pfc.stride))
+
+
+def pfc_aggregate(s: Tensor, tau: float) -> Tensor:
+    """MIND-V Eq. 5: sum_i softmax_i((1 - s_i) / tau) s_i over windows, (B, W) -> (B,)."""
+    return (torch.softmax((1 - s) / tau, dim=1) * s).sum(1)
+
+
+def to_video(clips: Sequence | np.ndarray) -> Tensor:
+    """uint8 clips (B, T, H, W, 3) -> float (B, T, 3, H, W) in [-1, 1]."""
+    arr = np.stack([np.asarray(c) for c in clips]) if not isinstance(clips, np.ndarray) else clips
+    if arr.dtype != np.uint8 or arr.ndim != 5 or arr.shape[-1] != 3:
+        raise ValueError(f"video rewards read uint8 clips (T, H, W, 3), got {arr.dtype} {arr.shape[1:]}.")
+    return torch.from_numpy(arr).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
+
+
+# --- training ---------------------------------------------------------------------------------------------------
+@dataclass
+class WorldModelTrainConfig:
+    steps: int = 1500
+    """Optimizer steps."""
+    batch_size: int = 32
+    """Windows per step."""
+    lr: float = 1e-3
+    """AdamW learning rate (cosine decay)."""
+    ema: float = 0.99
+    """EMA decay of the target encoder."""
+    var_weight: float = 1.0
+    """Weight of the VICReg variance hinge on the online embeddings (against collapse)."""
+    flip: bool = True
+    """Augment with left-right mirrored windows (the scene and its physics are mirror-symmetric)."""
+    seed: int = 0
+    """Seed of weights and batches."""
+
+
+def train_world_model(clips: np.ndarray, cfg: JEPAConfig, tc: WorldModelTrainConfig, out_dir: str | Path | None = None,
+                      log_every: int = 0) -> JEPA:
+    """Self-supervised JEPA training on uint8 clips (N, T, S, S, 3): predict the target encoder's embedding of the
+    next `future` frames from `context` frames, loss 1 - cos (the PFC score itself) + variance hinge. Saved to
+    `out_dir` (config.json + model.safetensors) when given."""
+    torch.manual_seed(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    model = JEPA(cfg)
+    target = copy.deepcopy(model.encoder).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, tc.steps)
+    span = cfg.context + cfg.future
+    video = to_video(clips)
+    for step in range(tc.steps):
+        i, s = rng.integers(0, len(video), tc.batch_size), rng.integers(0, video.shape[1] - span + 1, tc.batch_size)
+        win = torch.stack([video[a, b:b + span] for a, b in zip(i, s)])  # (B, span, 3, S, S)
+        if tc.flip:
+            win = torch.where(torch.from_numpy(rng.random(len(win)) < 0.5).view(-1, 1, 1, 1, 1), win.flip(-1), win)
+        z = model.encode(win)
+        with torch.no_grad():
+            zt = target(win[:, cfg.context:].flatten(0, 1)).view(len(win), cfg.future, -1)
+        pred = model.predict(z[:, :cfg.context])
+        cos = F.cosine_similarity(pred.flatten(1), zt.flatten(1), dim=1).mean()
+        std = z.flatten(0, 1).std(0)
+        loss = (1 - cos) + tc.var_weight * F.relu(1 - std).mean()  # VICReg variance term
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            for p, q in zip(target.parameters(), model.encoder.parameters()):
+                p.lerp_(q, 1 - tc.ema)
+        if log_every and (step + 1) % log_every == 0:
+            print(f"world model step {step + 1}/{tc.steps}: cos {cos.item():.3f} std {std.mean().item():.3f}")
+    model.encoder.load_state_dict(target.state_dict())  # the EMA encoder is the frozen E (as in V-JEPA)
+    model.eval().requires_grad_(False)
+    if out_dir is not None:
+        save_world_model(model, out_dir)
+    return model
+
+
+def save_world_model(model: JEPA, out_dir: str | Path) -> Path:
+    """config.json + model.safetensors."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({"model_type": "mmalign-jepa", **asdict(model.cfg)}, indent=2))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
+    return out
+
+
+def load_world_model(path: str | Path) -> nn.Module:
+    """A frozen world model from a local folder: the project's JEPA (config.json with model_type "mmalign-jepa" +
+    model.safetensors), or any class named as {"class": "package.module:Class"} in config.json whose
+    `from_pretrained(folder)` returns a module with `scores(video (B, T, 3, H, W), PFCConfig) -> (B, W)` (the hook
+    for a V-JEPA-class checkpoint)."""
+    from safetensors.torch import load_file
+
+    path = Path(path).expanduser()
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"no world model at {path} (config.json missing): train one with "
+                                "`python -m mmalign.diffusion.world_model OUT_DIR`, or let the video task train it "
+                                "(world_model: embedded).")
+    cfg = json.loads((path / "config.json").read_text())
+    if "class" in cfg:
+        from mmalign.config import resolve
+
+        return resolve(cfg["class"], {}).from_pretrained(path).eval().requires_grad_(False)
+    if cfg.pop("model_type", None) != "mmalign-jepa":
+        raise ValueError(f"{path}/config.json: model_type must be 'mmalign-jepa' or name a loader as "
+                         "{'class': 'package.module:Class'}.")
+    model = JEPA(JEPAConfig(**cfg))
+    model.load_state_dict(load_file(path / "model.safetensors"))
+    return model.eval().requires_grad_(False)
+
+
+# --- the reward ---------------------------------------------------------------------------------------------------
+class PFCReward:
+    """MIND-V's Physical Foresight Coherence as a reward callable: `fn(contexts, clips) -> B floats` (Eq. 4-5).
+
+    Args:
+        model: a world model with `scores`, or a folder for `load_world_model`.
+        context, future, stride, tau: the windows and the temperature (`PFCConfig`).
+    """
+
+    name = "pfc"
+
+    def __init__(self, model: nn.Module | str | Path, context: int = 3, future: int = 2, stride: int = 1,
+                 tau: float = 0.3):
+        self.model = load_world_model(model) if isinstance(model, (str, Path)) else model.eval()
+        self.pfc = PFCConfig(context, future, stride, tau)
+
+    @torch.no_grad()
+    def window_scores(self, clips: Sequence) -> Tensor:
+        """s_i (B, W) of uint8 clips (T, H, W, 3)."""
+        return self.model.scores(to_video(clips), self.pfc)
+
+    def __call__(self, contexts: Sequence, outputs: Sequence, **kw) -> list[float]:
+        return pfc_aggregate(self.window_scores(outputs), self.pfc.tau).tolist()
+
+
+def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
+    """P(a positive scores above a negative), ties count half (Mann-Whitney U / (n_pos n_neg))."""
+    p, n = np.asarray(pos, float)[:, None], np.asarray(neg, float)[None, :]
+    return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
+
+
+if __name__ == "__main__":  # python -m mmalign.diffusion.world_model OUT_DIR [steps]
+    import sys
+
+    from mmalign.diffusion.clips import ClipConfig, load_clips, split_episodes
+
+    data = load_clips(ClipConfig(), Path(sys.argv[1]) / "clips.npz")
+    train, _ = split_episodes(data)
+    steps = int(sys.argv[2]) if len(sys.argv) > 2 else WorldModelTrainConfig.steps
+    train_world_model(data["frames"][train], JEPAConfig(), WorldModelTrainConfig(steps=steps), sys.argv[1], 100)
