@@ -62,13 +62,14 @@ class DiffusionPolicy(nn.Module):
         reference: "lora" (adapters disabled), "copy" (frozen copy made now) or "none".
         timestep_fraction: train a random subset of this fraction of each sample's trained steps (DDPO).
         train_start: first trained step index; steps before it are sampled but masked out.
+        train_end: one past the last trained step (0 = T); steps from it on are sampled but masked out.
         detach_uncond: stop gradients through the unconditional CFG branch (Flow-GRPO).
     """
 
     def __init__(self, comp: Components, num_steps: int = 20, guidance_scale: float = 1.0, eta: float = 1.0,
                  noise_level: float = 0.7, reduce: str = "mean", resolution: int = 0, max_text_length: int = 16,
                  reference: str = "none", timestep_fraction: float = 1.0, train_start: int = 0,
-                 detach_uncond: bool = False):
+                 detach_uncond: bool = False, train_end: int = 0):
         super().__init__()
         if reduce not in REDUCTIONS:
             raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}.")
@@ -86,6 +87,7 @@ class DiffusionPolicy(nn.Module):
         self.num_steps, self.guidance_scale, self.eta, self.noise_level = num_steps, guidance_scale, eta, noise_level
         self.reduce, self.max_text_length, self.reference = reduce, max_text_length, reference
         self.timestep_fraction, self.train_start, self.detach_uncond = timestep_fraction, train_start, detach_uncond
+        self.train_end = train_end
         self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
         self.ref_denoiser = copy.deepcopy(self.denoiser).requires_grad_(False) if reference == "copy" else None
         self._use_ref = False
@@ -236,7 +238,7 @@ class DiffusionPolicy(nn.Module):
     def _rollout(self, contexts: Sequence, group: Tensor, chain: list[Tensor], logps: list[Tensor], emb: Tensor,
                  pooled: Tensor, start: int, extra: dict | None = None) -> Rollout:
         b, t = group.shape[0], self.num_steps
-        mask = timestep_mask(b, t, start, self.timestep_fraction, device=group.device)
+        mask = timestep_mask(b, t, start, self.timestep_fraction, device=group.device, end=self.train_end)
         steps = torch.arange(t, device=group.device).expand(b, t).clone()
         state = {"latents": torch.stack(chain, 1), "steps": steps, "prompt_embeds": emb, "pooled": pooled,
                  "prompts": [prompt_of(contexts[g]) for g in group.tolist()], **(extra or {})}

@@ -14,8 +14,8 @@ from torch import Tensor
 
 
 def timestep_mask(b: int, t: int, start: int = 0, fraction: float = 1.0, generator: torch.Generator | None = None,
-                  device: torch.device | str = "cpu") -> Tensor:
-    """(B, T) bool mask of trained steps: steps [start, T), of which a random `fraction` per sample (DDPO's
+                  device: torch.device | str = "cpu", end: int = 0) -> Tensor:
+    """(B, T) bool mask of trained steps: steps [start, end), of which a random `fraction` per sample (DDPO's
     `timestep_fraction`: timesteps shuffled independently per sample, the first int(n * fraction) kept).
 
     Args:
@@ -23,16 +23,18 @@ def timestep_mask(b: int, t: int, start: int = 0, fraction: float = 1.0, generat
         t: steps per trajectory T.
         start: first step that may train (B2's branch point; 0 = all).
         fraction: in (0, 1]; at least one step per sample is kept.
+        end: one past the last step that may train (0 = T).
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"timestep_fraction must lie in (0, 1], got {fraction}.")
-    if not 0 <= start < t:
-        raise ValueError(f"the first trained step must lie in [0, {t}), got {start}.")
+    end = end or t
+    if not 0 <= start < end <= t:
+        raise ValueError(f"the trained steps [start, end) must satisfy 0 <= start < end <= {t}, got [{start}, {end}).")
     mask = torch.zeros(b, t, dtype=torch.bool)
-    n = t - start
+    n = end - start
     keep = max(1, int(n * fraction))
     if keep == n:
-        mask[:, start:] = True
+        mask[:, start:end] = True
     else:
         order = torch.rand(b, n, generator=generator).argsort(1)[:, :keep] + start
         mask.scatter_(1, order, True)

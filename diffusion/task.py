@@ -61,6 +61,8 @@ class DiffusionTaskConfig:
     """Train a random subset of this fraction of the steps of each sample (DDPO)."""
     train_start: int = 0
     """First trained step index (earlier steps are sampled, not trained)."""
+    train_end: int = 0
+    """One past the last trained step (0 = all; later steps are sampled, not trained)."""
     detach_uncond: bool = False
     """Stop gradients through the unconditional CFG branch (Flow-GRPO)."""
     b2_branches: int = 0
@@ -149,7 +151,7 @@ class DiffusionTask:
             comp.vae.to(device)
         policy = DiffusionPolicy(comp, cfg.num_steps, cfg.guidance_scale, cfg.eta, cfg.noise_level, cfg.reduce,
                                  cfg.resolution, cfg.max_text_length, reference, cfg.timestep_fraction,
-                                 cfg.train_start, cfg.detach_uncond).to(device)
+                                 cfg.train_start, cfg.detach_uncond, cfg.train_end).to(device)
         if cfg.b2_branches:
             policy.b2 = B2Schedule(cfg.num_steps, cfg.b2_split_left, min(cfg.b2_split_right, cfg.num_steps),
                                    cfg.b2_stages, cfg.b2_branches)

@@ -28,6 +28,12 @@ def test_timestep_mask_window_and_fraction():
     g = torch.Generator().manual_seed(0)
     m = timestep_mask(5, 10, start=0, fraction=0.3, generator=g)
     assert m.sum(1).tolist() == [3] * 5 and len({tuple(r.tolist()) for r in m}) > 1  # shuffled per sample
+    m = timestep_mask(2, 10, start=2, end=5)
+    assert m.tolist() == [[False] * 2 + [True] * 3 + [False] * 5] * 2
+    m = timestep_mask(4, 10, start=2, end=6, fraction=0.5, generator=g)
+    assert m.sum(1).tolist() == [2] * 4 and not m[:, :2].any() and not m[:, 6:].any()
+    with pytest.raises(ValueError, match="start < end"):
+        timestep_mask(2, 10, start=5, end=5)
 
 
 def test_branches_share_prefix_exactly_and_save_denoiser_calls():

@@ -71,10 +71,14 @@ def test_timestep_fraction_masks_steps_and_skips_their_compute():
     assert torch.allclose(logp, rollout.logprobs, atol=1e-5) and (logp[~rollout.mask] == 0).all()
 
 
-def test_train_start_masks_early_steps():
+def test_train_start_and_end_mask_steps_outside_the_window():
     policy = make_policy("flow", train_start=2)
     rollout = policy.sample(PROMPTS, 1)
     assert rollout.mask.tolist() == [[False, False, True]] * 2
+    policy = make_policy("ddim", train_end=1)
+    rollout = policy.sample(PROMPTS, 1)
+    assert rollout.mask.tolist() == [[True, False, False]] * 2
+    assert torch.allclose(policy.logprobs(rollout), rollout.logprobs) and (rollout.logprobs[:, 1:] == 0).all()
 
 
 def test_grpo_step_with_kl_through_shared_core():
