@@ -117,3 +117,5 @@ def test_saved_model_loads_back_from_a_local_folder(tmp_path, model_type):
     a, b = policy.rollout_from(CONTEXTS, ["a cat"] * 3), loaded.rollout_from(CONTEXTS, ["a cat"] * 3)
     assert torch.equal(a.state["input_ids"], b.state["input_ids"])
     torch.testing.assert_close(loaded.logprobs(b), policy.logprobs(a))
+    _, _, split = load_vlm(SSLTaskConfig(model=str(tmp_path), image_processor_args={"do_resize": False}))
+    assert image_processor.do_resize and not split.do_resize  # task_args.image_processor_args reach the processor

@@ -54,6 +54,9 @@ class SSLTaskConfig:
     max_pixels: int = 0
     """Qwen2-VL image processor's max_pixels; 0 = the model's setting. Small values keep prompts short. (Other
     families keep their saved image processor's size.)"""
+    image_processor_args: dict = field(default_factory=dict)
+    """With `model`: keyword arguments for the saved image processor (e.g. {"do_image_splitting": false} keeps a
+    SmolVLM image to one global view instead of tiles)."""
     dataset: str = "procedural"
     """"procedural" (generated scenes, no downloads) or a folder of PNG/JPEG images."""
     num_images: int = 64
@@ -164,8 +167,8 @@ def load_vlm(cfg: SSLTaskConfig):
     model_type = model.config.model_type
     if model_type in ("qwen2_vl", "qwen2_5_vl"):
         pixels = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v}
-        return model, tokenizer, qwen2_vl_image_processor(str(path), **pixels)
-    return model, tokenizer, pil_image_processor(model_type, str(path))
+        return model, tokenizer, qwen2_vl_image_processor(str(path), **pixels, **cfg.image_processor_args)
+    return model, tokenizer, pil_image_processor(model_type, str(path), **cfg.image_processor_args)
 
 
 class SSLTask:

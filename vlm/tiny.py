@@ -83,9 +83,13 @@ def tiny_qwen2_vl_config(tokenizer, hidden: int = 32, layers: int = 2, vision_de
                          vision_dim: int = 32, merge: int = 2, model_type: str = "qwen2_vl", **overrides) -> dict:
     """A transformers config dict for a tiny Qwen2-VL (or "qwen2_5_vl") matching `tokenizer`'s special ids."""
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+    half = hidden // 4 // 2  # rotary half-dimension of a head (4 heads); M-RoPE splits it t:h:w = 2:1:1
+    if half < 4 or half % 4:
+        raise ValueError(f"hidden={hidden}: M-RoPE needs hidden / 4 heads / 2 divisible by 4 (e.g. 32, 64, 96).")
     text = dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
                 num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]},
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                 "mrope_section": [half // 2, half // 4, half // 4]},
                 pad_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], bos_token_id=ids["<|im_start|>"])
     vision = dict(depth=vision_depth, embed_dim=vision_dim, hidden_size=hidden, num_heads=2, mlp_ratio=2,
                   patch_size=14, spatial_merge_size=merge, temporal_patch_size=2)
