@@ -145,3 +145,17 @@ def check(image: np.ndarray, spec: dict, min_area: int = 3) -> dict[str, bool]:
         else:
             result["position"] = False
     return result
+
+
+def position_score(image: np.ndarray, position: str) -> float:
+    """Graded position in [0, 1]: the share of the foreground's brightness on the requested side of the centre
+    line (1 = all of it); a dense version of `check`'s position test for reward shaping. Black image: 0."""
+    m = image.astype(np.float32).max(-1)
+    m = np.where(m > 90, m, 0.0)
+    total = m.sum()
+    if total == 0:
+        return 0.0
+    half = image.shape[0] / 2
+    ys, xs = np.mgrid[: m.shape[0], : m.shape[1]] + 0.5
+    side = {"left": xs < half, "right": xs > half, "top": ys < half, "bottom": ys > half}[position]
+    return float(m[side].sum() / total)

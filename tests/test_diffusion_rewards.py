@@ -46,6 +46,17 @@ def test_alignment_reward_from_rows_and_prompts():
     good, bad = shapes.draw(row, 16, rng), shapes.draw({**row, "position": "right"}, 16, rng)
     assert PromptAlignmentReward()([row, row], [good, bad]) == [1.0, 0.75]
     assert PromptAlignmentReward(strict=True)([row["prompt"]] * 2, [good, bad]) == [1.0, 0.0]
+    graded = PromptAlignmentReward(graded_position=True)([row, row], [good, bad])
+    assert 0.9 < graded[0] <= 1.0 and 0.75 <= graded[1] < 0.8  # the other three attributes hold in both
+
+
+@pytest.mark.parametrize("where", shapes.POSITIONS)
+def test_position_score_is_the_share_on_the_requested_side(where):
+    image = shapes.draw({"color": "red", "shape": "square", "count": 1, "position": where}, 16,
+                        np.random.default_rng(0))
+    opposite = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}[where]
+    assert shapes.position_score(image, where) > 0.8 and shapes.position_score(image, opposite) < 0.2
+    assert shapes.position_score(np.zeros_like(image), where) == 0.0
 
 
 def test_jpeg_rewards_prefer_flat_images():
