@@ -4,8 +4,8 @@ Questions about procedural scenes (upright: sky above ground) at 28x28 pixels, s
 and the language model one merged image token; one-token bare answers rewarded by exact match only (a `valid`
 shaping reward is image-independent and collapses the policy onto one or two answers early, which GRPO's zero-std
 groups then never undo). 400 images, 80 held out; evaluation is greedy on images never trained on.
-Chance is 1/4 for rotation (0/90/180/270) and 1/4 for position (quadrants). Rotation is also learnt (less far, in
-fewer steps) by tiny Idefics3 and LLaVA models.
+Chance is 1/4 for rotation (0/90/180/270) and 1/4 for position (quadrants). Rotation is also learnt by tiny Idefics3
+and LLaVA models (lr 1e-3).
 """
 
 import pytest
@@ -28,8 +28,8 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def held_out_accuracy(tmp_path, spec: dict, steps: int, num_samples: int = 8,
-                      model_type: str = "qwen2_vl") -> tuple[float, float]:
+def held_out_accuracy(tmp_path, spec: dict, steps: int, num_samples: int = 8, model_type: str = "qwen2_vl",
+                      lr: float = 3e-3) -> tuple[float, float]:
     name = spec["name"]
     task = SSLTask(SSLTaskConfig(
         model_config={"model_type": model_type, "hidden": 32, "vision_dim": 32}, tasks=[spec], instruction=False,
@@ -39,7 +39,7 @@ def held_out_accuracy(tmp_path, spec: dict, steps: int, num_samples: int = 8,
     cfg = RunConfig(task="mmalign.vlm.task:SSLTask", task_args=task.cfg, algorithm_args=GRPOConfig(),
                     trainer=TrainerConfig(output_dir=str(tmp_path), steps=steps, contexts_per_step=8,
                                           num_samples=num_samples,
-                                          lr=3e-3, max_grad_norm=0.0, save_every=0, seed=0))
+                                          lr=lr, max_grad_norm=0.0, save_every=0, seed=0))
     trainer = Trainer(cfg, task=task)
     assert len(task.eval_contexts) == 160
     before = trainer.evaluate()[f"eval/acc/{name}"]
@@ -60,10 +60,10 @@ def test_grpo_learns_position_on_held_out_images(tmp_path):
     assert before <= 0.3 and after >= 0.45, (before, after)
 
 
-@pytest.mark.parametrize("model_type,steps,least", [("idefics3", 60, 0.45), ("llava", 100, 0.4)])
+@pytest.mark.parametrize("model_type,steps,least", [("idefics3", 175, 0.8), ("llava", 125, 0.55)])
 def test_grpo_learns_rotation_with_other_families(tmp_path, model_type, steps, least):
     """The same run on a tiny Idefics3 (pixel shuffle: one image token per 28 px image) and a tiny LLaVA (four image
-    tokens, one per 14 px patch): held-out accuracy leaves chance (both reach about 0.5, upright vs upside-down)."""
+    tokens, one per 14 px patch), at lr 1e-3: at 3e-3 both lose one answer for good and stop near 0.5."""
     before, after = held_out_accuracy(tmp_path, {"name": "rotation", "num_rotations": 4, "show_original": False},
-                                      steps=steps, model_type=model_type)
+                                      steps=steps, model_type=model_type, lr=1e-3)
     assert before <= 0.3 and after >= least, (before, after)
