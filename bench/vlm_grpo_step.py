@@ -8,9 +8,9 @@ script checks that TRL's processor produces mmalign's token ids for the first pr
 
 TRL's multimodal `processing_class`: transformers 5.x builds the stock `Qwen2VLProcessor` only with torchvision
 (its video processor), which does not load beside the CPU torch. An image-only subclass that calls
-`ProcessorMixin.__init__` with the image processor and tokenizer (`trl_processor`) runs the stock processor's
-code (image token expansion, `mm_token_type_ids`) without it. Idefics3 / SmolVLM and LLaVA (`--model-type`) use
-their stock processors, which build without torchvision.
+`ProcessorMixin.__init__` with the image processor and tokenizer (`mmalign.vlm.inputs.qwen2_vl_processor`) runs
+the stock processor's code (image token expansion, `mm_token_type_ids`) without it. Idefics3 / SmolVLM and LLaVA
+(`--model-type`) use their stock processors, which build without torchvision.
 
 Timing. mmalign: `Trainer.step(k)`; its metrics give generation (`time_sample`), training (`time_train`:
 forward/backward and optimizer) and the rest (scoring and advantages). TRL: a callback times on_step_begin ->
@@ -90,25 +90,16 @@ def chat_template(model_type: str) -> str:
 def trl_processor(inputs, model_type: str):
     """A multimodal `processing_class` for TRL from the parts mmalign already has, with no torchvision.
 
-    Qwen2-VL: the stock `Qwen2VLProcessor.__init__` insists on a video processor (which needs torchvision), so an
-    image-only subclass sets the token attributes and calls `ProcessorMixin.__init__` with the image processor and
-    tokenizer; everything else (image token expansion, `mm_token_type_ids`) is the stock processor's code.
+    Qwen2-VL: `mmalign.vlm.inputs.qwen2_vl_processor`, the stock `Qwen2VLProcessor` without its video processor
+    (an image-only subclass that calls `ProcessorMixin.__init__`); the rest is the stock processor's code.
     Idefics3 / SmolVLM / LLaVA: mmalign's prompt encoder already holds the stock processor.
     """
     import copy
 
     if model_type in ("qwen2_vl", "qwen2_5_vl"):
-        from transformers import Qwen2VLProcessor
-        from transformers.processing_utils import ProcessorMixin
+        from mmalign.vlm.inputs import qwen2_vl_processor
 
-        class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
-            def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-                self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
-                self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-                self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
-                ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
-
-        return ImageOnlyQwen2VLProcessor(inputs.image_processor, inputs.tokenizer, chat_template(model_type))
+        return qwen2_vl_processor(inputs.image_processor, inputs.tokenizer, chat_template(model_type))
     processor = copy.copy(inputs.processor)
     processor.chat_template = chat_template(model_type)
     return processor

@@ -71,3 +71,23 @@ def test_rollout_from_scores_given_text():
     assert roll.mask.sum(1).tolist() == [3, 2, 4]  # words + EOS
     lp = policy.logprobs(roll)
     assert lp.requires_grad and bool((lp[roll.mask] < 0).all())
+
+
+def test_prompt_encoding_matches_the_stock_qwen2_vl_processor():
+    """`Qwen2VLInputs` expands image pads and sets token types itself; the stock processor (built without its video
+    processor) gives the same ids, mm_token_type_ids and pixels, prompt by prompt."""
+    from mmalign.vlm.inputs import qwen2_vl_processor
+
+    policy = tiny_vlm_policy()
+    inputs = policy.inputs
+    stock = qwen2_vl_processor(inputs.image_processor, inputs.tokenizer)
+    batch = inputs.encode(CONTEXTS, "cpu")
+    for i, c in enumerate(CONTEXTS):
+        kw = {"images": c["images"]} if c["images"] else {}
+        out = stock(text=[inputs.render(c["prompt"], len(c["images"]))], return_tensors="pt", **kw)
+        real = batch.attention_mask[i].bool()
+        assert batch.input_ids[i][real].tolist() == out["input_ids"][0].tolist()
+        assert batch.token_types[i][real].tolist() == out["mm_token_type_ids"][0].tolist()
+        if c["images"]:
+            torch.testing.assert_close(batch.images["pixel_values"][i], out["pixel_values"].float())
+            assert batch.images["image_grid_thw"][i].tolist() == out["image_grid_thw"].tolist()

@@ -334,6 +334,27 @@ def qwen2_vl_image_processor(path: str | None = None, **kwargs):
     return Processor(**kwargs)
 
 
+def qwen2_vl_processor(image_processor, tokenizer, chat_template: str | None = None):
+    """transformers' stock `Qwen2VLProcessor` without its video processor (which needs torchvision).
+
+    The stock `__init__` takes a video processor; this image-only subclass sets the token attributes and calls
+    `ProcessorMixin.__init__` with the image processor and tokenizer, so everything else (image token expansion,
+    `mm_token_type_ids`, chat templates) is the stock code. mmalign does not need it (`Qwen2VLInputs` does the same
+    work); tests compare against it, and TRL takes it as its `processing_class`.
+    """
+    from transformers import Qwen2VLProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    return ImageOnlyQwen2VLProcessor(image_processor, tokenizer, chat_template)
+
+
 def pil_image_processor(model_type: str, path: str | None = None, **kwargs):
     """transformers' PIL image processor (no torchvision) of a model family, from a local folder or from kwargs."""
     import transformers
