@@ -13,6 +13,8 @@ is made. One robot, four tasks, one observation layout (``layout.OBS_LAYOUT``)::
     obs, reward, terminated, truncated, info = env.step(policy(obs))  # info["success"]: bool
     frame = env.render()                                             # (64, 64, 3) uint8
 
+A fifth task with a reward of another kind, ``mmalign/Orbit-v0`` (run round the goal point; ``orbit.py``).
+
 Meta-World v3 tasks behind the same interface (``pip install metaworld``)::
 
     env = gym.make("mmalign/MetaWorld-v3", task="drawer-open-v3")    # any v3 task; 500 steps
@@ -48,6 +50,9 @@ ENV_IDS: dict[str, str] = {
 
 _CLASSES = {"reach": "ReachEnv", "push": "PushEnv", "button-press": "ButtonPressEnv", "drawer-open": "DrawerOpenEnv"}
 
+ORBIT_ID = "mmalign/Orbit-v0"
+"""The orbit task (``orbit.py``): same robot and layout, a reward of another kind (circle the goal point)."""
+
 METAWORLD_IDS: dict[str, str] = {
     "reach-v3": "mmalign/MetaWorldReach-v3",
     "push-v3": "mmalign/MetaWorldPush-v3",
@@ -65,6 +70,7 @@ def _register(env_id: str, entry_point: str, max_episode_steps: int, **kwargs: s
 
 for _task, _env_id in ENV_IDS.items():
     _register(_env_id, f"mmalign.envs.planar:{_CLASSES[_task]}", MAX_EPISODE_STEPS)
+_register(ORBIT_ID, "mmalign.envs.orbit:OrbitEnv", MAX_EPISODE_STEPS)
 _MW_ENTRY = "mmalign.envs.metaworld_env:MetaWorldEnv"
 _register("mmalign/MetaWorld-v3", _MW_ENTRY, METAWORLD_MAX_EPISODE_STEPS)
 for _task, _env_id in METAWORLD_IDS.items():
@@ -78,6 +84,7 @@ __all__ = [
     "METAWORLD_MAX_EPISODE_STEPS",
     "OBS_DIM",
     "OBS_LAYOUT",
+    "ORBIT_ID",
     "SUCCESS_TOL",
     "TASKS",
     "ScriptedPolicy",

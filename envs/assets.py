@@ -105,14 +105,14 @@ _DRAWER = f"""
     </body>
 """
 
-_TASK_BODIES = {"reach": "", "push": _BLOCK, "button-press": _BUTTON, "drawer-open": _DRAWER}
+_TASK_BODIES = {"reach": "", "push": _BLOCK, "button-press": _BUTTON, "drawer-open": _DRAWER, "orbit": ""}
 
 
 def scene_xml(task: str) -> str:
     """The MJCF model of one task.
 
     Args:
-        task: One of ``layout.TASKS``.
+        task: One of ``layout.TASKS``, or ``"orbit"`` (the reach scene; ``orbit.OrbitEnv``).
 
     Returns:
         The model as an XML string, for ``mujoco.MjModel.from_xml_string``.

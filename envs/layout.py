@@ -68,6 +68,9 @@ DRAWER_TRAVEL = 0.14
 DRAWER_GOAL = 0.12
 """Opening (m) at which the drawer's goal lies; success within ``SUCCESS_TOL['drawer-open']``."""
 
+ORBIT_RADIUS = 0.08
+"""Radius (m) of the circle the orbit task (``orbit.py``, not one of ``TASKS``) runs round its goal point."""
+
 TASKS: tuple[str, ...] = ("reach", "push", "button-press", "drawer-open")
 """Task names of the planar family, in id order."""
 

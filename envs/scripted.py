@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .layout import BLOCK_HALF, CONTROL_DT, EE_RADIUS, MAX_SPEED, OBS_LAYOUT, TASKS
+from .layout import BLOCK_HALF, CONTROL_DT, EE_RADIUS, MAX_SPEED, OBS_LAYOUT, ORBIT_RADIUS, TASKS
 
 GAIN = 1.0 / (MAX_SPEED * CONTROL_DT) / 2
 """Proportional gain (action per metre): halves the distance to a waypoint each step when unsaturated."""
@@ -83,13 +83,25 @@ def drawer_open_action(obs: np.ndarray) -> np.ndarray:
     return _toward(ee, np.array([lane[0], min(ee[1], pocket[1] - 0.06)]))  # stay below the handle's bar
 
 
+def orbit_action(obs: np.ndarray, speed: float = 0.8) -> np.ndarray:
+    """Orbit task (``orbit.py``): the counter-clockwise tangent at `speed` x max, plus a pull onto the circle."""
+    ee, _, centre = _split(obs)
+    rel = ee - centre
+    dist = float(np.linalg.norm(rel))
+    if dist < 1e-6:
+        return np.array([1.0, 0.0])
+    u = rel / dist
+    return np.clip(speed * np.array([-u[1], u[0]]) + GAIN * (ORBIT_RADIUS - dist) * u, -1.0, 1.0)
+
+
 CONTROLLERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "reach": reach_action,
     "push": push_action,
     "button-press": button_press_action,
     "drawer-open": drawer_open_action,
+    "orbit": orbit_action,
 }
-"""Scripted controller per task name of ``layout.TASKS``."""
+"""Scripted controller per task name of ``layout.TASKS``, and of the orbit task (``orbit.py``)."""
 
 
 def scripted_action(task: str, obs: np.ndarray) -> np.ndarray:
