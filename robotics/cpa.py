@@ -41,18 +41,26 @@ Representation = Literal["flat", "relative"]
 class CPAConfig:
     """How CPA builds costs and solves the transport."""
 
-    representation: Representation = "relative"
+    representation: str = "relative"
     """Segment vector: "flat" = every step's (obs, action) flattened; "relative" = every step's goal-relative
     geometry (obj - goal, ee - obj, ee velocity, action), see `segment_features`."""
     standardise: bool = True
     """Z-score each feature dimension within the task before distances (normalisation per task)."""
-    method: Literal["exact", "entropic"] = "exact"
+    method: str = "exact"
     """"exact": ot.gromov.gromov_wasserstein (conditional gradient); "entropic": entropic_gromov_wasserstein."""
     epsilon: float = 1e-3
     """Entropic regularisation on [0, 1]-scaled costs. 1e-2 washes the plan out to near-uniform at n = 100
     (reference notes B7; measured again in tests); 1e-3 keeps it sharp and solves in ~0.2 s at n = 100."""
     max_iter: int = 1000
     """Outer iterations of the GW solver."""
+
+    def __post_init__(self) -> None:
+        if self.representation not in ("flat", "relative"):
+            raise ValueError(f"representation must be 'flat' or 'relative', got {self.representation!r}.")
+        if self.method not in ("exact", "entropic"):
+            raise ValueError(f"method must be 'exact' or 'entropic', got {self.method!r}.")
+        if self.epsilon <= 0:
+            raise ValueError(f"epsilon must be > 0, got {self.epsilon}; 1e-3 keeps the plan sharp on [0, 1] costs.")
 
 
 class CPAResult(NamedTuple):
@@ -70,25 +78,39 @@ class CPAResult(NamedTuple):
     plans: list[np.ndarray]
 
 
+METAWORLD_OBS_DIM = 39
+"""Meta-World v3 observation: hand xyz, gripper, object 1 pos + quat, object 2 pos + quat (0:18), the previous
+frame's 18 (18:36), goal xyz (36:39)."""
+
+
 def segment_features(obs: np.ndarray, actions: np.ndarray, representation: Representation = "relative") -> np.ndarray:
     """One vector per segment, the trajectory representation that CPA's distances read.
 
     Args:
-        obs: (N, H, 10) observations in the shared layout of `mmalign.envs.layout`.
-        actions: (N, H, 2) actions.
-        representation: "flat": concat(obs, action) of every step; "relative": per step
+        obs: (N, H, 10) observations in the shared layout of `mmalign.envs.layout`, or (N, H, 39) Meta-World ones.
+        actions: (N, H, A) actions.
+        representation: "flat": concat(obs, action) of every step; "relative" (planar): per step
             (obj_pos - goal, ee_pos - obj_pos, ee_vel, action), i.e. where the interaction point stands relative to
             its goal and the tip relative to the interaction point. Reach has no object (obj_pos = 0); there the
-            interaction point is the tip, so obj - goal becomes ee - goal and ee - obj is 0.
+            interaction point is the tip, so obj - goal becomes ee - goal and ee - obj is 0. "relative"
+            (Meta-World, which does not say which point the goal is for): per step (hand - goal, obj - goal,
+            hand - obj, hand - previous hand, gripper, action).
 
     Returns:
-        (N, H * d) float64 features (d = 12 for "flat", 8 for "relative").
+        (N, H * d) float64 features (planar: d = 12 for "flat", 8 for "relative"; Meta-World: 43 / 17).
     """
     obs, actions = np.asarray(obs, np.float64), np.asarray(actions, np.float64)
     if representation == "flat":
         return np.concatenate([obs, actions], -1).reshape(len(obs), -1)
     if representation != "relative":
         raise ValueError(f"unknown representation {representation!r}; choose 'flat' or 'relative'.")
+    if obs.shape[-1] == METAWORLD_OBS_DIM:
+        hand, grip, obj, prev, goal = obs[..., 0:3], obs[..., 3:4], obs[..., 4:7], obs[..., 18:21], obs[..., 36:39]
+        steps = np.concatenate([hand - goal, obj - goal, hand - obj, hand - prev, grip, actions], -1)
+        return steps.reshape(len(obs), -1)
+    if obs.shape[-1] != max(s.stop for s in OBS_LAYOUT.values()):
+        raise ValueError(f"'relative' features read planar (10) or Meta-World (39) observations, got {obs.shape[-1]}; "
+                         "use representation='flat' for other envs.")
     ee, obj, goal = (obs[..., OBS_LAYOUT[k]] for k in ("ee_pos", "obj_pos", "goal"))
     no_object = np.all(obj == 0, axis=(-1, -2), keepdims=True)  # (N, 1, 1): reach segments
     point = np.where(no_object, ee, obj)

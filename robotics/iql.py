@@ -47,6 +47,9 @@ class IQLConfig:
     """Gradient steps."""
     seed: int = 0
     """Seed of the initialisation and the batch sampling."""
+    normalize_obs: bool = False
+    """Standardise observations with the dataset's mean and std (per dimension) in every network; the actor keeps
+    the statistics, so it acts on raw observations. Meta-World's 39-d observations need it."""
 
 
 def _mlp(d_in: int, d_out: int, hidden: tuple[int, ...]) -> nn.Sequential:
@@ -70,14 +73,16 @@ class TwinQ(nn.Module):
 
 
 class DeterministicActor(nn.Module):
-    """Gaussian-mean actor pi(s) = tanh(MLP(s)), actions in [-1, 1]."""
+    """Gaussian-mean actor pi(s) = tanh(MLP((s - mean) / std)), actions in [-1, 1] (mean 0, std 1 by default)."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...]):
         super().__init__()
         self.net = _mlp(obs_dim, act_dim, hidden)
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
 
     def forward(self, obs: Tensor) -> Tensor:
-        return torch.tanh(self.net(obs))
+        return torch.tanh(self.net((obs - self.obs_mean) / self.obs_std))
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -129,6 +134,14 @@ def train_iql(data: dict[str, Tensor], cfg: IQLConfig | None = None) -> tuple[De
     obs_dim, act_dim = data["obs"].shape[-1], data["act"].shape[-1]
     q, v, actor = TwinQ(obs_dim, act_dim, cfg.hidden), _mlp(obs_dim, 1, cfg.hidden), DeterministicActor(
         obs_dim, act_dim, cfg.hidden)
+    if cfg.normalize_obs:  # critics read the standardised observations; the actor stores the statistics
+        mean, std = data["obs"].mean(0), data["obs"].std(0) + 1e-3
+        actor.obs_mean.copy_(mean)
+        actor.obs_std.copy_(std)
+        data = {**data, "obs": (data["obs"] - mean) / std, "next_obs": (data["next_obs"] - mean) / std}
+        actor_in = lambda x: x * std + mean  # noqa: E731  (the actor standardises itself)
+    else:
+        actor_in = lambda x: x  # noqa: E731
     q_target = copy.deepcopy(q).requires_grad_(False)
     opt_q, opt_v = torch.optim.Adam(q.parameters(), cfg.lr), torch.optim.Adam(v.parameters(), cfg.lr)
     opt_pi = torch.optim.Adam(actor.parameters(), cfg.lr)
@@ -155,7 +168,7 @@ def train_iql(data: dict[str, Tensor], cfg: IQLConfig | None = None) -> tuple[De
         # actor: advantage-weighted regression onto the dataset action
         with torch.no_grad():
             w = torch.exp(cfg.beta * (q_t - v_s.detach())).clamp(max=cfg.max_weight)
-        loss_pi = (w * (actor(s) - a).pow(2).sum(-1)).mean()
+        loss_pi = (w * (actor(actor_in(s)) - a).pow(2).sum(-1)).mean()
         opt_pi.zero_grad(set_to_none=True)
         loss_pi.backward()
         opt_pi.step()
@@ -166,16 +179,23 @@ def train_iql(data: dict[str, Tensor], cfg: IQLConfig | None = None) -> tuple[De
     return actor, log
 
 
-def evaluate(actor: DeterministicActor, env_id: str, episodes: int = 10, seed: int = 10_000) -> dict[str, float]:
+def evaluate(actor: DeterministicActor, env_id: str, episodes: int = 10, seed: int = 10_000,
+             max_episode_steps: int | None = None) -> dict[str, float]:
     """Roll the actor out; success = info["success"] at any step of the episode.
+
+    Args:
+        actor: the policy.
+        env_id: a registered id or a task name (`mmalign.robotics.offline_data.make_env`).
+        episodes: number of episodes (reset seeds seed, seed + 1, ...).
+        seed: first reset seed.
+        max_episode_steps: episode length; None = the env's own.
 
     Returns:
         dict with success (rate), return (mean ground-truth return), episodes.
     """
-    import gymnasium as gym
-    import mmalign.envs  # noqa: F401  (registers the ids)
+    from mmalign.robotics.offline_data import make_env
 
-    env = gym.make(env_id)
+    env = make_env(env_id, max_episode_steps)
     succ, rets = [], []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)

@@ -1,12 +1,16 @@
-"""Offline trajectory datasets of mixed quality for the planar tasks, on disk as .npz, for PEARL-style transfer.
+"""Offline trajectory datasets of mixed quality, on disk as .npz, for PEARL-style transfer.
+
+Tasks: the planar family (``"reach"``, ... or ``"mmalign/Reach-v0"``), the orbit task (``"orbit"``) and any
+Meta-World v3 task (``"button-press-v3"``: Meta-World's own scripted policies, observations (39,), actions (4,)).
 
 Format (one ``.npz`` per task, written by `save_dataset`, read by `load_dataset`):
 
 ============  ==================  ===========================================================================
 array         shape, dtype        meaning
 ============  ==================  ===========================================================================
-observations  (E, L, 10) float32  shared layout of `mmalign.envs.layout`, padded with zeros after ``lengths``
-actions       (E, L, 2) float32   actions sent to the env
+observations  (E, L, D) float32   the env's observations (planar: D = 10, layout of `mmalign.envs.layout`;
+                                  Meta-World: D = 39), padded with zeros after ``lengths``
+actions       (E, L, A) float32   actions sent to the env (planar: A = 2; Meta-World: A = 4)
 rewards       (E, L) float32      ground-truth env reward: for scripted teachers and evaluation only, never for
                                   the zero-shot learner
 success       (E, L) bool         ``info["success"]`` per step
@@ -15,8 +19,9 @@ policy        (E,) int64          index into ``policies`` of the behaviour polic
 meta          () str (JSON)       {"format": 1, "task", "env_id", "policies": [names], "seed"}
 ============  ==================  ===========================================================================
 
-Behaviour policies (`POLICIES`): the scripted controller of `mmalign.envs.scripted` with Gaussian action noise of
-std 0.1 / 0.5 / 1.0 ("expert", "medium", "poor"), and uniform random actions ("random").
+Behaviour policies (`POLICIES`): the scripted controller of `mmalign.envs.scripted` (Meta-World's
+``metaworld.policies`` for its tasks) with Gaussian action noise of std 0.1 / 0.5 / 1.0 ("expert", "medium", "poor"),
+and uniform random actions ("random").
 """
 
 from __future__ import annotations
@@ -30,6 +35,33 @@ import numpy as np
 FORMAT_VERSION = 1
 POLICIES: dict[str, float | None] = {"expert": 0.1, "medium": 0.5, "poor": 1.0, "random": None}
 """Behaviour policy name -> scripted-controller noise std (None = uniform random actions)."""
+
+PLANAR_IDS = {"reach": "mmalign/Reach-v0", "push": "mmalign/Push-v0", "button-press": "mmalign/ButtonPress-v0",
+              "drawer-open": "mmalign/DrawerOpen-v0", "orbit": "mmalign/Orbit-v0"}
+"""Task name -> registered id of the planar tasks (the four of one reward form, and orbit)."""
+
+
+def make_env(task: str, max_episode_steps: int | None = None):
+    """A gymnasium env for a task name, a registered id, or a Meta-World v3 task.
+
+    Args:
+        task: a key of `PLANAR_IDS`, an id such as ``"mmalign/Push-v0"``, or a Meta-World name ending in ``-v3``.
+        max_episode_steps: episode length; None = the id's own (planar 100, Meta-World 500).
+
+    Returns:
+        The env (its ``unwrapped.task`` names the scripted controller).
+    """
+    import gymnasium as gym
+    import mmalign.envs  # noqa: F401  (registers the ids)
+
+    kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    if task.endswith("-v3"):
+        return gym.make("mmalign/MetaWorld-v3", task=task, **kwargs)
+    env_id = PLANAR_IDS.get(task, task)
+    if env_id not in gym.registry:
+        raise ValueError(f"unknown task {task!r}; choose one of {sorted(PLANAR_IDS)}, a registered mmalign/ id, or a "
+                         "Meta-World v3 task such as 'button-press-v3'.")
+    return gym.make(env_id, **kwargs)
 
 
 @dataclass
@@ -58,9 +90,12 @@ class OfflineDataset:
         """`n` segments of `length` steps: uniform episode, uniform start inside it.
 
         Returns:
-            dict with obs (n, length, 10), actions (n, length, 2), rewards (n, length) (ground truth, for
+            dict with obs (n, length, D), actions (n, length, A), rewards (n, length) (ground truth, for
             evaluation), episode (n,), start (n,).
         """
+        if length > int(self.lengths.min()):
+            raise ValueError(f"segment length {length} exceeds the shortest episode ({int(self.lengths.min())} "
+                             "steps); use shorter segments or longer episodes.")
         ep = rng.integers(0, len(self), n)
         start = rng.integers(0, np.maximum(self.lengths[ep] - length, 0) + 1)
         idx = start[:, None] + np.arange(length)  # (n, length)
@@ -70,23 +105,26 @@ class OfflineDataset:
 
 
 def collect_dataset(env_id: str, episodes_per_policy: int = 25, policies: tuple[str, ...] = tuple(POLICIES),
-                    seed: int = 0) -> OfflineDataset:
-    """Roll out each behaviour policy for `episodes_per_policy` episodes of a registered planar task.
+                    seed: int = 0, max_episode_steps: int | None = None) -> OfflineDataset:
+    """Roll out each behaviour policy for `episodes_per_policy` episodes of a task.
 
     Args:
-        env_id: e.g. "mmalign/Push-v0".
+        env_id: a registered id ("mmalign/Push-v0"), a planar task name ("push", "orbit") or a Meta-World v3 task
+            ("button-press-v3"); see `make_env`.
         episodes_per_policy: episodes per behaviour policy.
         policies: names from `POLICIES`.
         seed: reset seeds are seed, seed + 1, ...; noise seeds derive from it.
+        max_episode_steps: episode length; None = the env's own (planar 100, Meta-World 500).
 
     Returns:
-        The dataset (about 0.05 s per 100-step episode on one CPU core).
+        The dataset (about 0.05 s per 100-step planar episode, ~0.1 s per 100 Meta-World steps, one CPU core).
     """
-    import gymnasium as gym
-    import mmalign.envs  # noqa: F401  (registers the ids)
     from mmalign.envs.scripted import scripted_policy
 
-    env = gym.make(env_id)
+    if unknown := set(policies) - set(POLICIES):
+        raise ValueError(f"unknown behaviour policies {sorted(unknown)}; choose from {list(POLICIES)}.")
+    env = make_env(env_id, max_episode_steps)
+    env_id = env.spec.id if env.spec is not None else env_id
     task = env.unwrapped.task
     rng = np.random.default_rng(seed)
     eps: list[dict[str, np.ndarray]] = []
@@ -106,7 +144,7 @@ def _rollout(env, policy, rng: np.random.Generator, reset_seed: int) -> dict[str
     out: dict[str, list] = {"observations": [], "actions": [], "rewards": [], "success": []}
     done = False
     while not done:
-        a = policy(obs) if policy is not None else rng.uniform(-1, 1, 2).astype(np.float32)
+        a = policy(obs) if policy is not None else rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
         nxt, r, term, trunc, info = env.step(a)
         for k, v in zip(out, (obs, a, r, bool(info["success"]))):
             out[k].append(v)

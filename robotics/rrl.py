@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +43,7 @@ class RRLConfig:
     beta: float = 0.02
     """Weight of the KL regulariser (0.02 with sigma0 0.5: sigma moves 1.7-2x apart between noisy and clean regions
     in the tests; a larger beta pins it to sigma0)."""
-    likelihood: Literal["predictive", "expected"] = "predictive"
+    likelihood: str = "predictive"
     """"predictive": -log E_eps[s(R_a - R_b)] (variance flattens the predicted preference, so noisy pairs can be
     explained by uncertainty); "expected": E_eps[-log s(R_a - R_b)] (by Jensen, noise only ever raises this loss,
     so sigma shrinks everywhere and most where labels are noisiest; kept for comparison)."""
@@ -62,6 +62,13 @@ class RRLConfig:
     """Adam(W) weight decay."""
     seed: int = 0
     """Seed of the initialisation, the shuffling and the noise draws."""
+
+    def __post_init__(self) -> None:
+        if self.likelihood not in ("predictive", "expected"):
+            raise ValueError(f"likelihood must be 'predictive' or 'expected', got {self.likelihood!r}.")
+        if self.sigma0 <= 0 or self.num_samples < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("sigma0 must be > 0 and num_samples, epochs, batch_size >= 1; got "
+                             f"{self.sigma0}, {self.num_samples}, {self.epochs}, {self.batch_size}.")
 
 
 class StepReward(NamedTuple):
