@@ -248,3 +248,72 @@ def test_zero_shot_iql_beats_random_labels():
     assert cpa["label_accuracy"] > 0.7 and abs(rnd["label_accuracy"] - 0.5) < 0.1
     assert cpa["success"] >= rnd["success"] + 0.5
     assert cpa["return"] > rnd["return"] + 30
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Meta-World datasets and features, few-label methods, the `mmalign train` recipe
+
+
+def test_metaworld_dataset_and_relative_features(tmp_path):
+    pytest.importorskip("metaworld")
+    from mmalign.robotics.offline_data import collect_dataset, load_dataset, save_dataset
+
+    ds = collect_dataset("drawer-close-v3", episodes_per_policy=1, policies=("expert", "random"), max_episode_steps=40)
+    back = load_dataset(save_dataset(ds, tmp_path / "dc.npz"))
+    assert back.task == "drawer-close-v3" and back.observations.shape == (2, 40, 39) and back.actions.shape[-1] == 4
+    assert back.rewards[0].sum() > back.rewards[1].sum()  # Meta-World's scripted policy beats random actions
+    seg = back.sample_segments(3, 10, np.random.default_rng(0))
+    f = segment_features(seg["obs"], seg["actions"]).reshape(3, 10, 17)
+    np.testing.assert_allclose(f[..., 0:3], seg["obs"][..., 0:3] - seg["obs"][..., 36:39], atol=1e-6)  # hand - goal
+    with pytest.raises(ValueError, match="exceeds the shortest episode"):
+        back.sample_segments(3, 41, np.random.default_rng(0))
+
+
+def test_unknown_task_and_relative_features_of_other_envs_are_clear_errors():
+    from mmalign.robotics.offline_data import make_env
+
+    with pytest.raises(ValueError, match="unknown task 'sweep'"):
+        make_env("sweep")
+    with pytest.raises(ValueError, match="representation='flat'"):
+        segment_features(np.zeros((2, 3, 7)), np.zeros((2, 3, 1)))
+
+
+def test_cpa_few_labels_keep_the_real_ones():
+    from mmalign.robotics.pearl import PearlConfig, _labels, oracle_labels
+
+    rng = np.random.default_rng(0)
+    seg = lambda: {"obs": rng.normal(size=(12, 5, 10)), "actions": rng.normal(size=(12, 5, 2)),  # noqa: E731
+                   "rewards": rng.normal(size=(12, 5))}
+    s, t = seg(), seg()
+    a, b = all_pairs(12)
+    cfg = PearlConfig(segments=12, few_labels=7)
+    truth = oracle_labels(t["rewards"].sum(1)[a], t["rewards"].sum(1)[b])
+    few_labels, few = _labels("few", [s], t, a, b, cfg, np.random.default_rng(1))
+    assert len(few) == 7 and np.array_equal(few_labels[few], truth[few])
+    mixed, none = _labels("cpa-few", [s], t, a, b, cfg, np.random.default_rng(1))
+    assert none is None and np.array_equal(mixed[few], truth[few])  # same rng: the same 7 pairs
+
+
+def test_pearl_recipe_writes_the_run_folder(tmp_path, capsys):
+    pytest.importorskip("mujoco")
+    import json
+
+    from mmalign.cli import main
+
+    tiny = ["pearl.episodes_per_policy=2", "pearl.segments=12", "pearl.reward_pairs=50", "pearl.few_labels=5",
+            "pearl.rrl.epochs=1", "pearl.iql.steps=20", "pearl.eval_episodes=1", f"output_dir={tmp_path}"]
+    from pathlib import Path
+
+    cfg = str(Path(__file__).parents[1] / "configs" / "robotics" / "pearl_planar.yaml")
+    assert main(["train", cfg, "name=smoke", "seeds=[0, 1]", "methods=[cpa-rrl, random-bt]", *tiny]) == 0
+    run = tmp_path / "smoke"
+    for name in ("config.yaml", "metrics.jsonl", "results.json", "comparison.png", "summary.md",
+                 "datasets/reach.npz", "datasets/button-press.npz"):
+        assert (run / name).is_file(), name
+    res = json.loads((run / "results.json").read_text())
+    assert len(res["runs"]) == 4 and set(res["summary"]) == {"cpa-rrl", "random-bt"}
+    assert res["summary"]["cpa-rrl"]["seeds"] == 2 and 0.0 <= res["summary"]["cpa-rrl"]["success_mean"] <= 1.0
+    assert "| cpa-rrl |" in (run / "summary.md").read_text()
+    assert main(["train", cfg, "name=smoke", *tiny]) == 2  # results already there: refused, not overwritten
+    assert main(["train", cfg, "methods=[cpa-dpo]", *tiny]) == 2
+    assert "unknown method 'cpa-dpo'" in capsys.readouterr().err

@@ -1,0 +1,182 @@
+"""`mmalign train configs/robotics/pearl_*.yaml`: PEARL's comparison (oracle / CPA+RRL / CPA+BT / random / few labels).
+
+For every seed and method, `mmalign.robotics.pearl.run_pearl` labels the target pairs, fits the reward model, trains
+IQL on the relabelled target dataset and evaluates it on the target task. The run folder `<output_dir>/<name>/` holds:
+
+- config.yaml: the resolved config;
+- datasets/<task>.npz: the offline datasets (format of `mmalign.robotics.offline_data`);
+- metrics.jsonl: one row per (method, seed), written as each run ends;
+- results.json: every row and, per method, mean and std over seeds of success, return, label accuracy and reward
+  rank correlation;
+- comparison.png: those per-method means with their spread and every seed as a dot;
+- summary.md: the table and the command that made it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from mmalign.robotics.offline_data import load_dataset, save_dataset
+from mmalign.robotics.pearl import METHODS, PearlConfig, check_method, get_dataset, run_pearl
+
+from mmalign.config import ConfigError, apply_overrides, from_dict, read_yaml, to_dict
+
+METRICS = ("success", "return", "label_accuracy", "reward_rank_corr")
+
+
+@dataclass
+class PearlRunConfig:
+    """One PEARL comparison: tasks, methods, seeds and the per-run budget."""
+
+    name: str = "pearl"
+    """Run name: outputs go to `<output_dir>/<name>/`."""
+    output_dir: str = "runs"
+    """Folder that holds run folders."""
+    source: list[str] = field(default_factory=lambda: ["reach"])
+    """Labelled source task(s): planar names ("reach", ...) or Meta-World v3 names ("button-press-topdown-v3")."""
+    target: str = "button-press"
+    """Target task (unlabelled for the zero-shot methods)."""
+    methods: list[str] = field(default_factory=lambda: ["oracle-rrl", "cpa-rrl", "cpa-bt", "random-rrl"])
+    """Methods of `mmalign.robotics.pearl.METHODS`."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Seeds (segments, labels, reward model, IQL); datasets always use seed 0."""
+    data_dir: str | None = None
+    """Folder with <task>.npz datasets to reuse (collected and written there when missing); None = collect."""
+    torch_threads: int = 1
+    """torch CPU threads (small networks are fastest on one)."""
+    pearl: PearlConfig = field(default_factory=PearlConfig)
+    """Budget of each (method, seed) run."""
+
+    def __post_init__(self) -> None:
+        if not self.source or not self.methods or not self.seeds:
+            raise ValueError("source, methods and seeds must each name at least one entry.")
+        for m in self.methods:
+            check_method(m)
+        if self.target in self.source:
+            raise ValueError(f"target {self.target!r} is also a source; zero-shot transfer needs another task.")
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PearlRunConfig:
+    """A YAML file (and dotted key=value overrides) as a validated `PearlRunConfig`."""
+    data = apply_overrides(read_yaml(path), overrides or [])
+    data.pop("recipe", None)
+    if isinstance(data.get("source"), str):
+        data["source"] = [data["source"]]
+    return from_dict(PearlRunConfig, data, where=str(path))
+
+
+def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per method: mean and std (population, over seeds) of each of `METRICS`, and the number of seeds."""
+    out: dict[str, dict[str, float]] = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        sel = [r for r in rows if r["method"] == method]
+        out[method] = {"seeds": len(sel)}
+        for k in METRICS:
+            v = np.array([r[k] for r in sel], dtype=float)
+            out[method][f"{k}_mean"], out[method][f"{k}_std"] = float(v.mean()), float(v.std())
+    return out
+
+
+def plot_comparison(rows: list[dict], summary: dict, out: Path, title: str) -> Path:
+    """Bars (mean +- std over seeds) and per-seed dots of success, return and label accuracy per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(summary)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), dpi=110)
+    for ax, key in zip(axes, ("success", "return", "label_accuracy")):
+        means = [summary[m][f"{key}_mean"] for m in methods]
+        stds = [summary[m][f"{key}_std"] for m in methods]
+        ax.bar(range(len(methods)), means, yerr=stds, capsize=3, color="#8fb3d9")
+        for i, m in enumerate(methods):
+            vals = [r[key] for r in rows if r["method"] == m]
+            ax.plot(np.full(len(vals), i) + np.linspace(-0.15, 0.15, len(vals)), vals, "k.", ms=4)
+        ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
+        ax.set_title(key)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def summary_markdown(cfg: PearlRunConfig, summary: dict, command: str) -> str:
+    """The results table (mean +- std over seeds) with the command that made it."""
+    lines = [f"# PEARL: {' + '.join(cfg.source)} -> {cfg.target}", "", f"    {command}", "",
+             f"seeds {cfg.seeds}; success rate over {cfg.pearl.eval_episodes} evaluation episodes, mean true return; "
+             "label acc. = accuracy of the target labels the reward model trains on vs the target's scripted "
+             "teacher; reward corr. = Spearman correlation of learned and true per-step reward.", "",
+             "| method | success | return | label acc. | reward corr. |", "|---|---|---|---|---|"]
+    for m, s in summary.items():
+        cells = [f"{s[f'{k}_mean']:.2f} ± {s[f'{k}_std']:.2f}" for k in METRICS]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def train(cfg: PearlRunConfig, command: str = "") -> Path:
+    """Run the comparison and write the run folder (module docstring). Returns the folder."""
+    run_dir = Path(cfg.output_dir) / cfg.name
+    if (run_dir / "results.json").exists():
+        raise ConfigError(f"{run_dir} already holds results; pick another name= or delete the folder.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    torch.set_num_threads(cfg.torch_threads)
+    data: dict = {}
+    cache = Path(cfg.data_dir) if cfg.data_dir else None
+    for task in (*cfg.source, cfg.target):
+        if cache is not None and (cache / f"{task}.npz").exists():
+            data[task] = load_dataset(cache / f"{task}.npz")
+        get_dataset(task, cfg.pearl, data)
+        if cache is not None:
+            save_dataset(data[task], cache / f"{task}.npz")
+        save_dataset(data[task], run_dir / "datasets" / f"{task}.npz")
+    rows: list[dict] = []
+    (run_dir / "metrics.jsonl").write_text("")
+    t0 = time.time()
+    for seed in cfg.seeds:
+        for method in cfg.methods:
+            row = run_pearl(cfg.source, cfg.target, method, seed, cfg.pearl, data)
+            rows.append(row)
+            with (run_dir / "metrics.jsonl").open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(f"[{time.time() - t0:6.0f}s] {method} seed {seed}: success {row['success']:.2f} return "
+                  f"{row['return']:.1f} label acc. {row['label_accuracy']:.3f}", flush=True)
+    summary = summarise(rows)
+    (run_dir / "results.json").write_text(json.dumps({"runs": rows, "summary": summary}, indent=1))
+    title = f"PEARL {' + '.join(cfg.source)} -> {cfg.target} ({len(cfg.seeds)} seeds)"
+    plot_comparison(rows, summary, run_dir / "comparison.png", title)
+    (run_dir / "summary.md").write_text(summary_markdown(cfg, summary, command))
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`mmalign train CONFIG [key=value ...]` for a config with `recipe: mmalign.robotics.pearl_recipe:main`."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__)
+        print(f"methods: {', '.join(METHODS)}")
+        return 0 if args else 2
+    if "--resume" in args:
+        print("error: the PEARL comparison cannot resume; start it again under a new name=.", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(args[0], args[1:])
+        print(f"run folder: {train(cfg, 'mmalign train ' + ' '.join(args))}")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
