@@ -73,3 +73,34 @@ def plot_curves(path: Path, out: Path, keys: tuple[str, ...] = ("reward",), titl
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def compare_curves(runs: dict[str, Path], out: Path, key: str = "eval/reward", title: str = "") -> Path:
+    """One metric of several runs (label -> run folder or metrics.jsonl) against step, into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for label, run in runs.items():
+        path = Path(run) / "metrics.jsonl" if Path(run).is_dir() else Path(run)
+        pts = [(r["step"], r[key]) for r in read_metrics(path) if key in r]
+        if not pts:
+            raise ValueError(f"{path} has no metric {key!r}.")
+        ax.plot(*zip(*pts), marker="o", ms=3, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    ax.set_title(title or key)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return Path(out)
+
+
+if __name__ == "__main__":  # python -m mmalign.tracking OUT.png KEY LABEL=RUN_DIR [LABEL=RUN_DIR ...]
+    import sys
+
+    print(compare_curves(dict(a.split("=", 1) for a in sys.argv[3:]), Path(sys.argv[1]), sys.argv[2]))

@@ -13,7 +13,7 @@ import yaml
 from safetensors.torch import load_file
 
 from mmalign.cli import main
-from mmalign.tracking import read_metrics
+from mmalign.tracking import compare_curves, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -49,6 +49,9 @@ def test_train_leaves_outputs(config, tmp_path):
     assert [r["step"] for r in rows if "eval/reward" in r] == [0, 3, 6]
     assert "frac_reward_zero_std" in rows[1] and "time_sample" in rows[1]
     assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["name"] == "out"
+    assert compare_curves({"a": run, "b": run / "metrics.jsonl"}, tmp_path / "cmp.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="no metric 'nope'"):
+        compare_curves({"a": run}, tmp_path / "cmp.png", key="nope")
 
 
 def _run(cfg, *extra):
