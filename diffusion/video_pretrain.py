@@ -3,8 +3,9 @@ pipeline folder (unet/, text_encoder/, tokenizer/, scheduler/; pixel space, no V
 
 The denoiser is a `UNet2DConditionModel` with the 7 generated frames folded into channels (in: 3 first-frame + 21,
 out: 21; see `video.py` for why not the 3D UNet on a CPU), the instruction through a small `CLIPTextModel` over the
-clip vocabulary. Objective: DDPM epsilon prediction (Ho et al. 2020, Eq. 14) on x0 = frames 1..F of a clip given
-frame 0 and the instruction, 10% empty instructions (for classifier-free guidance). The default schedule is short on
+clip vocabulary. Objective: v-prediction (Salimans & Ho 2022; epsilon prediction of the same short schedule gave
+x0 estimates far outside [-1, 1] at high noise and samples of pure noise) on x0 = frames 1..F of a clip given frame
+0 and the instruction, 10% empty instructions (for classifier-free guidance). The default schedule is short on
 purpose: the model learns the scene and rough motion but leaves incoherent windows, the room for the world-model
 reward.
 """
@@ -46,7 +47,8 @@ def embedded_video_components(cfg: VideoPretrainConfig, frames: int, size: int) 
     comp = tiny_video_components(WORDS, frames=frames, size=size, kind="folded",
                                  width=(cfg.width, 2 * cfg.width), text_hidden=cfg.text_hidden, seed=cfg.seed)
     comp.text_encoder = tiny_text_encoder(len(comp.tokenizer), hidden=cfg.text_hidden, layers=2, seed=cfg.seed)
-    comp.scheduler = ddim_scheduler()
+    sched = ddim_scheduler()
+    comp.scheduler = type(sched).from_config(sched.config, prediction_type="v_prediction")
     return comp
 
 
@@ -76,7 +78,8 @@ def pretrain_video(clips: np.ndarray, prompts: list[str], cfg: VideoPretrainConf
         a = ac[tt].view(-1, 1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps  # q(x_t | x_0), Ho et al. 2020, Eq. 4
         inp = torch.cat([first, xt.flatten(1, 2)], 1)  # frames folded into channels, as `VideoPolicy.net_at`
-        loss = F.mse_loss(unet(inp, tt, encoder_hidden_states=emb).sample, eps.flatten(1, 2))  # Eq. 14
+        v = a.sqrt() * eps - (1 - a).sqrt() * x0  # v-prediction (Salimans & Ho 2022, Sec. 4)
+        loss = F.mse_loss(unet(inp, tt, encoder_hidden_states=emb).sample, v.flatten(1, 2))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
