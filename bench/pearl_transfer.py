@@ -1,12 +1,16 @@
 """PEARL CPA: accuracy of zero-shot transferred preference labels on the planar tasks, vs a nearest-neighbour baseline.
 
     python bench/pearl_transfer.py --out docs/figures     # about a minute on one CPU core
+    python bench/pearl_transfer.py --tasks reach-v3 button-press-v3 drawer-close-v3 button-press-topdown-v3 \
+        --max-episode-steps 150 --seeds 3 --no-entropic --tag metaworld                 # Meta-World v3
+    python bench/pearl_transfer.py --pairs reach:orbit push:orbit button-press:orbit drawer-open:orbit orbit:reach \
+        --seeds 3 --no-entropic --tag orbit                                            # an unrelated target
 
 Collects (or reads from --data) one mixed-quality offline dataset per task (`mmalign.robotics.offline_data`), then,
 for each ordered (source, target) task pair and seed: samples n segments of H steps per task, labels every source
 pair by ground-truth return (the oracle scripted teacher), transfers labels to every target pair with CPA, and
 scores them against the target's own oracle labels (pairs with equal returns left out; a 0.5 label counts as half).
-Writes pearl_transfer.json and pearl_transfer.png.
+Writes pearl_transfer[_<tag>].json and .png.
 """
 
 from __future__ import annotations
@@ -27,8 +31,7 @@ from mmalign.robotics.cpa import (
 )
 from mmalign.robotics.offline_data import collect_dataset, load_dataset, save_dataset
 
-TASKS = {"reach": "mmalign/Reach-v0", "push": "mmalign/Push-v0", "button-press": "mmalign/ButtonPress-v0",
-         "drawer-open": "mmalign/DrawerOpen-v0"}
+TASKS = ("reach", "push", "button-press", "drawer-open")
 METHODS = {"cpa-exact-relative": CPAConfig(), "cpa-exact-flat": CPAConfig(representation="flat"),
            "cpa-entropic-relative": CPAConfig(method="entropic", max_iter=30)}
 
@@ -41,14 +44,14 @@ def accuracy(pred: np.ndarray, ret_a: np.ndarray, ret_b: np.ndarray) -> float:
     return float(np.mean(np.where(hard == 0.5, 0.5, hard == truth)))
 
 
-def datasets(data_dir: Path | None, episodes: int) -> dict:
+def datasets(data_dir: Path | None, episodes: int, tasks: list[str], max_steps: int | None = None) -> dict:
     out = {}
-    for task, env_id in TASKS.items():
+    for task in tasks:
         path = data_dir / f"{task}.npz" if data_dir else None
         if path is not None and path.exists():
             out[task] = load_dataset(path)
             continue
-        out[task] = collect_dataset(env_id, episodes, seed=0)
+        out[task] = collect_dataset(task, episodes, seed=0, max_episode_steps=max_steps)
         if path is not None:
             save_dataset(out[task], path)
     return out
@@ -116,28 +119,37 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=25)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--no-entropic", action="store_true", help="skip the entropic solver (most of the time)")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="every ordered pair of these tasks")
+    parser.add_argument("--pairs", nargs="+", default=None, help="source:target pairs instead of --tasks")
+    parser.add_argument("--max-episode-steps", type=int, default=None, help="episode length (Meta-World: 150)")
+    parser.add_argument("--tag", default="", help="output names pearl_transfer_<tag>.json / .png")
     args = parser.parse_args()
     if args.no_entropic:
         METHODS.pop("cpa-entropic-relative")
     t0 = time.time()
-    data = datasets(args.data, args.episodes)
+    pairs = ([tuple(p.split(":")) for p in args.pairs] if args.pairs
+             else [(s, t) for s in args.tasks for t in args.tasks if s != t])
+    tasks = list(dict.fromkeys(x for p in pairs for x in p))
+    data = datasets(args.data, args.episodes, tasks, args.max_episode_steps)
     results: dict[str, dict[str, list[float]]] = {}
-    for src in TASKS:
-        for tgt in TASKS:
-            if src == tgt:
-                continue
-            runs = [one_pair(data[src], data[tgt], args.segments, args.length, s) for s in range(args.seeds)]
-            results[f"{src}->{tgt}"] = {m: [r[m] for r in runs] for m in runs[0]}
-            print(f"{src:>12} -> {tgt:<12}", "  ".join(f"{m} {np.mean(v):.3f}+-{np.std(v):.3f}"
-                                                       for m, v in results[f"{src}->{tgt}"].items()), flush=True)
-    multi = [multi_source(data, ["reach", "push"], "button-press", args.segments, args.length, s)
-             for s in range(args.seeds)]
-    print(f"reach+push -> button-press cpa-exact-relative {np.mean(multi):.3f}+-{np.std(multi):.3f}")
+    for src, tgt in pairs:
+        runs = [one_pair(data[src], data[tgt], args.segments, args.length, s) for s in range(args.seeds)]
+        results[f"{src}->{tgt}"] = {m: [r[m] for r in runs] for m in runs[0]}
+        print(f"{src:>12} -> {tgt:<12}", "  ".join(f"{m} {np.mean(v):.3f}+-{np.std(v):.3f}"
+                                                   for m, v in results[f"{src}->{tgt}"].items()), flush=True)
+    multi = {}
+    if {"reach", "push", "button-press"} <= set(data):
+        multi["reach+push->button-press"] = [multi_source(data, ["reach", "push"], "button-press", args.segments,
+                                                          args.length, s) for s in range(args.seeds)]
+        v = multi["reach+push->button-press"]
+        print(f"reach+push -> button-press cpa-exact-relative {np.mean(v):.3f}+-{np.std(v):.3f}")
     args.out.mkdir(parents=True, exist_ok=True)
-    summary = {"settings": {k: str(v) for k, v in vars(args).items()}, "pairs": results,
-               "multi_source": {"reach+push->button-press": multi}, "seconds": time.time() - t0}
-    (args.out / "pearl_transfer.json").write_text(json.dumps(summary, indent=1))
-    plot(results, args.out / "pearl_transfer.png")
+    settings = {k: str(v) for k, v in vars(args).items() if k not in ("data", "out")}  # no machine paths
+    summary = {"settings": settings, "pairs": results,
+               "multi_source": multi, "seconds": time.time() - t0}
+    stem = "pearl_transfer" + (f"_{args.tag}" if args.tag else "")
+    (args.out / f"{stem}.json").write_text(json.dumps(summary, indent=1))
+    plot(results, args.out / f"{stem}.png")
     print(f"done in {time.time() - t0:.0f} s")
 
 
