@@ -241,12 +241,29 @@ def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
     return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
 
 
-if __name__ == "__main__":  # python -m mmalign.diffusion.world_model OUT_DIR [steps]
+def separation(reward: PFCReward, clips: dict, idx: Sequence[int], clip_cfg, seed: int = 0) -> dict[str, dict]:
+    """PFC of clips `idx` against their shuffled / reversed / teleported copies (`clips.corrupted`): per corruption
+    the mean PFC, the AUROC over all pairs and the paired win rate (a clip above its own corruption)."""
+    from mmalign.diffusion.clips import corrupted
+
+    pos = np.asarray(reward(None, clips["frames"][idx]))
+    out = {"real": {"pfc": float(pos.mean())}}
+    for kind in ("shuffled", "reversed", "teleport"):
+        neg = np.asarray(reward(None, corrupted(clips, idx, clip_cfg, kind, seed)))
+        out[kind] = {"pfc": float(neg.mean()), "auroc": auroc(pos, neg), "paired": float((pos > neg).mean())}
+    return out
+
+
+if __name__ == "__main__":  # python -m mmalign.diffusion.world_model DIR [steps]: train (unless DIR holds one), test
     import sys
 
     from mmalign.diffusion.clips import ClipConfig, load_clips, split_episodes
 
-    data = load_clips(ClipConfig(), Path(sys.argv[1]) / "clips.npz")
-    train, _ = split_episodes(data)
-    steps = int(sys.argv[2]) if len(sys.argv) > 2 else WorldModelTrainConfig.steps
-    train_world_model(data["frames"][train], JEPAConfig(), WorldModelTrainConfig(steps=steps), sys.argv[1], 100)
+    out_dir, clip_cfg = Path(sys.argv[1]), ClipConfig(episodes=160)
+    data = load_clips(clip_cfg, out_dir.parent / "clips.npz")
+    train, held = split_episodes(data)
+    if not (out_dir / "config.json").exists():
+        steps = int(sys.argv[2]) if len(sys.argv) > 2 else WorldModelTrainConfig.steps
+        train_world_model(data["frames"][train], JEPAConfig(), WorldModelTrainConfig(steps=steps), out_dir, 250)
+    for name, row in separation(PFCReward(out_dir), data, held[:64], clip_cfg).items():
+        print(name, {k: round(v, 3) for k, v in row.items()})
