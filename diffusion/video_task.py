@@ -47,6 +47,10 @@ class VideoTaskConfig:
     """Step log-prob reduction over the clip latent: "mean" (clip ranges ~1e-4 to 1e-3) or "sum"."""
     max_text_length: int = 6
     """Instruction tokens."""
+    train_start: int = 0
+    """First trained denoising step (earlier steps are sampled, not trained)."""
+    timestep_fraction: float = 1.0
+    """Train a random subset of this fraction of each clip's trained steps (DDPO)."""
     context: int = 3
     """PFC window: context frames."""
     future: int = 2
@@ -127,7 +131,8 @@ class VideoTask:
         c = self.cfg
         return VideoPolicy(load_components(path), num_frames=c.num_frames, num_steps=c.num_steps,
                            guidance_scale=c.guidance_scale, eta=c.eta, reduce=c.reduce,
-                           max_text_length=c.max_text_length)
+                           max_text_length=c.max_text_length, train_start=c.train_start,
+                           timestep_fraction=c.timestep_fraction)
 
     def _reward(self, spec: str | dict) -> tuple[str, object, float]:
         spec = {"name": spec} if isinstance(spec, str) else dict(spec)

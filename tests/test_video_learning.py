@@ -36,4 +36,4 @@ def test_grpo_raises_a_clip_reward():
         loss.backward()
         opt.step()
     after = np.mean(brightness(None, generate_clips(policy, held, seed=5)))
-    assert after > before + 0.03, (before, after)
+    assert after > before + 0.06, (before, after)  # measured: 0.513 -> 0.626
