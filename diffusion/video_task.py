@@ -49,6 +49,8 @@ class VideoTaskConfig:
     """Instruction tokens."""
     train_start: int = 0
     """First trained denoising step (earlier steps are sampled, not trained)."""
+    train_end: int = 0
+    """Steps from this index on are sampled, not trained (0 = none excluded)."""
     timestep_fraction: float = 1.0
     """Train a random subset of this fraction of each clip's trained steps (DDPO)."""
     context: int = 3
@@ -131,7 +133,7 @@ class VideoTask:
         c = self.cfg
         return VideoPolicy(load_components(path), num_frames=c.num_frames, num_steps=c.num_steps,
                            guidance_scale=c.guidance_scale, eta=c.eta, reduce=c.reduce,
-                           max_text_length=c.max_text_length, train_start=c.train_start,
+                           max_text_length=c.max_text_length, train_start=c.train_start, train_end=c.train_end,
                            timestep_fraction=c.timestep_fraction)
 
     def _reward(self, spec: str | dict) -> tuple[str, object, float]:

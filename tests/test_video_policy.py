@@ -86,3 +86,12 @@ def test_bad_inputs_name_the_problem():
         policy.sample(contexts(1, size=16), 1)
     with pytest.raises(ValueError, match="num_frames"):
         VideoPolicy(tiny_video_components(WORDS, kind="3d"), num_steps=2)
+
+
+def test_train_end_masks_the_late_steps():
+    torch.manual_seed(0)
+    policy = make(train_end=2)
+    rollout = policy.sample(contexts(), 2)
+    assert rollout.mask[:, :2].all() and not rollout.mask[:, 2:].any()
+    assert (rollout.logprobs[:, 2:] == 0).all()
+    assert torch.allclose(policy.logprobs(rollout), rollout.logprobs, atol=1e-5)
