@@ -40,6 +40,25 @@ def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> 
     return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
+def chunked_token_logprobs(hidden: Tensor, head: nn.Module, tokens: Tensor, temperature: float = 1.0,
+                           chunk: int = 512) -> Tensor:
+    """`token_logprobs(head(hidden), tokens)` over chunks of `chunk` positions with activation checkpointing, so
+    only one chunk's (chunk, V) logits live at a time, forward or backward (TRL's chunked log-probs do the same).
+
+    Args:
+        hidden: (B, L, H) final hidden states; head: the LM head; tokens: (B, L). Returns (B, L).
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    def part(h: Tensor, t: Tensor) -> Tensor:
+        return token_logprobs(head(h), t, temperature)
+
+    flat_h, flat_t = hidden.reshape(-1, hidden.shape[-1]), tokens.reshape(-1)
+    parts = [checkpoint(part, h, t, use_reentrant=False) if torch.is_grad_enabled() else part(h, t)
+             for h, t in zip(flat_h.split(chunk), flat_t.split(chunk))]
+    return torch.cat(parts).view(tokens.shape)
+
+
 def encode_completions(tokenizer, outputs: Sequence[str], device) -> tuple[Tensor, Tensor]:
     """Given completions as right-padded ids with EOS appended, and their mask (B, T) (EOS included)."""
     enc = tokenizer(list(outputs), add_special_tokens=False, padding=True, padding_side="right", return_tensors="pt")
@@ -80,11 +99,14 @@ class CausalLMPolicy(nn.Module):
         reference: "lora" (the policy with adapters disabled), "copy" (a frozen copy made now) or "none".
         value_head: add a linear critic on the last hidden state (for PPO).
         max_prompt_length: prompts are truncated on the left to this many tokens.
+        logprob_chunk: re-score through the LM head in chunks of this many positions (`chunked_token_logprobs`),
+            so full (B, T, V) logits are never held; 0 = one full-logits pass. Models with logit soft-capping
+            always take the full pass.
     """
 
     def __init__(self, model, tokenizer, max_new_tokens: int = 64, temperature: float = 1.0,
                  chat_template: bool = True, reference: str = "none", value_head: bool = False,
-                 max_prompt_length: int = 512):
+                 max_prompt_length: int = 512, logprob_chunk: int = 512):
         super().__init__()
         if temperature <= 0:
             raise ValueError("temperature must be positive; use sample(..., greedy=True) for greedy decoding.")
@@ -94,6 +116,8 @@ class CausalLMPolicy(nn.Module):
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.chat_template = chat_template and getattr(tokenizer, "chat_template", None) is not None
         self.max_prompt_length = max_prompt_length
+        softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+        self.logprob_chunk = 0 if softcap else logprob_chunk
         if reference == "lora" and not hasattr(model, "disable_adapter"):
             raise ValueError("reference='lora' needs a peft model (turn LoRA on) or use reference='copy'.")
         self.reference = reference
@@ -170,14 +194,14 @@ class CausalLMPolicy(nn.Module):
                                                      "attention_mask": torch.cat([attn, mask.long()], 1),
                                                      "prompt_length": ids.shape[1]})
 
-    def _forward(self, rollout: Rollout, model=None, hidden: bool = False):
+    def _forward(self, rollout: Rollout, model=None, hidden: bool = False, logits: bool = True):
         """Forward over prompt + completion; returns the output and the slice of positions that predict steps."""
         s = rollout.state
         attn = s["attention_mask"]
         end = int(attn.sum(0).nonzero().max()) + 1  # drop all-padding columns at the end of this minibatch
         out = (model or self.model)(input_ids=s["input_ids"][:, :end], attention_mask=attn[:, :end],
                                     position_ids=positions(attn[:, :end]), output_hidden_states=hidden,
-                                    logits_to_keep=end - s["prompt_length"] + 1)
+                                    logits_to_keep=end - s["prompt_length"] + 1 if logits else 1)
         return out, slice(-(end - s["prompt_length"]) - 1, -1), end
 
     def _pad(self, rollout: Rollout, x: Tensor) -> Tensor:
@@ -186,6 +210,13 @@ class CausalLMPolicy(nn.Module):
 
     def logprobs(self, rollout: Rollout, model=None) -> Tensor:
         """(B, T) log-probs of the completion tokens under the current weights, with grad."""
+        model = model or self.model
+        if self.logprob_chunk:
+            out, sl, end = self._forward(rollout, model, hidden=True, logits=False)
+            tokens = rollout.state["input_ids"][:, rollout.state["prompt_length"]:end]
+            head = model.get_output_embeddings()
+            return self._pad(rollout, chunked_token_logprobs(out.hidden_states[-1][:, sl], head, tokens,
+                                                             self.temperature, self.logprob_chunk))
         out, sl, end = self._forward(rollout, model)
         tokens = rollout.state["input_ids"][:, rollout.state["prompt_length"]:end]
         return self._pad(rollout, token_logprobs(out.logits[:, sl], tokens, self.temperature))

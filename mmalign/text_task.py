@@ -96,6 +96,8 @@ class TextTaskConfig:
     """Sampling temperature (part of the policy's definition)."""
     max_prompt_length: int = 512
     """Prompts are truncated on the left to this many tokens."""
+    logprob_chunk: int = 512
+    """Re-score through the LM head in chunks of this many positions (never full (B, T, V) logits); 0 = off."""
     chat_template: bool = True
     """Render prompts with the tokenizer's chat template when it has one."""
     dataset: str = "instructions"
@@ -152,7 +154,7 @@ class TextTask:
             reference = "lora" if reference == "auto" else reference
         reference = "none" if reference == "auto" else reference
         policy = CausalLMPolicy(model.to(device), tokenizer, cfg.max_new_tokens, cfg.temperature, cfg.chat_template,
-                                reference, cfg.value_head, cfg.max_prompt_length)
+                                reference, cfg.value_head, cfg.max_prompt_length, cfg.logprob_chunk)
         return policy
 
     def evaluate(self, policy: CausalLMPolicy, batch_size: int = 16) -> dict[str, float]:

@@ -68,3 +68,19 @@ def test_greedy_is_deterministic():
     a = policy.sample(ROWS, 2, greedy=True).outputs
     b = policy.sample(ROWS, 2, greedy=True).outputs
     assert a == b and a[0] == a[1]
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_chunked_logprobs_equal_the_full_logits_pass_with_gradients(lora):
+    chunked = tiny_policy(lora=lora, logprob_chunk=5, temperature=0.7)
+    full = tiny_policy(lora=lora, logprob_chunk=0, temperature=0.7)
+    rollout = chunked.sample(ROWS[:3], 2)
+    a, b = chunked.logprobs(rollout), full.logprobs(rollout)
+    assert torch.allclose(a, b, atol=1e-5) and torch.allclose(a, rollout.logprobs, atol=1e-5)
+    (a * rollout.mask).sum().backward()
+    (b * rollout.mask).sum().backward()
+    for (name, p), q in zip(chunked.named_parameters(), full.parameters()):
+        if p.requires_grad:
+            assert torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-4), name
+    with torch.no_grad():
+        assert torch.allclose(chunked.logprobs(rollout), b, atol=1e-5)
