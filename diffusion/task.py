@@ -79,6 +79,9 @@ class DiffusionTaskConfig:
     """"shapes" or a JSONL file of {"prompt", ...} rows."""
     eval_fraction: float = 0.25
     """Held-out fraction of the prompts."""
+    eval_split: str = "prompt"
+    """Held-out split of the shapes prompts: "prompt" (random prompts) or "pair" (all prompts of held-out
+    colour-shape pairs; RL then cannot learn a pair -> position shortcut that a random split rewards)."""
     eval_samples: int = 4
     """Images per held-out prompt in evaluation."""
     eval_seed: int = 1234
@@ -97,12 +100,7 @@ class DiffusionTask:
     def __init__(self, cfg: DiffusionTaskConfig, device: torch.device | str = "cpu"):
         self.cfg = cfg
         self.policy = self.build_policy(cfg, device)
-        rows = self.load_rows(cfg)
-        rng = np.random.default_rng(0)
-        order = rng.permutation(len(rows))
-        n_eval = max(1, int(round(len(rows) * cfg.eval_fraction)))
-        self.eval_contexts = [rows[i] for i in order[:n_eval]]
-        self.train_contexts = [rows[i] for i in order[n_eval:]]
+        self.train_contexts, self.eval_contexts = self.split(self.load_rows(cfg), cfg)
         if cfg.preference_pairs:
             from mmalign.diffusion.dpo import preference_rows
 
@@ -110,6 +108,21 @@ class DiffusionTask:
         self.rewards = [build_reward(s) for s in cfg.rewards]
         self.first_images: list | None = None
         self.last_images: list = []
+
+    @staticmethod
+    def split(rows: list[dict], cfg: DiffusionTaskConfig) -> tuple[list[dict], list[dict]]:
+        """(train, held-out) rows: a seeded random `eval_fraction` of the prompts, or of the colour-shape pairs."""
+        if cfg.eval_split not in ("prompt", "pair"):
+            raise ValueError(f"eval_split must be 'prompt' or 'pair', got {cfg.eval_split!r}.")
+        keys = [r["prompt"] for r in rows]
+        if cfg.eval_split == "pair":
+            if not all("color" in r and "shape" in r for r in rows):
+                raise ValueError("eval_split='pair' needs rows with 'color' and 'shape' (the shapes prompts).")
+            keys = [(r["color"], r["shape"]) for r in rows]
+        unique = list(dict.fromkeys(keys))
+        order = np.random.default_rng(0).permutation(len(unique))
+        held = {unique[i] for i in order[:max(1, int(round(len(unique) * cfg.eval_fraction)))]}
+        return [r for r, k in zip(rows, keys) if k not in held], [r for r, k in zip(rows, keys) if k in held]
 
     @staticmethod
     def load_rows(cfg: DiffusionTaskConfig) -> list[dict]:

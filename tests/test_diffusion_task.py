@@ -86,3 +86,16 @@ def test_task_config_is_strict():
 
     with pytest.raises(ConfigError):
         from_dict(DiffusionTask.Config, {"tiny": True, "not_a_field": 1})
+
+
+def test_pair_split_holds_out_whole_colour_shape_pairs():
+    cfg = DiffusionTask.Config()
+    rows = DiffusionTask.load_rows(cfg)
+    train, held = DiffusionTask.split(rows, from_dict(DiffusionTask.Config, {"eval_split": "pair"}))
+    pair = lambda r: (r["color"], r["shape"])  # noqa: E731
+    held_pairs = {pair(r) for r in held}
+    assert len(held) == 4 * len(held_pairs) == 12 and not held_pairs & {pair(r) for r in train}
+    train, held = DiffusionTask.split(rows, cfg)
+    assert len(held) == 12 and len({pair(r) for r in held}) > 3  # random prompts: pairs also appear in training
+    with pytest.raises(ValueError, match="eval_split"):
+        DiffusionTask.split(rows, from_dict(DiffusionTask.Config, {"eval_split": "colour"}))
