@@ -52,14 +52,12 @@ class VideoPolicy(DiffusionPolicy):
     Args:
         comp: components (`tiny_video_components`, `models.load_components`).
         num_frames: generated frames F; read from the channels of a frame-folding UNet, needed for a 3D UNet.
-        train_end: steps from this index on are sampled but not trained (0 = all train): the high-noise steps
-            that lay out the motion train, the low-noise ones that only add detail do not.
-        **kw: `DiffusionPolicy` arguments (num_steps, eta, reduce, guidance_scale, reference, ...).
+        **kw: `DiffusionPolicy` arguments (num_steps, eta, reduce, guidance_scale, reference, train_end, ...);
+            `train_end=5` of 10 steps trains only the high-noise steps (what the embedded run needs, docs/video.md).
     """
 
-    def __init__(self, comp: Components, num_frames: int = 0, train_end: int = 0, **kw):
+    def __init__(self, comp: Components, num_frames: int = 0, **kw):
         super().__init__(comp, **kw)
-        self.train_end = train_end
         cfg = self.denoiser.config
         self.folded = not is_video_unet(self.denoiser)
         if self.folded:
@@ -153,9 +151,6 @@ class VideoPolicy(DiffusionPolicy):
     def _rollout(self, contexts: Sequence, group: Tensor, chain: list[Tensor], logps: list[Tensor], emb: Tensor,
                  pooled: Tensor, start: int, extra: dict | None = None) -> Rollout:
         rollout = super()._rollout(contexts, group, chain, logps, emb, pooled, start, extra)
-        if self.train_end:
-            rollout.mask[:, self.train_end:] = False
-            rollout.logprobs = rollout.logprobs * rollout.mask
         rollout.outputs = [np.concatenate([frame_of(contexts[g])[None], clip])
                            for g, clip in zip(group.tolist(), rollout.outputs)]
         return rollout
