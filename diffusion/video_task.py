@@ -18,7 +18,7 @@ import torch
 from mmalign.diffusion.clips import ClipConfig, load_clips, motion_continuity, split_episodes
 from mmalign.diffusion.models import load_components
 from mmalign.diffusion.video import VideoPolicy, generate_clips
-from mmalign.diffusion.world_model import PFCReward
+from mmalign.diffusion.world_model import PFCReward, load_world_model
 
 
 @dataclass
@@ -94,6 +94,8 @@ class VideoTask:
     def __init__(self, cfg: VideoTaskConfig, device: torch.device | str = "cpu"):
         self.cfg = cfg
         root = Path(cfg.embedded_dir)
+        if cfg.world_model != "embedded":
+            load_world_model(cfg.world_model)  # fail before any rendering or training, with the fix in the message
         self.clip_cfg = ClipConfig(episodes=6 if cfg.tiny else cfg.episodes)
         data = load_clips(self.clip_cfg, root / "clips.npz")
         train, held = split_episodes(data)

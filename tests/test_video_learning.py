@@ -3,6 +3,7 @@ of the generated frames) far outside noise (v-prediction: an epsilon-predicting 
 so brightness barely moves). It fails if step log-probs, their gradients or the advantages break."""
 
 import numpy as np
+import pytest
 import torch
 from mmalign.diffusion.video import VideoPolicy, generate_clips, tiny_video_components
 
@@ -15,6 +16,7 @@ def brightness(contexts, clips):
     return [float(np.asarray(c[1:], np.float32).mean() / 255) for c in clips]
 
 
+@pytest.mark.slow
 def test_grpo_raises_a_clip_reward():
     torch.manual_seed(0)
     comp = tiny_video_components(WORDS, frames=3, size=8)
