@@ -33,7 +33,7 @@ class VideoTaskConfig:
     """Rendered push episodes (a quarter held out, by episode)."""
     pretrain_steps: int = 600
     """Pre-training steps of the embedded video model."""
-    world_model_steps: int = 1500
+    world_model_steps: int = 2500
     """Training steps of the embedded world model."""
     num_frames: int = 0
     """Generated frames of a 3D video UNet (a frame-folding UNet knows its own)."""
