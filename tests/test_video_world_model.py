@@ -67,7 +67,7 @@ def test_pfc_separates_real_clips_from_shuffled_reversed_and_teleported(tmp_path
     cfg = ClipConfig(episodes=40)
     data = load_clips(cfg, tmp_path / "clips.npz")
     train, held = split_episodes(data)
-    model = train_world_model(data["frames"][train], JEPAConfig(), WorldModelTrainConfig(steps=600))
+    model = train_world_model(data["frames"][train], JEPAConfig(), WorldModelTrainConfig())
     reward = PFCReward(model)
     pos = reward(None, data["frames"][held])
     for kind, floor in [("shuffled", 0.7), ("reversed", 0.55), ("teleport", 0.7)]:
