@@ -9,11 +9,12 @@ the least coherent ones count most (Eq. 5):
     R   = sum_i softmax_i((1 - s_i) / tau) * s_i                     # Eq. 5
 
 The paper gives no window length, stride or tau; the defaults here (`PFCConfig`: 3 context + 2 future frames,
-stride 1, tau 0.3) fit 8-frame clips and were chosen on held-out clips (docs/video.md), not taken from the paper.
+stride 1, tau 0.3) fit 8-frame clips and were chosen on a validation split of the training episodes
+(`validation_split`, docs/video.md), not taken from the paper.
 Any model with `scores(video, cfg) -> (B, W)` plugs in (`load_world_model`); the project trains its own small one
-(`JEPA`, `train_world_model`): a per-frame convolutional encoder, an MLP predictor from the context frames'
-embeddings to the change of the future frames' embeddings, and an EMA target encoder (V-JEPA / BYOL) with a
-VICReg variance term against collapse.
+(`JEPA`, `train_world_model`): a per-frame convolutional encoder with batch-normed embeddings, an MLP predictor from
+the context frames' embeddings to the change of the future frames' embeddings, and an EMA target encoder (V-JEPA /
+BYOL) with a VICReg variance term against collapse.
 """
 
 from __future__ import annotations
