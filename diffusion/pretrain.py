@@ -13,6 +13,7 @@ threads the same steps ran about 9x slower.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,34 +72,52 @@ def _batch(cfg: PretrainConfig, rows: list[dict], rng: np.random.Generator) -> t
     return x, prompts
 
 
-def pretrain(cfg: PretrainConfig, out_dir: str | Path, max_text_length: int = 8, log_every: int = 100) -> Path:
-    """Train the embedded model and save it to `out_dir` (a diffusers pipeline folder); returns the folder."""
-    comp = embedded_components(cfg)
+def train_denoiser(comp: Components, batch: Callable, steps: int, lr: float, max_text_length: int,
+                   log_every: int = 100, label: str = "pretrain") -> Components:
+    """Train `comp`'s denoiser and text encoder jointly by denoising (Ho et al. 2020, Eq. 14; the target follows
+    the scheduler's prediction_type: epsilon, or v as in Salimans & Ho 2022, Sec. 4), AdamW with cosine decay.
+
+    Args:
+        batch: `batch(step) -> (x0, prompts, first)`: clean samples (B, C, ...) in [-1, 1], their prompts, and
+            None or a first frame (B, C, H, W) to condition on; with a first frame x0 is a clip (B, C, F, H, W)
+            whose frames are folded into channels after it, as `VideoPolicy.net_at` does.
+    """
     unet, te, tok, sched = comp.denoiser.train(), comp.text_encoder.train(), comp.tokenizer, comp.scheduler
     params = list(unet.parameters()) + list(te.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    lr_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
-    rows, rng = shapes.rows(cfg.counts), np.random.default_rng(cfg.seed)
-    ac = sched.alphas_cumprod.float()
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    lr_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    ac, v_target = sched.alphas_cumprod.float(), sched.config.prediction_type == "v_prediction"
     t0 = time.perf_counter()
-    for step in range(cfg.steps):
-        x0, prompts = _batch(cfg, rows, rng)
+    for step in range(steps):
+        x0, prompts, first = batch(step)
+        fold = (lambda y: y) if first is None else (lambda y: y.flatten(1, 2))  # noqa: E731
         ids = tok(prompts, padding="max_length", max_length=max_text_length, truncation=True,
                   return_tensors="pt")["input_ids"]
         emb = te(input_ids=ids).last_hidden_state
         t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),))
         eps = torch.randn_like(x0)
-        a = ac[t].view(-1, 1, 1, 1)
+        a = ac[t].view(-1, *[1] * (x0.dim() - 1))
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps  # q(x_t | x_0), Ho et al. 2020, Eq. 4
-        loss = F.mse_loss(unet(xt, t, encoder_hidden_states=emb).sample, eps)  # Eq. 14
+        target = a.sqrt() * eps - (1 - a).sqrt() * x0 if v_target else eps
+        inp = fold(xt) if first is None else torch.cat([first, fold(xt)], 1)
+        loss = F.mse_loss(unet(inp, t, encoder_hidden_states=emb).sample, fold(target))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         lr_sched.step()
         if log_every and (step + 1) % log_every == 0:
-            print(f"pretrain step {step + 1}/{cfg.steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)")
+            print(f"{label} step {step + 1}/{steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)")
     comp.denoiser, comp.text_encoder = unet.eval(), te.eval()
+    return comp
+
+
+def pretrain(cfg: PretrainConfig, out_dir: str | Path, max_text_length: int = 8, log_every: int = 100) -> Path:
+    """Train the embedded model and save it to `out_dir` (a diffusers pipeline folder); returns the folder."""
+    comp = embedded_components(cfg)
+    rows, rng = shapes.rows(cfg.counts), np.random.default_rng(cfg.seed)
+    comp = train_denoiser(comp, lambda step: (*_batch(cfg, rows, rng), None), cfg.steps, cfg.lr, max_text_length,
+                          log_every)
     return save_components(comp, out_dir)
 
 

@@ -12,15 +12,14 @@ reward.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mmalign.diffusion.clips import WORDS
 from mmalign.diffusion.models import Components, ddim_scheduler, save_components, tiny_text_encoder
+from mmalign.diffusion.pretrain import train_denoiser
 from mmalign.diffusion.video import tiny_video_components
 
 
@@ -57,35 +56,14 @@ def pretrain_video(clips: np.ndarray, prompts: list[str], cfg: VideoPretrainConf
     """Train on uint8 clips (N, F + 1, S, S, 3) with their instructions; save a pipeline folder to `out_dir`."""
     n, t, s = clips.shape[:3]
     comp = embedded_video_components(cfg, t - 1, s)
-    unet, te, tok = comp.denoiser.train(), comp.text_encoder.train(), comp.tokenizer
-    params = list(unet.parameters()) + list(te.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    lr_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
-    ac = comp.scheduler.alphas_cumprod.float()
     video = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # (N, 3, F + 1, S, S)
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    t0 = time.perf_counter()
-    for step in range(cfg.steps):
+
+    def batch(step: int):
         i = rng.integers(0, n, cfg.batch_size)
-        first, x0 = video[i, :, 0], video[i, :, 1:]  # (B, 3, S, S), (B, 3, F, S, S)
         text = ["" if rng.random() < cfg.uncond_prob else prompts[j] for j in i]
-        ids = tok(text, padding="max_length", max_length=max_text_length, truncation=True,
-                  return_tensors="pt")["input_ids"]
-        emb = te(input_ids=ids).last_hidden_state
-        tt = torch.randint(0, comp.scheduler.config.num_train_timesteps, (len(i),))
-        eps = torch.randn_like(x0)
-        a = ac[tt].view(-1, 1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps  # q(x_t | x_0), Ho et al. 2020, Eq. 4
-        inp = torch.cat([first, xt.flatten(1, 2)], 1)  # frames folded into channels, as `VideoPolicy.net_at`
-        v = a.sqrt() * eps - (1 - a).sqrt() * x0  # v-prediction (Salimans & Ho 2022, Sec. 4)
-        loss = F.mse_loss(unet(inp, tt, encoder_hidden_states=emb).sample, v.flatten(1, 2))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        lr_sched.step()
-        if log_every and (step + 1) % log_every == 0:
-            print(f"video pretrain {step + 1}/{cfg.steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)")
-    comp.denoiser, comp.text_encoder = unet.eval(), te.eval()
+        return video[i, :, 1:], text, video[i, :, 0]  # x0 = frames 1..F given frame 0
+
+    comp = train_denoiser(comp, batch, cfg.steps, cfg.lr, max_text_length, log_every, "video pretrain")
     return save_components(comp, out_dir)
