@@ -1,6 +1,6 @@
 """One diffusion GRPO iteration, split into sampling and training, against its floor: the same number of bare
 denoiser forward (sampling) and forward + backward (training) passes on the same rows. Also B2 branch sampling's
-saving in denoiser calls, counted with a forward hook and timed, against plain sampling of the same batch.
+saving in denoiser calls, counted by the policy's `net_calls` and timed, against plain sampling of the same batch.
 
 The model is the embedded shapes architecture (`mmalign.diffusion.pretrain.embedded_components`, random weights,
 saved to a temporary diffusers folder and loaded through the task like any local pipeline) at `--size` pixels and
@@ -64,31 +64,17 @@ def floor(policy, rows: int, minibatches: int) -> tuple[float, float]:
     return t1 - t0, time.perf_counter() - t1
 
 
-class RowCounter:
-    """Counts the rows the denoiser is called on (a forward pre-hook)."""
-
-    def __init__(self, module):
-        self.rows = 0
-        self.handle = module.register_forward_pre_hook(self)
-
-    def __call__(self, module, args, kwargs=None):
-        self.rows += args[0].shape[0]
-
-
 def branch_saving(policy, contexts: list, num_samples: int, branches: int, branch_step: int) -> dict:
     """Denoiser rows and seconds of plain sampling vs B2 branch sampling of the same batch."""
     import torch
 
-    counter = RowCounter(policy.denoiser)
     out = {}
     for name, fn in (("plain", lambda: policy.sample(contexts, num_samples)),
                      ("branched", lambda: policy.sample_branched(contexts, num_samples, branch_step, branches))):
         torch.manual_seed(0)
-        counter.rows = 0
-        t0 = time.perf_counter()
+        calls, t0 = policy.net_calls, time.perf_counter()
         fn()
-        out[name] = {"rows": counter.rows, "seconds": time.perf_counter() - t0}
-    counter.handle.remove()
+        out[name] = {"rows": policy.net_calls - calls, "seconds": time.perf_counter() - t0}
     b, cfg_rows = len(contexts) * num_samples, 2 if policy.guidance_scale > 1 else 1
     out["rows_saved"] = out["plain"]["rows"] - out["branched"]["rows"]
     out["rows_saved_formula"] = (b - b // branches) * branch_step * cfg_rows
