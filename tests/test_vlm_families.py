@@ -1,5 +1,5 @@
-"""Idefics3 / SmolVLM and LLaVA on the VLM adapter: the contract (re-scored log-probs equal the sampled ones), the
-same logits as the model's own pixel path on the stock processor's output, and references that keep their weights.
+"""Idefics3 / SmolVLM and LLaVA on the VLM adapter (their contract test is in test_vlm_policy.py): the same logits
+as the model's own pixel path on the stock processor's output, tiled images, and references that keep their weights.
 
 The prompt encoders use transformers' stock `Idefics3Processor` / `LlavaProcessor` over PIL image processors (no
 torchvision); the policy runs the vision tower itself once per distinct image and feeds the features in.
@@ -7,30 +7,12 @@ torchvision); the policy runs the vision tower itself once per distinct image an
 
 import pytest
 import torch
+from test_vlm_policy import CONTEXTS
 from vlm_tiny import random_image, tiny_vlm_policy
 
 from mmalign.rollout import HasEntropy, HasReference, Policy
 
-CONTEXTS = [  # different prompt lengths (left padding), several images of different sizes, a text-only prompt
-    {"prompt": "what is in <image> and <image> ?", "images": [random_image(0), random_image(1, 84, 56)]},
-    {"prompt": "a cat", "images": []},
-    {"prompt": "what is in", "images": [random_image(2)]},
-]
 FAMILIES = ["idefics3", "smolvlm", "llava"]
-
-
-@pytest.mark.parametrize("model_type,lora", [("idefics3", False), ("idefics3", True), ("smolvlm", False),
-                                             ("llava", False), ("llava", True)])
-def test_rescored_logprobs_equal_sampled(model_type, lora):
-    policy = tiny_vlm_policy(model_type=model_type, lora=lora, temperature=0.7)
-    rollout = policy.sample(CONTEXTS, 3)
-    assert rollout.logprobs.shape == rollout.mask.shape == (9, 6)
-    torch.testing.assert_close(policy.logprobs(rollout), rollout.logprobs, atol=1e-5, rtol=0)
-    mb = rollout[torch.tensor([8, 0, 4])]  # minibatch slicing carries each sample's images
-    assert len(mb.state["pixel_values"]) == 3 and mb.state["pixel_values"][2].shape[0] == 0
-    torch.testing.assert_close(policy.logprobs(mb), mb.logprobs, atol=1e-5, rtol=0)
-    tokens = rollout.state["input_ids"][:, rollout.state["prompt_length"]:]
-    assert not bool(torch.isin(tokens, policy.banned).any())  # an emitted <image> would break the next forward
 
 
 def test_idefics3_split_images_into_tiles():

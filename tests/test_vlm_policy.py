@@ -13,7 +13,9 @@ CONTEXTS = [  # prompts of different lengths (left padding), several images of d
 ]
 
 
-@pytest.mark.parametrize("model_type,lora", [("qwen2_vl", False), ("qwen2_vl", True), ("qwen2_5_vl", False)])
+@pytest.mark.parametrize("model_type,lora", [("qwen2_vl", False), ("qwen2_vl", True), ("qwen2_5_vl", False),
+                                             ("idefics3", False), ("idefics3", True), ("smolvlm", False),
+                                             ("llava", False), ("llava", True)])
 def test_rescored_logprobs_equal_sampled(model_type, lora):
     policy = tiny_vlm_policy(model_type=model_type, lora=lora, temperature=0.7)
     rollout = policy.sample(CONTEXTS, 3)
@@ -22,6 +24,8 @@ def test_rescored_logprobs_equal_sampled(model_type, lora):
     mb = rollout[torch.tensor([8, 0, 4])]  # minibatch slicing carries each sample's images
     assert len(mb.state["pixel_values"]) == 3 and mb.state["pixel_values"][2].shape[0] == 0
     torch.testing.assert_close(policy.logprobs(mb), mb.logprobs, atol=1e-5, rtol=0)
+    tokens = rollout.state["input_ids"][:, rollout.state["prompt_length"]:]
+    assert not bool(torch.isin(tokens, policy.banned).any())  # an emitted <image> would break the next forward
 
 
 def test_image_tokens_match_the_processor_layout():
