@@ -71,6 +71,17 @@ def encode_completions(tokenizer, outputs: Sequence[str], device) -> tuple[Tenso
 
 
 @torch.no_grad()
+def with_lora(model, r: int, alpha: int, target_modules, reference: str = "auto"):
+    """(model, reference): the model with a peft LoRA adapter when r > 0, and the reference mode an "auto"
+    reference resolves to ("lora" with an adapter, else "none"); an explicit reference is kept."""
+    if r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0,
+                                                 target_modules=target_modules))
+    return model, (("lora" if r > 0 else "none") if reference == "auto" else reference)
+
+
 def reference_logprobs(policy, rollout: Rollout) -> Tensor:
     """(B, T) reference log-probs of a token policy with `model`, `reference` ("lora" | "copy" | "none"),
     `ref_model` and `logprobs(rollout, model)`: the policy with LoRA adapters disabled, or the frozen copy."""

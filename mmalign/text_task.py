@@ -11,7 +11,7 @@ import torch
 
 from mmalign.data import load_jsonl, shipped_dataset, train_eval_split
 from mmalign.rewards import check_rewards, resolve_reward
-from mmalign.text import CausalLMPolicy, char_tokenizer, word_tokenizer
+from mmalign.text import CausalLMPolicy, char_tokenizer, with_lora, word_tokenizer
 
 
 def resolve_model_path(spec: str) -> Path:
@@ -145,14 +145,7 @@ class TextTask:
             model = build_causal_lm(cfg.model_config, tokenizer)
         else:
             model, tokenizer = load_causal_lm(cfg.model, cfg.dtype, cfg.trust_remote_code)
-        reference = cfg.reference
-        if cfg.lora_r > 0:
-            from peft import LoraConfig, get_peft_model
-
-            model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                                                     target_modules=cfg.lora_target_modules))
-            reference = "lora" if reference == "auto" else reference
-        reference = "none" if reference == "auto" else reference
+        model, reference = with_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules, cfg.reference)
         policy = CausalLMPolicy(model.to(device), tokenizer, cfg.max_new_tokens, cfg.temperature, cfg.chat_template,
                                 reference, cfg.value_head, cfg.max_prompt_length, cfg.logprob_chunk)
         return policy

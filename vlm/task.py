@@ -23,6 +23,7 @@ from mmalign.vlm.rewards import SSL_REWARDS, SSLAccuracy
 from mmalign.vlm.ssl_tasks import SSLGenerator, build_ssl_task
 
 from mmalign.rewards import check_rewards
+from mmalign.text import with_lora
 
 
 @dataclass
@@ -237,14 +238,7 @@ class SSLTask:
                 model = build_vlm(tiny_vlm_config(tokenizer, model_type, **cfg_dict))
         else:
             model, tokenizer, processor = load_vlm(cfg)
-        reference = cfg.reference
-        if cfg.lora_r > 0:
-            from peft import LoraConfig, get_peft_model
-
-            model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                                                     target_modules=cfg.lora_target_modules))
-            reference = "lora" if reference == "auto" else reference
-        reference = "none" if reference == "auto" else reference
+        model, reference = with_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules, cfg.reference)
         model = model.to(device)
         inputs = prompt_encoder(model, tokenizer, processor, cfg.max_prompt_length)
         return VLMPolicy(model, inputs, cfg.max_new_tokens, cfg.temperature, reference)
