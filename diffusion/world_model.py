@@ -14,7 +14,8 @@ stride 1, tau 0.3) fit 8-frame clips and were chosen on a validation split of th
 Any model with `scores(video, cfg) -> (B, W)` plugs in (`load_world_model`); the project trains its own small one
 (`JEPA`, `train_world_model`): a per-frame convolutional encoder with batch-normed embeddings, an MLP predictor from
 the context frames' embeddings to the change of the future frames' embeddings, and an EMA target encoder (V-JEPA /
-BYOL) with a VICReg variance term against collapse.
+BYOL) with a VICReg variance term against collapse and an arrow-of-time term (a window played backwards must score
+below the same window in order).
 """
 
 from __future__ import annotations
@@ -134,6 +135,11 @@ class WorldModelTrainConfig:
     """Weight of the VICReg variance hinge on the online embeddings (against collapse)."""
     flip: bool = True
     """Augment with left-right mirrored windows (the scene and its physics are mirror-symmetric)."""
+    order_weight: float = 1.0
+    """Weight of the arrow-of-time term: the same window played backwards must score below the window in order
+    (0 turns it off)."""
+    order_temp: float = 0.1
+    """Temperature of that term's logistic loss on the cosine gap."""
     seed: int = 0
     """Seed of weights and batches."""
 
@@ -141,8 +147,10 @@ class WorldModelTrainConfig:
 def train_world_model(clips: np.ndarray, cfg: JEPAConfig, tc: WorldModelTrainConfig, out_dir: str | Path | None = None,
                       log_every: int = 0) -> JEPA:
     """Self-supervised JEPA training on uint8 clips (N, T, S, S, 3): predict the target encoder's embedding of the
-    next `future` frames from `context` frames, loss 1 - cos (the PFC score itself) + variance hinge. Saved to
-    `out_dir` (config.json + model.safetensors) when given."""
+    next `future` frames from `context` frames, loss 1 - cos (the PFC score itself) + variance hinge, plus an
+    arrow-of-time term (the self-supervised pretext of Wei et al., CVPR 2018): the window played backwards must score
+    below the window in order. No other corruption is trained against. Saved to `out_dir` (config.json +
+    model.safetensors) when given."""
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
     model = JEPA(cfg)
@@ -151,18 +159,23 @@ def train_world_model(clips: np.ndarray, cfg: JEPAConfig, tc: WorldModelTrainCon
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, tc.steps)
     span = cfg.context + cfg.future
     video = to_video(clips)
+
+    def window_cos(win: Tensor) -> tuple[Tensor, Tensor]:
+        z = model.encode(win)
+        with torch.no_grad():
+            zt = target(win[:, cfg.context:].flatten(0, 1)).view(len(win), cfg.future, -1)
+        return F.cosine_similarity(model.predict(z[:, :cfg.context]).flatten(1), zt.flatten(1), dim=1), z
+
     for step in range(tc.steps):
         i, s = rng.integers(0, len(video), tc.batch_size), rng.integers(0, video.shape[1] - span + 1, tc.batch_size)
         win = torch.stack([video[a, b:b + span] for a, b in zip(i, s)])  # (B, span, 3, S, S)
         if tc.flip:
             win = torch.where(torch.from_numpy(rng.random(len(win)) < 0.5).view(-1, 1, 1, 1, 1), win.flip(-1), win)
-        z = model.encode(win)
-        with torch.no_grad():
-            zt = target(win[:, cfg.context:].flatten(0, 1)).view(len(win), cfg.future, -1)
-        pred = model.predict(z[:, :cfg.context])
-        cos = F.cosine_similarity(pred.flatten(1), zt.flatten(1), dim=1).mean()
+        cos, z = window_cos(win)
         std = z.flatten(0, 1).std(0)
-        loss = (1 - cos) + tc.var_weight * F.relu(1 - std).mean()  # VICReg variance term
+        loss = (1 - cos.mean()) + tc.var_weight * F.relu(1 - std).mean()  # VICReg variance term
+        if tc.order_weight:  # arrow of time: -log sigmoid((s_forward - s_backward) / T)
+            loss = loss + tc.order_weight * F.softplus((window_cos(win.flip(1))[0] - cos) / tc.order_temp).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -171,7 +184,7 @@ def train_world_model(clips: np.ndarray, cfg: JEPAConfig, tc: WorldModelTrainCon
             for p, q in zip(target.parameters(), model.encoder.parameters()):
                 p.lerp_(q, 1 - tc.ema)
         if log_every and (step + 1) % log_every == 0:
-            print(f"world model step {step + 1}/{tc.steps}: cos {cos.item():.3f} std {std.mean().item():.3f}")
+            print(f"world model step {step + 1}/{tc.steps}: cos {cos.mean().item():.3f} std {std.mean().item():.3f}")
     model.encoder.load_state_dict(target.state_dict())  # the EMA encoder is the frozen E (as in V-JEPA)
     model.eval().requires_grad_(False)
     if out_dir is not None:

@@ -70,8 +70,9 @@ def test_pfc_separates_real_clips_from_shuffled_reversed_and_teleported(tmp_path
     model = train_world_model(data["frames"][train], JEPAConfig(), WorldModelTrainConfig())
     reward = PFCReward(model)
     pos = reward(None, data["frames"][held])
-    # measured here: shuffled 0.70, reversed 0.61, teleport 0.78 (chance 0.5); floors leave room for other CPUs' BLAS
-    for kind, floor in [("shuffled", 0.65), ("reversed", 0.55), ("teleport", 0.7)]:
+    # measured here: shuffled 0.71, reversed 0.71, teleport 0.78 (chance 0.5; reversed 0.61 without the arrow-of-time
+    # term); floors leave room for other CPUs' BLAS
+    for kind, floor in [("shuffled", 0.65), ("reversed", 0.65), ("teleport", 0.7)]:
         idx = held[:20] if kind == "teleport" else held
         neg = reward(None, corrupted(data, idx, cfg, kind))
         assert auroc(pos, neg) > floor, (kind, auroc(pos, neg))
