@@ -49,6 +49,9 @@ class TrainerConfig:
     """Optimizer steps per epoch; the rollout is split into this many minibatches."""
     micro_batch_size: int = 0
     """Samples per forward/backward (gradient accumulation inside a minibatch); 0 = whole minibatch."""
+    micro_steps: int = 0
+    """Steps per forward/backward inside a micro-batch (DDPO's per-timestep backward: a chunk of denoising steps at a
+    time instead of all of them); for policies that score each step on its own (diffusion, not text); 0 = all."""
     lr: float = 1e-5
     """Peak learning rate (AdamW)."""
     weight_decay: float = 0.0

@@ -8,6 +8,7 @@ so 2 processes (or 4 micro-batches) give the same update as one process on the s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -45,6 +46,21 @@ def lr_lambda(schedule: str, warmup: int, total: int):
     return f
 
 
+def step_chunks(batch: Rollout, k: int) -> list[Rollout]:
+    """The batch split along its step axis into chunks of k steps (each keeps only its steps in the mask; chunks
+    with no real step are dropped); k = 0 gives the batch whole. With a global normaliser the chunks' losses sum to
+    the batch's loss, so back-propagating them one by one gives its gradient."""
+    if not k or k >= batch.mask.shape[1]:
+        return [batch]
+    chunks = []
+    for start in range(0, batch.mask.shape[1], k):
+        mask = torch.zeros_like(batch.mask)
+        mask[:, start:start + k] = batch.mask[:, start:start + k]
+        if mask.any():
+            chunks.append(dataclasses.replace(batch, mask=mask))
+    return chunks
+
+
 class Trainer:
     """Owns the loop; the task owns the policy, rewards and data; the algorithm owns prepare + loss."""
 
@@ -59,6 +75,9 @@ class Trainer:
         self.policy = self.task.policy
         self.algo_cfg = cfg.algorithm_args
         _, self.prepare, self.loss_fn = algorithm(cfg.algorithm)
+        if tc.micro_steps and getattr(self.algo_cfg, "loss_agg", "token-mean") == "seq-mean":
+            raise ValueError("trainer.micro_steps needs a loss that sums over steps (loss_agg token-mean or fixed); "
+                             "seq-mean divides each sample by its own length. Set micro_steps: 0 or change loss_agg.")
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the policy has no trainable parameters.")
@@ -108,13 +127,15 @@ class Trainer:
                 micro = mb_idx.split(tc.micro_batch_size or len(mb_idx))
                 denom = self._global_units(rollout, micro)
                 for idx in micro:
-                    with self.acc.autocast():
-                        loss, metrics = self.loss_fn(self.policy, rollout[idx], self.algo_cfg, denom)
-                    loss.backward()
-                    metrics["loss"] = loss.detach() * len(micro)  # the minibatch loss is the sum over micro-batches
-                    for k, v in metrics.items():
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                    n_micro += 1
+                    parts = step_chunks(rollout[idx], tc.micro_steps)
+                    for part in parts:
+                        with self.acc.autocast():
+                            loss, metrics = self.loss_fn(self.policy, part, self.algo_cfg, denom)
+                        loss.backward()
+                        metrics["loss"] = loss.detach() * len(micro) * len(parts)  # minibatch loss = sum of parts
+                        for k, v in metrics.items():
+                            sums[k] = sums.get(k, 0.0) + float(v)
+                        n_micro += 1
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + self._step()
                 n_steps += 1
         out = {k: v / n_micro for k, v in sums.items()}

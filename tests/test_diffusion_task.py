@@ -99,3 +99,19 @@ def test_pair_split_holds_out_whole_colour_shape_pairs():
     assert len(held) == 12 and len({pair(r) for r in held}) > 3  # random prompts: pairs also appear in training
     with pytest.raises(ValueError, match="eval_split"):
         DiffusionTask.split(rows, from_dict(DiffusionTask.Config, {"eval_split": "colour"}))
+
+
+def test_micro_steps_give_the_same_gradient_as_all_steps_at_once(tmp_path):
+    """DDPO's per-timestep backward: back-propagating chunks of denoising steps one by one gives the same gradient."""
+    path = CONFIGS[[c.stem for c in CONFIGS].index("shapes_grpo")]
+    grads = []
+    for chunk in (0, 1, 2):
+        cfg = load_run_config(path, TINY + [f"trainer.output_dir={tmp_path}", "task_args.num_steps=3", "grpo.beta=0.1",
+                                            f"trainer.micro_steps={chunk}", "task_args.reference=copy"])
+        trainer = Trainer(cfg)
+        trainer._step = lambda t=trainer: grads.append(torch.cat([p.grad.flatten() for p in t.params])) or 0.0
+        trainer.step(0)
+    assert grads[0].norm() > 0
+    assert torch.allclose(grads[0], grads[1], atol=1e-7) and torch.allclose(grads[0], grads[2], atol=1e-7)
+    with pytest.raises(ValueError, match="micro_steps needs a loss that sums over steps"):
+        Trainer(load_run_config(path, TINY + ["trainer.micro_steps=1", "grpo.loss_agg=seq-mean"]))
