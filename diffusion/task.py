@@ -55,6 +55,9 @@ class DiffusionTaskConfig:
     """LoRA alpha."""
     lora_target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
     """Modules that get LoRA adapters."""
+    trainable: list[str] = field(default_factory=list)
+    """Without LoRA: train only the denoiser parameters whose name contains one of these (e.g. ["attn2"]: the UNet's
+    cross-attention); [] = the whole denoiser."""
     reference: str = "auto"
     """KL / RLG reference: "lora", "copy", "none" or "auto" (lora with LoRA, else none)."""
     timestep_fraction: float = 1.0
@@ -165,6 +168,15 @@ class DiffusionTask:
         policy = DiffusionPolicy(comp, cfg.num_steps, cfg.guidance_scale, cfg.eta, cfg.noise_level, cfg.reduce,
                                  cfg.resolution, cfg.max_text_length, reference, cfg.timestep_fraction,
                                  cfg.train_start, cfg.detach_uncond, cfg.train_end).to(device)
+        if cfg.trainable and cfg.lora_r:
+            raise ValueError("trainable picks parameters of the full denoiser; with LoRA (lora_r > 0) choose the "
+                             "adapted modules with lora_target_modules instead.")
+        if cfg.trainable:
+            for name, p in policy.denoiser.named_parameters():
+                p.requires_grad_(any(t in name for t in cfg.trainable))
+            if not any(p.requires_grad for p in policy.denoiser.parameters()):
+                raise ValueError(f"trainable={cfg.trainable} matches no denoiser parameter (names look like "
+                                 f"{next(iter(dict(policy.denoiser.named_parameters())))!r}).")
         if cfg.b2_branches:
             policy.b2 = B2Schedule(cfg.num_steps, cfg.b2_split_left, min(cfg.b2_split_right, cfg.num_steps),
                                    cfg.b2_stages, cfg.b2_branches)

@@ -115,3 +115,18 @@ def test_micro_steps_give_the_same_gradient_as_all_steps_at_once(tmp_path):
     assert torch.allclose(grads[0], grads[1], atol=1e-7) and torch.allclose(grads[0], grads[2], atol=1e-7)
     with pytest.raises(ValueError, match="micro_steps needs a loss that sums over steps"):
         Trainer(load_run_config(path, TINY + ["trainer.micro_steps=1", "grpo.loss_agg=seq-mean"]))
+
+
+def test_trainable_trains_only_the_named_parameters(tmp_path):
+    path = CONFIGS[[c.stem for c in CONFIGS].index("shapes_grpo")]
+    trainer = Trainer(load_run_config(path, TINY + [f"trainer.output_dir={tmp_path}", "task_args.trainable=[attn2]"]))
+    unet = trainer.policy.denoiser
+    named = {n: p for n, p in unet.named_parameters() if p.requires_grad}
+    assert named and all("attn2" in n for n in named) and len(named) < len(list(unet.parameters()))
+    assert {id(p) for p in trainer.params} == {id(p) for p in named.values()}
+    before = {n: p.detach().clone() for n, p in unet.named_parameters()}
+    trainer.step(0)
+    changed = {n for n, p in unet.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("attn2" in n for n in changed)
+    with pytest.raises(ValueError, match="matches no denoiser parameter"):
+        Trainer(load_run_config(path, TINY + ["task_args.trainable=[no_such_layer]"]))
