@@ -185,9 +185,13 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--iql-steps", type=int, default=5000)
     parser.add_argument("--max-episode-steps", type=int, default=None)
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--normalize-obs", action="store_true", help="standardise observations inside IQL "
+                        "(Meta-World)")
     parser.add_argument("--out", default=None, help="optional JSON file for the results")
     args = parser.parse_args()
-    cfg = PearlConfig(iql=IQLConfig(steps=args.iql_steps), max_episode_steps=args.max_episode_steps)
+    cfg = PearlConfig(iql=IQLConfig(steps=args.iql_steps, normalize_obs=args.normalize_obs),
+                      max_episode_steps=args.max_episode_steps, eval_episodes=args.eval_episodes)
     data: dict = {}
     results = []
     for method in args.methods:
