@@ -42,6 +42,9 @@ class PretrainConfig:
     """Object counts in the data."""
     uncond_prob: float = 0.1
     """Fraction of empty prompts (for classifier-free guidance)."""
+    train_text_encoder: bool = True
+    """Train the text encoder with the UNet. Trained jointly from scratch it collapses "right", "top" and "bottom"
+    (docs/diffusion.md); frozen at its random initialisation the words stay apart."""
     seed: int = 0
     """Seed of weights and data."""
 
@@ -74,8 +77,9 @@ def _batch(cfg: PretrainConfig, rows: list[dict], rng: np.random.Generator) -> t
 
 def train_denoiser(comp: Components, batch: Callable, steps: int, lr: float, max_text_length: int,
                    log_every: int = 100, label: str = "pretrain") -> Components:
-    """Train `comp`'s denoiser and text encoder jointly by denoising (Ho et al. 2020, Eq. 14; the target follows
-    the scheduler's prediction_type: epsilon, or v as in Salimans & Ho 2022, Sec. 4), AdamW with cosine decay.
+    """Train `comp`'s denoiser and text encoder (their parameters that require grad) by denoising (Ho et al. 2020,
+    Eq. 14; the target follows the scheduler's prediction_type: epsilon, or v as in Salimans & Ho 2022, Sec. 4),
+    AdamW with cosine decay.
 
     Args:
         batch: `batch(step) -> (x0, prompts, first)`: clean samples (B, C, ...) in [-1, 1], their prompts, and
@@ -83,7 +87,7 @@ def train_denoiser(comp: Components, batch: Callable, steps: int, lr: float, max
             whose frames are folded into channels after it, as `VideoPolicy.net_at` does.
     """
     unet, te, tok, sched = comp.denoiser.train(), comp.text_encoder.train(), comp.tokenizer, comp.scheduler
-    params = list(unet.parameters()) + list(te.parameters())
+    params = [p for p in [*unet.parameters(), *te.parameters()] if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     lr_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     ac, v_target = sched.alphas_cumprod.float(), sched.config.prediction_type == "v_prediction"
@@ -115,14 +119,16 @@ def train_denoiser(comp: Components, batch: Callable, steps: int, lr: float, max
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, max_text_length: int = 8, log_every: int = 100) -> Path:
     """Train the embedded model and save it to `out_dir` (a diffusers pipeline folder); returns the folder."""
     comp = embedded_components(cfg)
+    comp.text_encoder.requires_grad_(cfg.train_text_encoder)
     rows, rng = shapes.rows(cfg.counts), np.random.default_rng(cfg.seed)
     comp = train_denoiser(comp, lambda step: (*_batch(cfg, rows, rng), None), cfg.steps, cfg.lr, max_text_length,
                           log_every)
     return save_components(comp, out_dir)
 
 
-if __name__ == "__main__":  # python -m mmalign.diffusion.pretrain OUT_DIR [steps]
+if __name__ == "__main__":  # python -m mmalign.diffusion.pretrain OUT_DIR [steps] [--frozen-text-encoder]
     import sys
 
-    steps = int(sys.argv[2]) if len(sys.argv) > 2 else PretrainConfig.steps
-    print(pretrain(PretrainConfig(steps=steps), sys.argv[1]))
+    steps = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2].isdigit() else PretrainConfig.steps
+    print(pretrain(PretrainConfig(steps=steps, train_text_encoder="--frozen-text-encoder" not in sys.argv),
+                   sys.argv[1]))

@@ -130,3 +130,17 @@ def test_trainable_trains_only_the_named_parameters(tmp_path):
     assert changed and all("attn2" in n for n in changed)
     with pytest.raises(ValueError, match="matches no denoiser parameter"):
         Trainer(load_run_config(path, TINY + ["task_args.trainable=[no_such_layer]"]))
+
+
+@pytest.mark.parametrize("train_text_encoder", [True, False])
+def test_pretrain_trains_the_text_encoder_only_when_asked(tmp_path, train_text_encoder):
+    from mmalign.diffusion.models import load_components
+    from mmalign.diffusion.pretrain import PretrainConfig, embedded_components, pretrain
+
+    cfg = PretrainConfig(steps=2, batch_size=8, train_text_encoder=train_text_encoder)
+    fresh, saved = embedded_components(cfg), load_components(pretrain(cfg, tmp_path / "base", log_every=0))
+    same = [torch.equal(a, b) for a, b in zip(fresh.text_encoder.state_dict().values(),
+                                               saved.text_encoder.state_dict().values())]
+    assert all(same) != train_text_encoder
+    assert not all(torch.equal(a, b) for a, b in zip(fresh.denoiser.state_dict().values(),
+                                                     saved.denoiser.state_dict().values()))
