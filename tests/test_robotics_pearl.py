@@ -317,3 +317,13 @@ def test_pearl_recipe_writes_the_run_folder(tmp_path, capsys):
     assert main(["train", cfg, "name=smoke", *tiny]) == 2  # results already there: refused, not overwritten
     assert main(["train", cfg, "methods=[cpa-dpo]", *tiny]) == 2
     assert "unknown method 'cpa-dpo'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["pearl_planar", "pearl_metaworld", "pearl_metaworld_button", "pearl_orbit"])
+def test_shipped_recipe_configs_load(name):
+    from pathlib import Path
+
+    from mmalign.robotics.pearl_recipe import load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "robotics" / f"{name}.yaml", [])
+    assert cfg.target and cfg.methods and cfg.seeds
