@@ -70,7 +70,6 @@ def encode_completions(tokenizer, outputs: Sequence[str], device) -> tuple[Tenso
     return comp, mask
 
 
-@torch.no_grad()
 def with_lora(model, r: int, alpha: int, target_modules, reference: str = "auto"):
     """(model, reference): the model with a peft LoRA adapter when r > 0, and the reference mode an "auto"
     reference resolves to ("lora" with an adapter, else "none"); an explicit reference is kept."""
@@ -82,6 +81,7 @@ def with_lora(model, r: int, alpha: int, target_modules, reference: str = "auto"
     return model, (("lora" if r > 0 else "none") if reference == "auto" else reference)
 
 
+@torch.no_grad()
 def reference_logprobs(policy, rollout: Rollout) -> Tensor:
     """(B, T) reference log-probs of a token policy with `model`, `reference` ("lora" | "copy" | "none"),
     `ref_model` and `logprobs(rollout, model)`: the policy with LoRA adapters disabled, or the frozen copy."""
