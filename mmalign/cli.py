@@ -10,6 +10,25 @@ from pathlib import Path
 from mmalign.config import ConfigError
 
 
+def run_recipe(argv: list[str] | None, usage: str, load_config, train) -> int:
+    """The `main` of a recipe with a loop of its own (`recipe: package.module:main` in a config): help, a strict
+    config with overrides, one run folder. `train(cfg, command)` returns the folder; recipes do not resume."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if args else 2
+    if "--resume" in args:
+        print("error: this recipe cannot resume; start the run again under a new name=.", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(args[0], args[1:])
+        print(f"run folder: {train(cfg, 'mmalign train ' + ' '.join(args))}")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmalign", description="RL alignment for multimodal and embodied policies.")
     sub = p.add_subparsers(dest="command", required=True)

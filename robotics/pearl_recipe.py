@@ -26,6 +26,7 @@ import yaml
 from mmalign.robotics.offline_data import load_dataset, save_dataset
 from mmalign.robotics.pearl import METHODS, PearlConfig, check_method, get_dataset, run_pearl
 
+from mmalign.cli import run_recipe
 from mmalign.config import ConfigError, apply_overrides, from_dict, read_yaml, to_dict
 
 METRICS = ("success", "return", "label_accuracy", "reward_rank_corr")
@@ -161,21 +162,7 @@ def train(cfg: PearlRunConfig, command: str = "") -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """`mmalign train CONFIG [key=value ...]` for a config with `recipe: mmalign.robotics.pearl_recipe:main`."""
-    args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help"):
-        print(__doc__)
-        print(f"methods: {', '.join(METHODS)}")
-        return 0 if args else 2
-    if "--resume" in args:
-        print("error: the PEARL comparison cannot resume; start it again under a new name=.", file=sys.stderr)
-        return 2
-    try:
-        cfg = load_config(args[0], args[1:])
-        print(f"run folder: {train(cfg, 'mmalign train ' + ' '.join(args))}")
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_recipe(argv, f"{__doc__}\nmethods: {', '.join(METHODS)}", load_config, train)
 
 
 if __name__ == "__main__":

@@ -6,24 +6,11 @@ import sys
 
 from mmalign.robotics.recipe import load_config, train
 
-from mmalign.config import ConfigError
+from mmalign.cli import run_recipe
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if args else 2
-    if "--resume" in args:
-        print("error: this recipe cannot resume yet; start the run again under a new name.", file=sys.stderr)
-        return 2
-    try:
-        cfg = load_config(args[0], args[1:])
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"run folder: {train(cfg)}")
-    return 0
+    return run_recipe(argv, __doc__, load_config, lambda cfg, command: train(cfg))
 
 
 if __name__ == "__main__":
