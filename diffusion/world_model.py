@@ -160,22 +160,24 @@ def train_world_model(clips: np.ndarray, cfg: JEPAConfig, tc: WorldModelTrainCon
     span = cfg.context + cfg.future
     video = to_video(clips)
 
-    def window_cos(win: Tensor) -> tuple[Tensor, Tensor]:
-        z = model.encode(win)
+    def window_cos(z: Tensor, win: Tensor) -> Tensor:
+        """Eq. 4 of each window (B,) from its online embeddings z (B, span, D), against the target's future."""
         with torch.no_grad():
             zt = target(win[:, cfg.context:].flatten(0, 1)).view(len(win), cfg.future, -1)
-        return F.cosine_similarity(model.predict(z[:, :cfg.context]).flatten(1), zt.flatten(1), dim=1), z
+        return F.cosine_similarity(model.predict(z[:, :cfg.context]).flatten(1), zt.flatten(1), dim=1)
 
     for step in range(tc.steps):
         i, s = rng.integers(0, len(video), tc.batch_size), rng.integers(0, video.shape[1] - span + 1, tc.batch_size)
         win = torch.stack([video[a, b:b + span] for a, b in zip(i, s)])  # (B, span, 3, S, S)
         if tc.flip:
             win = torch.where(torch.from_numpy(rng.random(len(win)) < 0.5).view(-1, 1, 1, 1, 1), win.flip(-1), win)
-        cos, z = window_cos(win)
+        z = model.encode(win)  # per frame, so the window played backwards has the embeddings z.flip(1)
+        cos = window_cos(z, win)
         std = z.flatten(0, 1).std(0)
         loss = (1 - cos.mean()) + tc.var_weight * F.relu(1 - std).mean()  # VICReg variance term
         if tc.order_weight:  # arrow of time: -log sigmoid((s_forward - s_backward) / T)
-            loss = loss + tc.order_weight * F.softplus((window_cos(win.flip(1))[0] - cos) / tc.order_temp).mean()
+            back = window_cos(z.flip(1), win.flip(1))
+            loss = loss + tc.order_weight * F.softplus((back - cos) / tc.order_temp).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
