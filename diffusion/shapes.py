@@ -31,6 +31,15 @@ def prompt_of_spec(spec: dict) -> str:
     return text
 
 
+def noisy_prompt(spec: dict, noise: float, rng: np.random.Generator) -> str:
+    """The prompt of `spec` with each of its colour, shape and position words replaced, with probability `noise`
+    each, by a uniformly drawn one (possibly the same): captions as loosely tied to their images as web alt-text."""
+    options = {"color": tuple(COLORS), "shape": SHAPES, "position": POSITIONS}
+    spec = {k: (options[k][rng.integers(len(options[k]))] if k in options and v and rng.random() < noise else v)
+            for k, v in spec.items()}
+    return prompt_of_spec(spec)
+
+
 def parse_prompt(prompt: str) -> dict:
     """The spec a prompt describes (inverse of `prompt_of_spec`); missing parts are left out."""
     words = re.findall(r"[a-z]+", prompt.lower())

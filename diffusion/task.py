@@ -25,9 +25,9 @@ from mmalign.diffusion.schedule import B2Schedule
 class DiffusionTaskConfig:
     model: str = "embedded"
     """"embedded" (the shapes model, pre-trained on first use) or a local diffusers pipeline folder."""
-    embedded_dir: str = "runs/embedded-shapes-base"
+    embedded_dir: str = "runs/embedded-shapes"
     """Where the embedded model is saved / looked for."""
-    pretrain_steps: int = 400
+    pretrain_steps: int = 1200
     """Pre-training steps of the embedded model when `embedded_dir` holds none."""
     tiny: bool = False
     """Build tiny random components instead (tests, benchmarks)."""

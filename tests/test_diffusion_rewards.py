@@ -40,6 +40,18 @@ def test_prompts_round_trip():
         assert set(shapes.prompt_of_spec(spec).split()) <= set(shapes.WORDS)
 
 
+def test_noisy_prompts_redraw_each_attribute_at_the_given_rate():
+    rng, spec = np.random.default_rng(3), {"color": "red", "shape": "circle", "count": 1, "position": "left"}
+    assert shapes.noisy_prompt(spec, 0.0, rng) == shapes.prompt_of_spec(spec)
+    parsed = [shapes.parse_prompt(shapes.noisy_prompt(spec, 0.4, rng)) for _ in range(4000)]
+    # Each word is kept with probability 1 - p + p / k (redrawn uniformly over k options, possibly the same).
+    for key, k in (("color", 4), ("shape", 3), ("position", 4)):
+        kept = np.mean([p[key] == spec[key] for p in parsed])
+        assert abs(kept - (0.6 + 0.4 / k)) < 0.03, key
+    assert all(p["count"] == 1 for p in parsed)
+    assert len({p["position"] for p in parsed}) == 4 and len({p["color"] for p in parsed}) == 4
+
+
 def test_alignment_reward_from_rows_and_prompts():
     rng = np.random.default_rng(2)
     row = shapes.rows()[0]
