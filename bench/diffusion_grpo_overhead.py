@@ -36,7 +36,8 @@ def build(a):
     model_dir = save_components(embedded_components(PretrainConfig(size=a.size, width=a.width)), tempfile.mkdtemp())
     cfg = load_run_config(a.config)
     cfg = dataclasses.replace(
-        cfg, task_args=dataclasses.replace(cfg.task_args, model=str(model_dir), lora_r=0, b2_branches=0),
+        cfg, task_args=dataclasses.replace(cfg.task_args, model=str(model_dir), lora_r=0, b2_branches=0,
+                                               train_end=0),
         trainer=dataclasses.replace(cfg.trainer, output_dir=tempfile.mkdtemp(), steps=a.warmup + a.steps,
                                     cpu=True, save_every=0, eval_every=0))
     task = task_class(cfg.task)(cfg.task_args, torch.device("cpu"))

@@ -14,7 +14,8 @@ from mmalign.run_config import load_run_config
 from mmalign.trainer import Trainer
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "diffusion").glob("*.yaml"))
-TINY = ["task_args.tiny=true", "task_args.num_steps=2", "task_args.eval_samples=1", "task_args.eval_fraction=0.05",
+TINY = ["task_args.tiny=true", "task_args.num_steps=2", "task_args.train_end=0", "task_args.eval_samples=1",
+        "task_args.eval_fraction=0.05",
         "trainer.steps=2", "trainer.contexts_per_step=2", "trainer.num_samples=2", "trainer.minibatches=1",
         "trainer.eval_every=0", "trainer.save_every=0", "trainer.micro_batch_size=0",
         "trainer.cpu=true"]
