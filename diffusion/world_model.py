@@ -15,7 +15,7 @@ Any model with `scores(video, cfg) -> (B, W)` plugs in (`load_world_model`); the
 (`JEPA`, `train_world_model`): a per-frame convolutional encoder with batch-normed embeddings, an MLP predictor from
 the context frames' embeddings to the change of the future frames' embeddings, and an EMA target encoder (V-JEPA /
 BYOL) with a VICReg variance term against collapse and an arrow-of-time term (a window played backwards must score
-below the same window in order).
+below the same window in order); a CPC / InfoNCE term is there too, off by default (it lowered the validation AUROC).
 """
 
 from __future__ import annotations
@@ -48,14 +48,16 @@ class PFCConfig:
 class JEPAConfig:
     size: int = 16
     """Frame height = width."""
-    dim: int = 32
-    """Embedding size per frame."""
-    width: int = 16
-    """Encoder channels."""
+    dim: int = 64
+    """Embedding size per frame (32 before the wider encoder; validation split, docs/video.md)."""
+    width: int = 32
+    """Encoder channels (16 before)."""
     context: int = 3
     """Context frames the predictor reads."""
     future: int = 2
     """Future frames the predictor predicts."""
+    hidden: int = 256
+    """Hidden width of the predictor MLP."""
     residual: bool = True
     """Predict each future embedding as the last context embedding plus a learned change."""
     norm: bool = True
@@ -74,8 +76,8 @@ class JEPA(nn.Module):
             nn.Conv2d(w, w, 4, 2, 1), nn.GELU(), nn.Flatten(), nn.Linear(w * (cfg.size // 4) ** 2, cfg.dim),
             *([nn.BatchNorm1d(cfg.dim, affine=False)] if cfg.norm else []))
         self.predictor = nn.Sequential(
-            nn.Linear(cfg.context * cfg.dim, 256), nn.GELU(), nn.Linear(256, 256), nn.GELU(),
-            nn.Linear(256, cfg.future * cfg.dim))
+            nn.Linear(cfg.context * cfg.dim, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.hidden), nn.GELU(),
+            nn.Linear(cfg.hidden, cfg.future * cfg.dim))
 
     def encode(self, video: Tensor) -> Tensor:
         """(B, T, 3, S, S) in [-1, 1] -> (B, T, D)."""
@@ -129,6 +131,8 @@ class WorldModelTrainConfig:
     """Windows per step."""
     lr: float = 1e-3
     """AdamW learning rate (cosine decay)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
     ema: float = 0.996
     """EMA decay of the target encoder."""
     var_weight: float = 1.0
@@ -140,6 +144,12 @@ class WorldModelTrainConfig:
     (0 turns it off)."""
     order_temp: float = 0.1
     """Temperature of that term's logistic loss on the cosine gap."""
+    nce_weight: float = 0.0
+    """Weight of the CPC / InfoNCE term (van den Oord et al. 2018): the predicted future must be closer to the true
+    future's target embedding than to the same clip's frame pairs at every other time offset and to every frame pair
+    of the other clips in the batch (0 turns it off)."""
+    nce_temp: float = 0.1
+    """Temperature of the InfoNCE softmax over cosines."""
     seed: int = 0
     """Seed of weights and batches."""
 
@@ -149,35 +159,47 @@ def train_world_model(clips: np.ndarray, cfg: JEPAConfig, tc: WorldModelTrainCon
     """Self-supervised JEPA training on uint8 clips (N, T, S, S, 3): predict the target encoder's embedding of the
     next `future` frames from `context` frames, loss 1 - cos (the PFC score itself) + variance hinge, plus an
     arrow-of-time term (the self-supervised pretext of Wei et al., CVPR 2018): the window played backwards must score
-    below the window in order. No other corruption is trained against. Saved to `out_dir` (config.json +
+    below the window in order. No other corruption is trained against (the optional InfoNCE term, `info_nce`, takes
+    its negatives from other time offsets and other clips, all in forward order). Saved to `out_dir` (config.json +
     model.safetensors) when given."""
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
     model = JEPA(cfg)
     target = copy.deepcopy(model.encoder).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, tc.steps)
     span = cfg.context + cfg.future
     video = to_video(clips)
 
-    def window_cos(z: Tensor, win: Tensor) -> Tensor:
-        """Eq. 4 of each window (B,) from its online embeddings z (B, span, D), against the target's future."""
+    def embed_target(frames: Tensor) -> Tensor:
+        """(B, n, 3, S, S) -> (B, n, D) by the EMA target encoder."""
         with torch.no_grad():
-            zt = target(win[:, cfg.context:].flatten(0, 1)).view(len(win), cfg.future, -1)
-        return F.cosine_similarity(model.predict(z[:, :cfg.context]).flatten(1), zt.flatten(1), dim=1)
+            return target(frames.flatten(0, 1)).view(len(frames), frames.shape[1], -1)
 
     for step in range(tc.steps):
         i, s = rng.integers(0, len(video), tc.batch_size), rng.integers(0, video.shape[1] - span + 1, tc.batch_size)
-        win = torch.stack([video[a, b:b + span] for a, b in zip(i, s)])  # (B, span, 3, S, S)
+        clip = video[i]  # (B, T, 3, S, S)
         if tc.flip:
-            win = torch.where(torch.from_numpy(rng.random(len(win)) < 0.5).view(-1, 1, 1, 1, 1), win.flip(-1), win)
+            clip = torch.where(torch.from_numpy(rng.random(len(clip)) < 0.5).view(-1, 1, 1, 1, 1), clip.flip(-1), clip)
+        win = torch.stack([c[b:b + span] for c, b in zip(clip, s)])  # (B, span, 3, S, S)
         z = model.encode(win)  # per frame, so the window played backwards has the embeddings z.flip(1)
-        cos = window_cos(z, win)
+        pred = model.predict(z[:, :cfg.context])
+        if tc.nce_weight:  # the target embeds whole clips once: every future candidate of InfoNCE is among them
+            zc = embed_target(clip)
+            rows = torch.arange(len(clip))[:, None]
+            fut = zc[rows, torch.as_tensor(s)[:, None] + torch.arange(cfg.context, span)]
+            back_fut = zc[rows, torch.as_tensor(s)[:, None] + torch.arange(cfg.future - 1, -1, -1)]
+        else:
+            fut, back_fut = embed_target(win[:, cfg.context:]), embed_target(win.flip(1)[:, cfg.context:])
+        cos = F.cosine_similarity(pred.flatten(1), fut.flatten(1), dim=1)  # Eq. 4 of each window
         std = z.flatten(0, 1).std(0)
         loss = (1 - cos.mean()) + tc.var_weight * F.relu(1 - std).mean()  # VICReg variance term
         if tc.order_weight:  # arrow of time: -log sigmoid((s_forward - s_backward) / T)
-            back = window_cos(z.flip(1), win.flip(1))
+            back_pred = model.predict(z.flip(1)[:, :cfg.context])
+            back = F.cosine_similarity(back_pred.flatten(1), back_fut.flatten(1), dim=1)
             loss = loss + tc.order_weight * F.softplus((back - cos) / tc.order_temp).mean()
+        if tc.nce_weight:
+            loss = loss + tc.nce_weight * info_nce(pred, zc, torch.as_tensor(s) + cfg.context, tc.nce_temp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -192,6 +214,17 @@ def train_world_model(clips: np.ndarray, cfg: JEPAConfig, tc: WorldModelTrainCon
     if out_dir is not None:
         save_world_model(model, out_dir)
     return model
+
+
+def info_nce(pred: Tensor, zc: Tensor, pos: Tensor, temp: float) -> Tensor:
+    """CPC / InfoNCE (van den Oord et al. 2018, Eq. 4) with cosine logits. pred (B, F, D): predicted futures; zc
+    (B, T, D): target embeddings of the whole clips; pos (B,): first frame of each true future. The candidates are
+    the F consecutive frames at every offset of every clip in the batch: the true one, the same clip at the other
+    offsets (its past, its context, later frames) and the other clips at every offset."""
+    f = pred.shape[1]
+    cand = zc.unfold(1, f, 1).transpose(2, 3).flatten(2)  # (B, T - F + 1, F D): frames u .. u + F - 1
+    logits = F.normalize(pred.flatten(1), dim=1) @ F.normalize(cand.flatten(0, 1), dim=1).T / temp
+    return F.cross_entropy(logits, torch.arange(len(pred)) * cand.shape[1] + pos)
 
 
 def save_world_model(model: JEPA, out_dir: str | Path) -> Path:
@@ -285,29 +318,55 @@ def validation_split(data: dict, train: Sequence[int], fraction: float = 0.2) ->
     return train[fit], train[val]
 
 
+def training_frames(data: dict, idx: np.ndarray, extra: int, cache_dir: Path) -> np.ndarray:
+    """Clips `idx` of `data` plus `extra` more rendered episodes (`ClipConfig(episodes=extra, seed=1)`: no episode
+    shared with the default set, whose seed is 0), cached in `cache_dir` as clips_extra{extra}.npz."""
+    from mmalign.diffusion.clips import ClipConfig, load_clips
+
+    if not extra:
+        return data["frames"][idx]
+    more = load_clips(ClipConfig(episodes=extra, seed=1), cache_dir / f"clips_extra{extra}.npz")
+    return np.concatenate([data["frames"][idx], more["frames"]])
+
+
 if __name__ == "__main__":
-    # python -m mmalign.diffusion.world_model DIR [steps]: train on the training episodes (unless DIR holds a model),
-    #   report the separation on 64 held-out clips.
-    # python -m mmalign.diffusion.world_model DIR --validate: train on 80 % of the training episodes (not saved) and
-    #   report the separation on the other 20 % for tau 0.1 / 0.3 / 1.0: the split the defaults were chosen on.
-    import sys
+    # python -m mmalign.diffusion.world_model DIR [--steps N] [--seed N] [--extra N]: train on the training episodes
+    #   (plus N more rendered episodes; unless DIR holds a model), report the separation on 64 held-out clips.
+    # python -m mmalign.diffusion.world_model DIR --validate [--seed N] [--extra N]: train on 80 % of the training
+    #   episodes (not saved) and report the separation on the other 20 % (tau 0.3; shuffled and reversed also for
+    #   tau 0.1 / 1.0): the split the defaults were chosen on.
+    import argparse
 
     from mmalign.diffusion.clips import ClipConfig, corrupted, load_clips, split_episodes
 
-    out_dir, clip_cfg = Path(sys.argv[1]), ClipConfig(episodes=160)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("--validate", action="store_true")
+    from mmalign.diffusion.video_task import VideoTaskConfig
+
+    ap.add_argument("--steps", type=int, default=VideoTaskConfig.world_model_steps)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--extra", type=int, default=VideoTaskConfig.world_model_extra_episodes,
+                    help="more rendered training episodes")
+    args = ap.parse_args()
+    out_dir, clip_cfg = args.out_dir, ClipConfig(episodes=160)
     data = load_clips(clip_cfg, out_dir.parent / "clips.npz")
     train, held = split_episodes(data)
-    if "--validate" in sys.argv:
+    tc = WorldModelTrainConfig(steps=args.steps, seed=args.seed)
+    if args.validate:
         fit, val = validation_split(data, train)
-        model = train_world_model(data["frames"][fit], JEPAConfig(), WorldModelTrainConfig(), log_every=500)
-        for tau in (0.1, 0.3, 1.0):
+        frames = training_frames(data, fit, args.extra, out_dir.parent)
+        model = train_world_model(frames, JEPAConfig(), tc, log_every=500)
+        for tau in (0.1, 1.0):
             reward = PFCReward(model, tau=tau)
             pos = reward(None, data["frames"][val])
             print(f"validation ({len(val)} clips) tau {tau}:", {kind: round(auroc(pos, reward(
                 None, corrupted(data, val, clip_cfg, kind))), 3) for kind in ("shuffled", "reversed")})
-        sys.exit()
+        print(f"validation ({len(val)} clips) tau 0.3:")
+        for name, row in separation(PFCReward(model), data, val, clip_cfg).items():
+            print(name, {k: round(v, 3) for k, v in row.items()})
+        raise SystemExit
     if not (out_dir / "config.json").exists():
-        steps = int(sys.argv[2]) if len(sys.argv) > 2 else WorldModelTrainConfig.steps
-        train_world_model(data["frames"][train], JEPAConfig(), WorldModelTrainConfig(steps=steps), out_dir, 500)
+        train_world_model(training_frames(data, train, args.extra, out_dir.parent), JEPAConfig(), tc, out_dir, 500)
     for name, row in separation(PFCReward(out_dir), data, held[:64], clip_cfg).items():
         print(name, {k: round(v, 3) for k, v in row.items()})
