@@ -20,6 +20,7 @@ from mmalign.diffusion.world_model import (
     pfc_aggregate,
     save_world_model,
     train_world_model,
+    training_frames,
     window_starts,
 )
 
@@ -49,6 +50,15 @@ def test_info_nce_picks_the_true_future_among_other_offsets_and_clips():
     assert info_nce(true, zc, pos, 0.1) < 0.01 < info_nce(shifted, zc, pos, 0.1)
     # candidates: 5 offsets x 2 clips; a prediction equally close to all of them is at chance, log 10
     assert torch.isclose(info_nce(torch.ones(2, 2, 12), zc, pos, 0.1), torch.tensor(math.log(10)), atol=1e-3)
+
+
+def test_training_frames_add_rendered_episodes_none_shared_with_the_set(tmp_path):
+    data, idx = load_clips(ClipConfig(episodes=2), tmp_path / "clips.npz"), np.array([0, 2, 5])
+    np.testing.assert_array_equal(training_frames(data, idx, 0, tmp_path), data["frames"][idx])
+    frames = training_frames(data, idx, 1, tmp_path)
+    assert (tmp_path / "clips_extra1.npz").exists() and len(frames) == 3 + ClipConfig.clips_per_episode
+    np.testing.assert_array_equal(frames[:3], data["frames"][idx])
+    assert not any(np.array_equal(a, b) for a in frames[3:] for b in data["frames"])
 
 
 def test_world_model_round_trips_and_errors(tmp_path):
