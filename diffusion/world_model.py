@@ -15,7 +15,7 @@ Any model with `scores(video, cfg) -> (B, W)` plugs in (`load_world_model`); the
 (`JEPA`, `train_world_model`): a per-frame convolutional encoder with batch-normed embeddings, an MLP predictor from
 the context frames' embeddings to the change of the future frames' embeddings, and an EMA target encoder (V-JEPA /
 BYOL) with a VICReg variance term against collapse and an arrow-of-time term (a window played backwards must score
-below the same window in order); a CPC / InfoNCE term is there too, off by default (it lowered the validation AUROC).
+below the same window in order).
 """
 
 from __future__ import annotations
@@ -144,12 +144,6 @@ class WorldModelTrainConfig:
     (0 turns it off)."""
     order_temp: float = 0.1
     """Temperature of that term's logistic loss on the cosine gap."""
-    nce_weight: float = 0.0
-    """Weight of the CPC / InfoNCE term (van den Oord et al. 2018): the predicted future must be closer to the true
-    future's target embedding than to the same clip's frame pairs at every other time offset and to every frame pair
-    of the other clips in the batch (0 turns it off)."""
-    nce_temp: float = 0.1
-    """Temperature of the InfoNCE softmax over cosines."""
     seed: int = 0
     """Seed of weights and batches."""
 
@@ -159,8 +153,7 @@ def train_world_model(clips: np.ndarray, cfg: JEPAConfig, tc: WorldModelTrainCon
     """Self-supervised JEPA training on uint8 clips (N, T, S, S, 3): predict the target encoder's embedding of the
     next `future` frames from `context` frames, loss 1 - cos (the PFC score itself) + variance hinge, plus an
     arrow-of-time term (the self-supervised pretext of Wei et al., CVPR 2018): the window played backwards must score
-    below the window in order. No other corruption is trained against (the optional InfoNCE term, `info_nce`, takes
-    its negatives from other time offsets and other clips, all in forward order). Saved to `out_dir` (config.json +
+    below the window in order. No other corruption is trained against. Saved to `out_dir` (config.json +
     model.safetensors) when given."""
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
@@ -178,19 +171,12 @@ def train_world_model(clips: np.ndarray, cfg: JEPAConfig, tc: WorldModelTrainCon
 
     for step in range(tc.steps):
         i, s = rng.integers(0, len(video), tc.batch_size), rng.integers(0, video.shape[1] - span + 1, tc.batch_size)
-        clip = video[i]  # (B, T, 3, S, S)
+        win = torch.stack([video[a, b:b + span] for a, b in zip(i, s)])  # (B, span, 3, S, S)
         if tc.flip:
-            clip = torch.where(torch.from_numpy(rng.random(len(clip)) < 0.5).view(-1, 1, 1, 1, 1), clip.flip(-1), clip)
-        win = torch.stack([c[b:b + span] for c, b in zip(clip, s)])  # (B, span, 3, S, S)
+            win = torch.where(torch.from_numpy(rng.random(len(win)) < 0.5).view(-1, 1, 1, 1, 1), win.flip(-1), win)
         z = model.encode(win)  # per frame, so the window played backwards has the embeddings z.flip(1)
         pred = model.predict(z[:, :cfg.context])
-        if tc.nce_weight:  # the target embeds whole clips once: every future candidate of InfoNCE is among them
-            zc = embed_target(clip)
-            rows = torch.arange(len(clip))[:, None]
-            fut = zc[rows, torch.as_tensor(s)[:, None] + torch.arange(cfg.context, span)]
-            back_fut = zc[rows, torch.as_tensor(s)[:, None] + torch.arange(cfg.future - 1, -1, -1)]
-        else:
-            fut, back_fut = embed_target(win[:, cfg.context:]), embed_target(win.flip(1)[:, cfg.context:])
+        fut, back_fut = embed_target(win[:, cfg.context:]), embed_target(win.flip(1)[:, cfg.context:])
         cos = F.cosine_similarity(pred.flatten(1), fut.flatten(1), dim=1)  # Eq. 4 of each window
         std = z.flatten(0, 1).std(0)
         loss = (1 - cos.mean()) + tc.var_weight * F.relu(1 - std).mean()  # VICReg variance term
@@ -198,8 +184,6 @@ def train_world_model(clips: np.ndarray, cfg: JEPAConfig, tc: WorldModelTrainCon
             back_pred = model.predict(z.flip(1)[:, :cfg.context])
             back = F.cosine_similarity(back_pred.flatten(1), back_fut.flatten(1), dim=1)
             loss = loss + tc.order_weight * F.softplus((back - cos) / tc.order_temp).mean()
-        if tc.nce_weight:
-            loss = loss + tc.nce_weight * info_nce(pred, zc, torch.as_tensor(s) + cfg.context, tc.nce_temp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -214,17 +198,6 @@ def train_world_model(clips: np.ndarray, cfg: JEPAConfig, tc: WorldModelTrainCon
     if out_dir is not None:
         save_world_model(model, out_dir)
     return model
-
-
-def info_nce(pred: Tensor, zc: Tensor, pos: Tensor, temp: float) -> Tensor:
-    """CPC / InfoNCE (van den Oord et al. 2018, Eq. 4) with cosine logits. pred (B, F, D): predicted futures; zc
-    (B, T, D): target embeddings of the whole clips; pos (B,): first frame of each true future. The candidates are
-    the F consecutive frames at every offset of every clip in the batch: the true one, the same clip at the other
-    offsets (its past, its context, later frames) and the other clips at every offset."""
-    f = pred.shape[1]
-    cand = zc.unfold(1, f, 1).transpose(2, 3).flatten(2)  # (B, T - F + 1, F D): frames u .. u + F - 1
-    logits = F.normalize(pred.flatten(1), dim=1) @ F.normalize(cand.flatten(0, 1), dim=1).T / temp
-    return F.cross_entropy(logits, torch.arange(len(pred)) * cand.shape[1] + pos)
 
 
 def save_world_model(model: JEPA, out_dir: str | Path) -> Path:
@@ -338,12 +311,11 @@ if __name__ == "__main__":
     import argparse
 
     from mmalign.diffusion.clips import ClipConfig, corrupted, load_clips, split_episodes
+    from mmalign.diffusion.video_task import VideoTaskConfig
 
     ap = argparse.ArgumentParser()
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--validate", action="store_true")
-    from mmalign.diffusion.video_task import VideoTaskConfig
-
     ap.add_argument("--steps", type=int, default=VideoTaskConfig.world_model_steps)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--extra", type=int, default=VideoTaskConfig.world_model_extra_episodes,
