@@ -221,7 +221,7 @@ def load_world_model(path: str | Path) -> nn.Module:
     path = Path(path).expanduser()
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"no world model at {path} (config.json missing): train one with "
-                                "`python -m mmalign.diffusion.world_model OUT_DIR`, or let the video task train it "
+                                "`python -m mmalign.diffusion.world_model ROOT`, or let the video task train it "
                                 "(world_model: embedded).")
     cfg = json.loads((path / "config.json").read_text())
     if "class" in cfg:
@@ -235,6 +235,21 @@ def load_world_model(path: str | Path) -> nn.Module:
     model = JEPA(JEPAConfig(**cfg))
     model.load_state_dict(load_file(path / "model.safetensors"))
     return model.eval().requires_grad_(False)
+
+
+def embedded_world_model(root: str | Path, data: dict, train: np.ndarray, clip_cfg, extra: int, cfg: JEPAConfig,
+                         tc: WorldModelTrainConfig, legacy: str | Path | None = None, log_every: int = 500) -> Path:
+    """The world model trained on clips `train` of `data` (rendered with `clip_cfg`) and `extra` more episodes, in
+    its cache folder `<root>/world_model-<key>` (`mmalign.cache`), trained there on first use; returns the folder.
+
+    Args:
+        legacy: config.json of the same model cached in the layout before keyed folders (refused without a record).
+    """
+    from mmalign.cache import cached, made_with
+
+    return cached(root, "world_model", made_with(clips=clip_cfg, extra_episodes=extra, jepa=cfg, train=tc),
+                  lambda out: train_world_model(training_frames(data, train, extra, root), cfg, tc, out, log_every),
+                  "embedded world model", legacy=legacy, use_as_is="task_args.world_model")
 
 
 # --- the reward ---------------------------------------------------------------------------------------------------
@@ -291,21 +306,22 @@ def validation_split(data: dict, train: Sequence[int], fraction: float = 0.2) ->
     return train[fit], train[val]
 
 
-def training_frames(data: dict, idx: np.ndarray, extra: int, cache_dir: Path) -> np.ndarray:
+def training_frames(data: dict, idx: np.ndarray, extra: int, cache_dir: str | Path) -> np.ndarray:
     """Clips `idx` of `data` plus `extra` more rendered episodes (`ClipConfig(episodes=extra, seed=1)`: no episode
-    shared with the default set, whose seed is 0), cached in `cache_dir` as clips_extra{extra}.npz."""
+    shared with the default set, whose seed is 0), cached in `cache_dir` (`load_clips`)."""
     from mmalign.diffusion.clips import ClipConfig, load_clips
 
     if not extra:
         return data["frames"][idx]
-    more = load_clips(ClipConfig(episodes=extra, seed=1), cache_dir / f"clips_extra{extra}.npz")
+    more = load_clips(ClipConfig(episodes=extra, seed=1), cache_dir)
     return np.concatenate([data["frames"][idx], more["frames"]])
 
 
 if __name__ == "__main__":
-    # python -m mmalign.diffusion.world_model DIR [--steps N] [--seed N] [--extra N]: train on the training episodes
-    #   (plus N more rendered episodes; unless DIR holds a model), report the separation on 64 held-out clips.
-    # python -m mmalign.diffusion.world_model DIR --validate [--seed N] [--extra N]: train on 80 % of the training
+    # python -m mmalign.diffusion.world_model ROOT [--steps N] [--seed N] [--extra N]: train on the training episodes
+    #   (plus N more rendered episodes) into ROOT/world_model-<key>, the cache the video task reads with
+    #   embedded_dir: ROOT (unless it is there), report the separation on 64 held-out clips.
+    # python -m mmalign.diffusion.world_model ROOT --validate [--seed N] [--extra N]: train on 80 % of the training
     #   episodes (not saved) and report the separation on the other 20 % (tau 0.3; shuffled and reversed also for
     #   tau 0.1 / 1.0): the split the defaults were chosen on.
     import argparse
@@ -314,20 +330,20 @@ if __name__ == "__main__":
     from mmalign.diffusion.video_task import VideoTaskConfig
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("root", type=Path)
     ap.add_argument("--validate", action="store_true")
     ap.add_argument("--steps", type=int, default=VideoTaskConfig.world_model_steps)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--extra", type=int, default=VideoTaskConfig.world_model_extra_episodes,
                     help="more rendered training episodes")
     args = ap.parse_args()
-    out_dir, clip_cfg = args.out_dir, ClipConfig(episodes=160)
-    data = load_clips(clip_cfg, out_dir.parent / "clips.npz")
+    root, clip_cfg = args.root, ClipConfig(episodes=VideoTaskConfig.episodes)
+    data = load_clips(clip_cfg, root)
     train, held = split_episodes(data)
     tc = WorldModelTrainConfig(steps=args.steps, seed=args.seed)
     if args.validate:
         fit, val = validation_split(data, train)
-        frames = training_frames(data, fit, args.extra, out_dir.parent)
+        frames = training_frames(data, fit, args.extra, root)
         model = train_world_model(frames, JEPAConfig(), tc, log_every=500)
         for tau in (0.1, 1.0):
             reward = PFCReward(model, tau=tau)
@@ -338,7 +354,8 @@ if __name__ == "__main__":
         for name, row in separation(PFCReward(model), data, val, clip_cfg).items():
             print(name, {k: round(v, 3) for k, v in row.items()})
         raise SystemExit
-    if not (out_dir / "config.json").exists():
-        train_world_model(training_frames(data, train, args.extra, out_dir.parent), JEPAConfig(), tc, out_dir, 500)
-    for name, row in separation(PFCReward(out_dir), data, held[:64], clip_cfg).items():
+    path = embedded_world_model(root, data, train, clip_cfg, args.extra, JEPAConfig(), tc,
+                                legacy=root / "world_model" / "config.json")
+    print(path)
+    for name, row in separation(PFCReward(path), data, held[:64], clip_cfg).items():
         print(name, {k: round(v, 3) for k, v in row.items()})
