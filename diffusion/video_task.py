@@ -5,8 +5,9 @@ video diffusion model is pre-trained on them (`video_pretrain.py`) and a small J
 same clips (`world_model.py`); all three are cached under `embedded_dir`, each in a folder keyed by the config that
 made it (`mmalign.cache`), and reused by runs of that config only. `model: <folder>` loads a local diffusers pipeline
 (a `UNet3DConditionModel` or a frame-folding `UNet2DConditionModel`); `world_model: <folder>` a local world model
-(`load_world_model`). Conditions (first frame + instruction) are split by episode; evaluation generates one clip per
-held-out condition from fixed noise and reports the rewards and the OpenCV physics check.
+(`load_world_model`; a loader class only from `world_model_loader`, never from the folder). Conditions (first frame
++ instruction) are split by episode; evaluation generates one clip per held-out condition from fixed noise and
+reports the rewards and the OpenCV physics check.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from mmalign.diffusion.models import load_components
 from mmalign.diffusion.video import VideoPolicy, generate_clips
 from mmalign.diffusion.world_model import PFCReward, load_world_model
 
+from mmalign.config import ConfigError
+
 
 @dataclass
 class VideoTaskConfig:
@@ -28,6 +31,10 @@ class VideoTaskConfig:
     """"embedded" (pre-trained on rendered clips on first use) or a local diffusers pipeline folder."""
     world_model: str = "embedded"
     """"embedded" (trained on the same clips on first use) or a local world-model folder."""
+    world_model_loader: str = ""
+    """"package.module:Class" whose `from_pretrained(world_model)` loads a `world_model` folder that is not the
+    project's JEPA (e.g. a V-JEPA-class checkpoint); "" = the built-in loader. A folder's own files never name code
+    to import."""
     embedded_dir: str = "runs/embedded-video"
     """Cache of the embedded clips (clips-<key>/), video model (base-<key>/) and world model (world_model-<key>/),
     one folder per config that made them."""
@@ -99,8 +106,11 @@ class VideoTask:
     def __init__(self, cfg: VideoTaskConfig, device: torch.device | str = "cpu"):
         self.cfg = cfg
         root = Path(cfg.embedded_dir)
-        if cfg.world_model != "embedded":
-            load_world_model(cfg.world_model)  # fail before any rendering or training, with the fix in the message
+        if cfg.world_model != "embedded":  # fail before any rendering or training, with the fix in the message
+            load_world_model(cfg.world_model, cfg.world_model_loader)
+        elif cfg.world_model_loader:
+            raise ConfigError("world_model_loader loads a world_model folder; the embedded world model is the "
+                              "project's own: set world_model: <folder> with it, or drop world_model_loader.")
         self.clip_cfg = ClipConfig(episodes=6 if cfg.tiny else cfg.episodes)
         data = load_clips(self.clip_cfg, root)
         train, held = split_episodes(data)
@@ -147,7 +157,7 @@ class VideoTask:
         if spec.get("name") == "pfc":
             c = self.cfg
             return spec.get("label", "pfc"), PFCReward(self.world_model_path, c.context, c.future, c.stride,
-                                                       c.tau), weight
+                                                       c.tau, c.world_model_loader), weight
         from mmalign.diffusion.rewards import build_reward
 
         label, fn, w = build_reward({**spec, "weight": weight})

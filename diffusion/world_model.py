@@ -11,7 +11,8 @@ the least coherent ones count most (Eq. 5):
 The paper gives no window length, stride or tau; the defaults here (`PFCConfig`: 3 context + 2 future frames,
 stride 1, tau 0.3) fit 8-frame clips and were chosen on a validation split of the training episodes
 (`validation_split`, docs/video.md), not taken from the paper.
-Any model with `scores(video, cfg) -> (B, W)` plugs in (`load_world_model`); the project trains its own small one
+Any model with `scores(video, cfg) -> (B, W)` plugs in (`load_world_model`, its loader named by the run config, never
+by the model folder); the project trains its own small one
 (`JEPA`, `train_world_model`): a per-frame convolutional encoder with batch-normed embeddings, an MLP predictor from
 the context frames' embeddings to the change of the future frames' embeddings, and an EMA target encoder (V-JEPA /
 BYOL) with a VICReg variance term against collapse and an arrow-of-time term (a window played backwards must score
@@ -211,26 +212,44 @@ def save_world_model(model: JEPA, out_dir: str | Path) -> Path:
     return out
 
 
-def load_world_model(path: str | Path) -> nn.Module:
-    """A frozen world model from a local folder: the project's JEPA (config.json with model_type "mmalign-jepa" +
-    model.safetensors), or any class named as {"class": "package.module:Class"} in config.json whose
-    `from_pretrained(folder)` returns a module with `scores(video (B, T, 3, H, W), PFCConfig) -> (B, W)` (the hook
-    for a V-JEPA-class checkpoint)."""
+LOADERS = ("mmalign-jepa",)
+"""The `model_type`s a world-model folder's config.json may name: built-in loaders only. A folder never names code
+to import; another class comes from the run config (`load_world_model(..., loader=)`)."""
+
+
+def load_world_model(path: str | Path, loader: str = "") -> nn.Module:
+    """A frozen world model from a local folder.
+
+    Args:
+        path: the folder: the project's JEPA (config.json with model_type "mmalign-jepa" + model.safetensors), or a
+            checkpoint that `loader` reads.
+        loader: "" (the folder's built-in model_type) or "package.module:Class", named by the user's run config
+            (`world_model_loader`), whose `from_pretrained(folder)` returns a module with
+            `scores(video (B, T, 3, H, W), PFCConfig) -> (B, W)` (the hook for a V-JEPA-class checkpoint).
+
+    Raises:
+        FileNotFoundError: the folder has no config.json.
+        ConfigError: config.json names code to import ({"class": ...}) or an unknown model_type.
+    """
     from safetensors.torch import load_file
 
+    from mmalign.config import ConfigError, resolve
+
     path = Path(path).expanduser()
+    if loader:
+        return resolve(loader, {}).from_pretrained(path).eval().requires_grad_(False)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"no world model at {path} (config.json missing): train one with "
                                 "`python -m mmalign.diffusion.world_model ROOT`, or let the video task train it "
                                 "(world_model: embedded).")
     cfg = json.loads((path / "config.json").read_text())
     if "class" in cfg:
-        from mmalign.config import resolve
-
-        return resolve(cfg["class"], {}).from_pretrained(path).eval().requires_grad_(False)
-    if cfg.pop("model_type", None) != "mmalign-jepa":
-        raise ValueError(f"{path}/config.json: model_type must be 'mmalign-jepa' or name a loader as "
-                         "{'class': 'package.module:Class'}.")
+        raise ConfigError(f"{path}/config.json names code to import ({cfg['class']!r}); a model folder never chooses "
+                          "code to run. If you trust that code, name it in your run config: "
+                          f"task_args.world_model_loader={cfg['class']} (load_world_model(folder, loader=...)).")
+    if cfg.pop("model_type", None) not in LOADERS:
+        raise ConfigError(f"{path}/config.json: model_type must be one of {list(LOADERS)}; for another world model "
+                          "name its loader in the run config (task_args.world_model_loader=package.module:Class).")
     cfg.setdefault("norm", False)  # folders saved before the option existed
     model = JEPA(JEPAConfig(**cfg))
     model.load_state_dict(load_file(path / "model.safetensors"))
@@ -259,13 +278,14 @@ class PFCReward:
     Args:
         model: a world model with `scores`, or a folder for `load_world_model`.
         context, future, stride, tau: the windows and the temperature (`PFCConfig`).
+        loader: for a folder, the "package.module:Class" that loads it (`load_world_model`); "" = built-in.
     """
 
     name = "pfc"
 
     def __init__(self, model: nn.Module | str | Path, context: int = 3, future: int = 2, stride: int = 1,
-                 tau: float = 0.3):
-        self.model = load_world_model(model) if isinstance(model, (str, Path)) else model.eval()
+                 tau: float = 0.3, loader: str = ""):
+        self.model = load_world_model(model, loader) if isinstance(model, (str, Path)) else model.eval()
         self.pfc = PFCConfig(context, future, stride, tau)
 
     @torch.no_grad()

@@ -10,6 +10,7 @@ from mmalign.diffusion.clips import ClipConfig
 from mmalign.diffusion.video_task import FramewiseReward, VideoTask
 
 from mmalign.cache import CacheError, read_made_with
+from mmalign.config import ConfigError
 from mmalign.run_config import load_run_config
 from mmalign.trainer import Trainer
 
@@ -33,6 +34,11 @@ def test_tiny_video_grpo_run_leaves_mp4s_and_curves(tmp_path):
 def test_missing_world_model_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="world_model: embedded"):
         VideoTask(VideoTask.Config(tiny=True, embedded_dir=str(tmp_path), world_model=str(tmp_path / "nope")))
+
+
+def test_world_model_loader_needs_a_world_model_folder(tmp_path):
+    with pytest.raises(ConfigError, match="world_model_loader loads a world_model folder"):
+        VideoTask(VideoTask.Config(tiny=True, embedded_dir=str(tmp_path), world_model_loader="pkg.mod:Loader"))
 
 
 def test_embedded_video_model_is_keyed_by_its_config(tmp_path):

@@ -3,11 +3,13 @@ clips played in order score above the same clips shuffled, reversed or with a te
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
 import torch
 from mmalign.diffusion.clips import ClipConfig, corrupted, load_clips, motion_continuity, split_episodes
+from mmalign.diffusion.video_task import VideoTask
 from mmalign.diffusion.world_model import (
     JEPA,
     JEPAConfig,
@@ -25,6 +27,7 @@ from mmalign.diffusion.world_model import (
 )
 
 from mmalign.cache import CacheError
+from mmalign.config import ConfigError
 
 
 def test_pfc_aggregate_by_hand_weights_the_worst_window_most():
@@ -96,6 +99,32 @@ def test_clips_and_world_model_are_keyed_by_the_config_that_made_them(tmp_path):
     with pytest.raises(CacheError, match=r"task_args.world_model=<folder>.*or delete it"):
         embedded_world_model(tmp_path / "old", data, train, cfg, 0, small, WorldModelTrainConfig(steps=2),
                              legacy=old / "config.json")
+
+
+def test_a_model_folder_never_names_code_to_import(tmp_path, monkeypatch):
+    model = JEPA(JEPAConfig(size=8, dim=8, width=8))
+    folder = tmp_path / "wm"
+    save_world_model(model, folder / "inner")
+    (folder / "config.json").write_text(json.dumps({"class": "wm_loader_for_test:Loader"}))
+    (tmp_path / "wm_loader_for_test.py").write_text(
+        "from pathlib import Path\n\nfrom mmalign.diffusion.world_model import load_world_model\n\n\n"
+        "class Loader:\n    @staticmethod\n    def from_pretrained(path):\n"
+        "        return load_world_model(Path(path) / 'inner')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "wm_loader_for_test", raising=False)
+    for load in (load_world_model, PFCReward):
+        with pytest.raises(ConfigError, match=r"names code to import.*world_model_loader=wm_loader_for_test:Loader"):
+            load(folder)
+    with pytest.raises(ConfigError, match="names code to import"):
+        VideoTask(VideoTask.Config(tiny=True, embedded_dir=str(tmp_path / "emb"), world_model=str(folder)))
+    assert "wm_loader_for_test" not in sys.modules and not (tmp_path / "emb").exists()  # nothing imported or built
+    (tmp_path / "vjepa").mkdir()
+    (tmp_path / "vjepa" / "config.json").write_text(json.dumps({"model_type": "vjepa2"}))
+    with pytest.raises(ConfigError, match="model_type must be one of"):
+        load_world_model(tmp_path / "vjepa")
+    clips = list(np.random.default_rng(0).integers(0, 256, (2, 6, 8, 8, 3), dtype=np.uint8))
+    named = PFCReward(folder, loader="wm_loader_for_test:Loader")  # the user's run config names the loader
+    assert np.allclose(named(None, clips), PFCReward(model)(None, clips))
 
 
 @pytest.mark.slow
