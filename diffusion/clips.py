@@ -5,7 +5,7 @@ A scripted controller (`mmalign.envs.scripted`, with Gaussian action noise for v
 pixels (OpenCV `INTER_AREA`, so sub-pixel motion shows as intensity change). Clips are windows of `frames`
 consecutive frames at random offsets of an episode; the instruction is the task and the direction from the object to
 its goal at the clip's first frame ("push block up left"). Rendering uses OSMesa on the CPU (`MUJOCO_GL=osmesa`,
-the default without a display). Clips are cached as a compressed `.npz` (no pickle).
+the default without a display). Clips are cached as a compressed `.npz` (no pickle) in a folder keyed by their config.
 
 Also here, on uint8 clips (T, H, W, 3): the block's track by colour mask and a motion-continuity measure (OpenCV),
 the physics check that runs beside the world-model reward, and a real "teleported object" corruption.
@@ -14,7 +14,7 @@ the physics check that runs beside the world-model reward, and a real "teleporte
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -117,20 +117,17 @@ def make_clips(cfg: ClipConfig) -> dict[str, np.ndarray]:
     return {k: np.stack(v) if k == "frames" else np.asarray(v) for k, v in out.items()}
 
 
-def load_clips(cfg: ClipConfig, path: str | Path | None = None) -> dict[str, np.ndarray]:
-    """`make_clips(cfg)`, cached at `path` (.npz, rendered again when the cache was made with another config)."""
-    import json
+def load_clips(cfg: ClipConfig, cache_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+    """`make_clips(cfg)`, cached as `<cache_dir>/clips-<key>/clips.npz` (key: the config, `mmalign.cache`), so clips
+    of other configs are never reused and live side by side; None renders without caching."""
+    from mmalign.cache import cached, made_with
 
-    key = json.dumps(asdict(cfg), sort_keys=True, default=list)
-    if path is not None and Path(path).exists():
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["config"]) == key:
-                return {k: z[k] for k in z.files if k != "config"}
-    data = make_clips(cfg)
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, config=np.asarray(key), **data)
-    return data
+    if cache_dir is None:
+        return make_clips(cfg)
+    folder = cached(cache_dir, "clips", made_with(clips=cfg),
+                    lambda out: np.savez_compressed(out / "clips.npz", **make_clips(cfg)), "set of rendered clips")
+    with np.load(folder / "clips.npz", allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 def split_episodes(data: dict[str, np.ndarray], eval_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray]:

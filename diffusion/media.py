@@ -1,4 +1,4 @@
-"""Image grids a person can open: one row per prompt, its samples side by side, the prompt as the row title."""
+"""Media a person can open: image grids (one row per prompt, its samples side by side) and tiled MP4s of clips."""
 
 from __future__ import annotations
 
@@ -33,32 +33,24 @@ def save_grid(items: list, path: str | Path, per_row: int, scale: int = 4, max_r
 
 
 def save_video(clips: list, path: str | Path, fps: int = 6, scale: int = 8, per_row: int = 4) -> Path:
-    """Write uint8 clips (T, H, W, 3) as one MP4 (OpenCV, mp4v), tiled `per_row` to a row, upscaled (nearest).
+    """Write uint8 clips (T, H, W, 3) as one H.264 MP4 (`mmalign.mp4.write_mp4`), tiled `per_row` to a row,
+    upscaled (nearest).
 
     Clips of unequal length hold their last frame.
     """
-    import cv2
+    from mmalign.mp4 import write_mp4
 
     clips = [np.asarray(c) for c in clips]
     if not clips or any(c.dtype != np.uint8 or c.ndim != 4 or c.shape[-1] != 3 for c in clips):
         raise ValueError("save_video takes a non-empty list of uint8 clips (T, H, W, 3).")
-    t = max(len(c) for c in clips)
     h, w = clips[0].shape[1:3]
-    rows = -(-len(clips) // per_row)
-    cols = min(per_row, len(clips))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (cols * w * scale, rows * h * scale))
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write MP4 to {path} (no mp4v encoder in this OpenCV build).")
-    try:
-        for i in range(t):
-            canvas = np.zeros((rows * h, cols * w, 3), np.uint8)
-            for j, c in enumerate(clips):
-                r, q = divmod(j, per_row)
-                canvas[r * h:(r + 1) * h, q * w:(q + 1) * w] = c[min(i, len(c) - 1)]
-            big = np.kron(canvas, np.ones((scale, scale, 1), np.uint8))
-            writer.write(np.ascontiguousarray(big[:, :, ::-1]))
-    finally:
-        writer.release()
-    return path
+    rows, cols = -(-len(clips) // per_row), min(per_row, len(clips))
+
+    def tiled(i: int) -> np.ndarray:
+        canvas = np.zeros((rows * h, cols * w, 3), np.uint8)
+        for j, c in enumerate(clips):
+            r, q = divmod(j, per_row)
+            canvas[r * h:(r + 1) * h, q * w:(q + 1) * w] = c[min(i, len(c) - 1)]
+        return np.kron(canvas, np.ones((scale, scale, 1), np.uint8))
+
+    return write_mp4((tiled(i) for i in range(max(len(c) for c in clips))), path, fps)

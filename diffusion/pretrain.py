@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from mmalign.diffusion import shapes
 from mmalign.diffusion.models import Components, ddim_scheduler, save_components
 
+from mmalign.cache import cached, made_with
+
 
 @dataclass
 class PretrainConfig:
@@ -132,14 +134,23 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, max_text_length: int = 8,
     return save_components(comp, out_dir)
 
 
+def embedded_model(root: str | Path, cfg: PretrainConfig, max_text_length: int = 8) -> Path:
+    """The embedded model made with `cfg` in its cache folder `<root>/shapes-<key>` (`mmalign.cache`), pre-trained
+    there on first use; returns the folder."""
+    return cached(root, "shapes", made_with(pretrain=cfg, max_text_length=max_text_length),
+                  lambda out: pretrain(cfg, out, max_text_length), "embedded shapes model",
+                  legacy=Path(root) / "model_index.json", use_as_is="task_args.model")
+
+
 if __name__ == "__main__":
     import argparse
 
-    ap = argparse.ArgumentParser(description="Pre-train the embedded shapes model into a diffusers folder.")
-    ap.add_argument("out_dir")
+    ap = argparse.ArgumentParser(description="Pre-train the embedded shapes model into ROOT/shapes-<key> (the cache "
+                                 "the task reads with embedded_dir: ROOT), unless it is there; prints the folder.")
+    ap.add_argument("root")
     ap.add_argument("steps", nargs="?", type=int, default=PretrainConfig.steps)
     ap.add_argument("--train-text-encoder", action="store_true", help="train the text encoder with the UNet")
     ap.add_argument("--caption-noise", type=float, default=PretrainConfig.caption_noise)
     args = ap.parse_args()
-    print(pretrain(PretrainConfig(steps=args.steps, train_text_encoder=args.train_text_encoder,
-                                  caption_noise=args.caption_noise), args.out_dir))
+    print(embedded_model(args.root, PretrainConfig(steps=args.steps, train_text_encoder=args.train_text_encoder,
+                                                   caption_noise=args.caption_noise)))

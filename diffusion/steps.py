@@ -114,7 +114,8 @@ def flow_sde_step(velocity: Tensor, x_t: Tensor, sigma: Tensor, sigma_prev: Tens
 
     sigma runs from 1 (noise) to 0 (data), dt = sigma_prev - sigma < 0, v is the predicted velocity:
     s = a sqrt(sigma / (1 - sigma));  mean = x + [v + s^2 / (2 sigma) (x + (1 - sigma) v)] dt;
-    x_{t-1} = mean + s sqrt(-dt) z. At sigma = 1 the next sigma replaces it inside the std (as Flow-GRPO does).
+    x_{t-1} = mean + s sqrt(-dt) z. At sigma = 1 the next sigma replaces sigma in the denominator 1 - sigma only, so
+    the first step's s is a sqrt(1 / (1 - sigma_prev)) (Flow-GRPO's `sde_step_with_logprob`, which uses sigmas[1]).
 
     Args:
         velocity: (B, C, H, W) the (guided) velocity prediction.
@@ -129,8 +130,7 @@ def flow_sde_step(velocity: Tensor, x_t: Tensor, sigma: Tensor, sigma_prev: Tens
     """
     v, x = velocity.float(), x_t.float()
     sigma, sigma_prev = sigma.float(), sigma_prev.float()
-    s_safe = torch.where(sigma >= 1, sigma_prev, sigma)
-    s = noise_level * (s_safe / (1 - s_safe)).sqrt()  # (B,)
+    s = noise_level * (sigma / (1 - torch.where(sigma >= 1, sigma_prev, sigma))).sqrt()  # (B,), no 0 division
     dt = sigma_prev - sigma
     sb, db, ssb = _bcast(sigma, x), _bcast(dt, x), _bcast(s, x)
     mean = x + (v + ssb**2 / (2 * sb) * (x + (1 - sb) * v)) * db

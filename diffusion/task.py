@@ -1,8 +1,9 @@
 """The text-to-image task for the trainer: a diffusers model as a denoising-step policy, prompts, image rewards.
 
 `model: embedded` (default) uses the project's own shapes model: pre-trained on the CPU on first use (see
-`pretrain.py`) into `embedded_dir` and reused after. `model: <folder>` loads any local diffusers pipeline (SD 1.x /
-2.x with DDIMScheduler, or a flow-matching pipeline). `tiny: true` builds random tiny components (tests).
+`pretrain.py`) into a folder of `embedded_dir` keyed by its pre-training config (`mmalign.cache`) and reused after by
+runs of that config only. `model: <folder>` loads any local diffusers pipeline (SD 1.x / 2.x with DDIMScheduler, or
+a flow-matching pipeline). `tiny: true` builds random tiny components (tests).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ class DiffusionTaskConfig:
     model: str = "embedded"
     """"embedded" (the shapes model, pre-trained on first use) or a local diffusers pipeline folder."""
     embedded_dir: str = "runs/embedded-shapes"
-    """Where the embedded model is saved / looked for."""
+    """Cache of embedded models: one folder `shapes-<key>` per pre-training config (steps, counts, text length)."""
     pretrain_steps: int = 1200
-    """Pre-training steps of the embedded model when `embedded_dir` holds none."""
+    """Pre-training steps of the embedded model (a model of other steps in `embedded_dir` is not reused)."""
     tiny: bool = False
     """Build tiny random components instead (tests, benchmarks)."""
     scheduler: str = ""
@@ -141,12 +142,10 @@ class DiffusionTask:
             return tiny_components(shapes.WORDS, family=cfg.scheduler or "ddim", sample_size=8, channels=3)
         path = cfg.model
         if cfg.model == "embedded":
-            path = cfg.embedded_dir
-            if not (Path(path) / "model_index.json").exists():
-                from mmalign.diffusion.pretrain import PretrainConfig, pretrain
+            from mmalign.diffusion.pretrain import PretrainConfig, embedded_model
 
-                pretrain(PretrainConfig(steps=cfg.pretrain_steps, counts=tuple(cfg.counts)), path,
-                         max_text_length=cfg.max_text_length)
+            path = embedded_model(cfg.embedded_dir, PretrainConfig(steps=cfg.pretrain_steps, counts=tuple(cfg.counts)),
+                                  cfg.max_text_length)
         comp = load_components(path, getattr(torch, cfg.dtype))
         if cfg.scheduler:
             from mmalign.diffusion.models import ddim_scheduler, flow_scheduler

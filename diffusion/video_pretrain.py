@@ -22,6 +22,8 @@ from mmalign.diffusion.models import Components, ddim_scheduler, save_components
 from mmalign.diffusion.pretrain import train_denoiser
 from mmalign.diffusion.video import tiny_video_components
 
+from mmalign.cache import cached, made_with
+
 
 @dataclass
 class VideoPretrainConfig:
@@ -67,3 +69,18 @@ def pretrain_video(clips: np.ndarray, prompts: list[str], cfg: VideoPretrainConf
 
     comp = train_denoiser(comp, batch, cfg.steps, cfg.lr, max_text_length, log_every, "video pretrain")
     return save_components(comp, out_dir)
+
+
+def embedded_video_model(root: str | Path, data: dict, train: np.ndarray, clip_cfg, cfg: VideoPretrainConfig,
+                         max_text_length: int = 6, legacy: str | Path | None = None) -> Path:
+    """The video model pre-trained with `cfg` on clips `train` of `data` (rendered with `clip_cfg`), in its cache
+    folder `<root>/base-<key>` (`mmalign.cache`), pre-trained there on first use; returns the folder.
+
+    Args:
+        legacy: model_index.json of the same model cached in the layout before keyed folders (refused without a
+            record).
+    """
+    return cached(root, "base", made_with(clips=clip_cfg, pretrain=cfg, max_text_length=max_text_length),
+                  lambda out: pretrain_video(data["frames"][train], [str(p) for p in data["prompts"][train]], cfg, out,
+                                             max_text_length),
+                  "embedded video model", legacy=legacy, use_as_is="task_args.model")

@@ -2,10 +2,12 @@
 
 `model: embedded` (default): on first use, robot clips are rendered from the MuJoCo push task (`clips.py`), a small
 video diffusion model is pre-trained on them (`video_pretrain.py`) and a small JEPA world model is trained on the
-same clips (`world_model.py`); all three are cached under `embedded_dir` and reused. `model: <folder>` loads a local
-diffusers pipeline (a `UNet3DConditionModel` or a frame-folding `UNet2DConditionModel`); `world_model: <folder>` a
-local world model (`load_world_model`). Conditions (first frame + instruction) are split by episode; evaluation
-generates one clip per held-out condition from fixed noise and reports the rewards and the OpenCV physics check.
+same clips (`world_model.py`); all three are cached under `embedded_dir`, each in a folder keyed by the config that
+made it (`mmalign.cache`), and reused by runs of that config only. `model: <folder>` loads a local diffusers pipeline
+(a `UNet3DConditionModel` or a frame-folding `UNet2DConditionModel`); `world_model: <folder>` a local world model
+(`load_world_model`; a loader class only from `world_model_loader`, never from the folder). Conditions (first frame
++ instruction) are split by episode; evaluation generates one clip per held-out condition from fixed noise and
+reports the rewards and the OpenCV physics check.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from mmalign.diffusion.models import load_components
 from mmalign.diffusion.video import VideoPolicy, generate_clips
 from mmalign.diffusion.world_model import PFCReward, load_world_model
 
+from mmalign.config import ConfigError
+
 
 @dataclass
 class VideoTaskConfig:
@@ -27,8 +31,13 @@ class VideoTaskConfig:
     """"embedded" (pre-trained on rendered clips on first use) or a local diffusers pipeline folder."""
     world_model: str = "embedded"
     """"embedded" (trained on the same clips on first use) or a local world-model folder."""
+    world_model_loader: str = ""
+    """"package.module:Class" whose `from_pretrained(world_model)` loads a `world_model` folder that is not the
+    project's JEPA (e.g. a V-JEPA-class checkpoint); "" = the built-in loader. A folder's own files never name code
+    to import."""
     embedded_dir: str = "runs/embedded-video"
-    """Where the embedded clips, video model (base/) and world model (world_model/) are cached."""
+    """Cache of the embedded clips (clips-<key>/), video model (base-<key>/) and world model (world_model-<key>/),
+    one folder per config that made them."""
     episodes: int = 160
     """Rendered push episodes (a quarter held out, by episode)."""
     pretrain_steps: int = 600
@@ -97,10 +106,13 @@ class VideoTask:
     def __init__(self, cfg: VideoTaskConfig, device: torch.device | str = "cpu"):
         self.cfg = cfg
         root = Path(cfg.embedded_dir)
-        if cfg.world_model != "embedded":
-            load_world_model(cfg.world_model)  # fail before any rendering or training, with the fix in the message
+        if cfg.world_model != "embedded":  # fail before any rendering or training, with the fix in the message
+            load_world_model(cfg.world_model, cfg.world_model_loader)
+        elif cfg.world_model_loader:
+            raise ConfigError("world_model_loader loads a world_model folder; the embedded world model is the "
+                              "project's own: set world_model: <folder> with it, or drop world_model_loader.")
         self.clip_cfg = ClipConfig(episodes=6 if cfg.tiny else cfg.episodes)
-        data = load_clips(self.clip_cfg, root / "clips.npz")
+        data = load_clips(self.clip_cfg, root)
         train, held = split_episodes(data)
         self.train_clips = data["frames"][train]
         rows = [{"prompt": str(p), "frame": f[0]} for p, f in zip(data["prompts"], data["frames"])]
@@ -115,29 +127,25 @@ class VideoTask:
     def _world_model(self, data, train, root: Path) -> Path:
         if self.cfg.world_model != "embedded":
             return Path(self.cfg.world_model)
-        path = root / ("world_model_tiny" if self.cfg.tiny else "world_model")
-        if not (path / "config.json").exists():
-            from mmalign.diffusion import world_model as wm
+        from mmalign.diffusion import world_model as wm
 
-            c = self.cfg
-            steps, extra = (20, 0) if c.tiny else (c.world_model_steps, c.world_model_extra_episodes)
-            wm.train_world_model(wm.training_frames(data, train, extra, root),
-                                 wm.JEPAConfig(context=c.context, future=c.future),
-                                 wm.WorldModelTrainConfig(steps=steps), path, log_every=500)
-        return path
+        c = self.cfg
+        steps, extra = (20, 0) if c.tiny else (c.world_model_steps, c.world_model_extra_episodes)
+        return wm.embedded_world_model(root, data, train, self.clip_cfg, extra,
+                                       wm.JEPAConfig(context=c.context, future=c.future),
+                                       wm.WorldModelTrainConfig(steps=steps),
+                                       legacy=root / ("world_model_tiny" if c.tiny else "world_model") / "config.json")
 
     def _policy(self, data, train, root: Path) -> VideoPolicy:
-        path = Path(self.cfg.model)
-        if self.cfg.model == "embedded":
-            path = root / ("base_tiny" if self.cfg.tiny else "base")
-            if not (path / "model_index.json").exists():
-                from mmalign.diffusion.video_pretrain import VideoPretrainConfig, pretrain_video
-
-                pc = VideoPretrainConfig(steps=20, width=8, text_hidden=8) if self.cfg.tiny else \
-                    VideoPretrainConfig(steps=self.cfg.pretrain_steps)
-                pretrain_video(data["frames"][train], [str(p) for p in data["prompts"][train]], pc, path,
-                               self.cfg.max_text_length)
         c = self.cfg
+        path = Path(c.model)
+        if c.model == "embedded":
+            from mmalign.diffusion.video_pretrain import VideoPretrainConfig, embedded_video_model
+
+            pc = VideoPretrainConfig(steps=20, width=8, text_hidden=8) if c.tiny else \
+                VideoPretrainConfig(steps=c.pretrain_steps)
+            path = embedded_video_model(root, data, train, self.clip_cfg, pc, c.max_text_length,
+                                        legacy=root / ("base_tiny" if c.tiny else "base") / "model_index.json")
         return VideoPolicy(load_components(path), num_frames=c.num_frames, num_steps=c.num_steps,
                            guidance_scale=c.guidance_scale, eta=c.eta, reduce=c.reduce,
                            max_text_length=c.max_text_length, train_start=c.train_start, train_end=c.train_end,
@@ -149,7 +157,7 @@ class VideoTask:
         if spec.get("name") == "pfc":
             c = self.cfg
             return spec.get("label", "pfc"), PFCReward(self.world_model_path, c.context, c.future, c.stride,
-                                                       c.tau), weight
+                                                       c.tau, c.world_model_loader), weight
         from mmalign.diffusion.rewards import build_reward
 
         label, fn, w = build_reward({**spec, "weight": weight})

@@ -11,7 +11,8 @@ the least coherent ones count most (Eq. 5):
 The paper gives no window length, stride or tau; the defaults here (`PFCConfig`: 3 context + 2 future frames,
 stride 1, tau 0.3) fit 8-frame clips and were chosen on a validation split of the training episodes
 (`validation_split`, docs/video.md), not taken from the paper.
-Any model with `scores(video, cfg) -> (B, W)` plugs in (`load_world_model`); the project trains its own small one
+Any model with `scores(video, cfg) -> (B, W)` plugs in (`load_world_model`, its loader named by the run config, never
+by the model folder); the project trains its own small one
 (`JEPA`, `train_world_model`): a per-frame convolutional encoder with batch-normed embeddings, an MLP predictor from
 the context frames' embeddings to the change of the future frames' embeddings, and an EMA target encoder (V-JEPA /
 BYOL) with a VICReg variance term against collapse and an arrow-of-time term (a window played backwards must score
@@ -211,30 +212,63 @@ def save_world_model(model: JEPA, out_dir: str | Path) -> Path:
     return out
 
 
-def load_world_model(path: str | Path) -> nn.Module:
-    """A frozen world model from a local folder: the project's JEPA (config.json with model_type "mmalign-jepa" +
-    model.safetensors), or any class named as {"class": "package.module:Class"} in config.json whose
-    `from_pretrained(folder)` returns a module with `scores(video (B, T, 3, H, W), PFCConfig) -> (B, W)` (the hook
-    for a V-JEPA-class checkpoint)."""
+LOADERS = ("mmalign-jepa",)
+"""The `model_type`s a world-model folder's config.json may name: built-in loaders only. A folder never names code
+to import; another class comes from the run config (`load_world_model(..., loader=)`)."""
+
+
+def load_world_model(path: str | Path, loader: str = "") -> nn.Module:
+    """A frozen world model from a local folder.
+
+    Args:
+        path: the folder: the project's JEPA (config.json with model_type "mmalign-jepa" + model.safetensors), or a
+            checkpoint that `loader` reads.
+        loader: "" (the folder's built-in model_type) or "package.module:Class", named by the user's run config
+            (`world_model_loader`), whose `from_pretrained(folder)` returns a module with
+            `scores(video (B, T, 3, H, W), PFCConfig) -> (B, W)` (the hook for a V-JEPA-class checkpoint).
+
+    Raises:
+        FileNotFoundError: the folder has no config.json.
+        ConfigError: config.json names code to import ({"class": ...}) or an unknown model_type.
+    """
     from safetensors.torch import load_file
 
+    from mmalign.config import ConfigError, resolve
+
     path = Path(path).expanduser()
+    if loader:
+        return resolve(loader, {}).from_pretrained(path).eval().requires_grad_(False)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"no world model at {path} (config.json missing): train one with "
-                                "`python -m mmalign.diffusion.world_model OUT_DIR`, or let the video task train it "
+                                "`python -m mmalign.diffusion.world_model ROOT`, or let the video task train it "
                                 "(world_model: embedded).")
     cfg = json.loads((path / "config.json").read_text())
     if "class" in cfg:
-        from mmalign.config import resolve
-
-        return resolve(cfg["class"], {}).from_pretrained(path).eval().requires_grad_(False)
-    if cfg.pop("model_type", None) != "mmalign-jepa":
-        raise ValueError(f"{path}/config.json: model_type must be 'mmalign-jepa' or name a loader as "
-                         "{'class': 'package.module:Class'}.")
+        raise ConfigError(f"{path}/config.json names code to import ({cfg['class']!r}); a model folder never chooses "
+                          "code to run. If you trust that code, name it in your run config: "
+                          f"task_args.world_model_loader={cfg['class']} (load_world_model(folder, loader=...)).")
+    if cfg.pop("model_type", None) not in LOADERS:
+        raise ConfigError(f"{path}/config.json: model_type must be one of {list(LOADERS)}; for another world model "
+                          "name its loader in the run config (task_args.world_model_loader=package.module:Class).")
     cfg.setdefault("norm", False)  # folders saved before the option existed
     model = JEPA(JEPAConfig(**cfg))
     model.load_state_dict(load_file(path / "model.safetensors"))
     return model.eval().requires_grad_(False)
+
+
+def embedded_world_model(root: str | Path, data: dict, train: np.ndarray, clip_cfg, extra: int, cfg: JEPAConfig,
+                         tc: WorldModelTrainConfig, legacy: str | Path | None = None, log_every: int = 500) -> Path:
+    """The world model trained on clips `train` of `data` (rendered with `clip_cfg`) and `extra` more episodes, in
+    its cache folder `<root>/world_model-<key>` (`mmalign.cache`), trained there on first use; returns the folder.
+
+    Args:
+        legacy: config.json of the same model cached in the layout before keyed folders (refused without a record).
+    """
+    from mmalign.cache import cached, made_with
+
+    return cached(root, "world_model", made_with(clips=clip_cfg, extra_episodes=extra, jepa=cfg, train=tc),
+                  lambda out: train_world_model(training_frames(data, train, extra, root), cfg, tc, out, log_every),
+                  "embedded world model", legacy=legacy, use_as_is="task_args.world_model")
 
 
 # --- the reward ---------------------------------------------------------------------------------------------------
@@ -244,13 +278,14 @@ class PFCReward:
     Args:
         model: a world model with `scores`, or a folder for `load_world_model`.
         context, future, stride, tau: the windows and the temperature (`PFCConfig`).
+        loader: for a folder, the "package.module:Class" that loads it (`load_world_model`); "" = built-in.
     """
 
     name = "pfc"
 
     def __init__(self, model: nn.Module | str | Path, context: int = 3, future: int = 2, stride: int = 1,
-                 tau: float = 0.3):
-        self.model = load_world_model(model) if isinstance(model, (str, Path)) else model.eval()
+                 tau: float = 0.3, loader: str = ""):
+        self.model = load_world_model(model, loader) if isinstance(model, (str, Path)) else model.eval()
         self.pfc = PFCConfig(context, future, stride, tau)
 
     @torch.no_grad()
@@ -291,21 +326,22 @@ def validation_split(data: dict, train: Sequence[int], fraction: float = 0.2) ->
     return train[fit], train[val]
 
 
-def training_frames(data: dict, idx: np.ndarray, extra: int, cache_dir: Path) -> np.ndarray:
+def training_frames(data: dict, idx: np.ndarray, extra: int, cache_dir: str | Path) -> np.ndarray:
     """Clips `idx` of `data` plus `extra` more rendered episodes (`ClipConfig(episodes=extra, seed=1)`: no episode
-    shared with the default set, whose seed is 0), cached in `cache_dir` as clips_extra{extra}.npz."""
+    shared with the default set, whose seed is 0), cached in `cache_dir` (`load_clips`)."""
     from mmalign.diffusion.clips import ClipConfig, load_clips
 
     if not extra:
         return data["frames"][idx]
-    more = load_clips(ClipConfig(episodes=extra, seed=1), cache_dir / f"clips_extra{extra}.npz")
+    more = load_clips(ClipConfig(episodes=extra, seed=1), cache_dir)
     return np.concatenate([data["frames"][idx], more["frames"]])
 
 
 if __name__ == "__main__":
-    # python -m mmalign.diffusion.world_model DIR [--steps N] [--seed N] [--extra N]: train on the training episodes
-    #   (plus N more rendered episodes; unless DIR holds a model), report the separation on 64 held-out clips.
-    # python -m mmalign.diffusion.world_model DIR --validate [--seed N] [--extra N]: train on 80 % of the training
+    # python -m mmalign.diffusion.world_model ROOT [--steps N] [--seed N] [--extra N]: train on the training episodes
+    #   (plus N more rendered episodes) into ROOT/world_model-<key>, the cache the video task reads with
+    #   embedded_dir: ROOT (unless it is there), report the separation on 64 held-out clips.
+    # python -m mmalign.diffusion.world_model ROOT --validate [--seed N] [--extra N]: train on 80 % of the training
     #   episodes (not saved) and report the separation on the other 20 % (tau 0.3; shuffled and reversed also for
     #   tau 0.1 / 1.0): the split the defaults were chosen on.
     import argparse
@@ -314,20 +350,20 @@ if __name__ == "__main__":
     from mmalign.diffusion.video_task import VideoTaskConfig
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("root", type=Path)
     ap.add_argument("--validate", action="store_true")
     ap.add_argument("--steps", type=int, default=VideoTaskConfig.world_model_steps)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--extra", type=int, default=VideoTaskConfig.world_model_extra_episodes,
                     help="more rendered training episodes")
     args = ap.parse_args()
-    out_dir, clip_cfg = args.out_dir, ClipConfig(episodes=160)
-    data = load_clips(clip_cfg, out_dir.parent / "clips.npz")
+    root, clip_cfg = args.root, ClipConfig(episodes=VideoTaskConfig.episodes)
+    data = load_clips(clip_cfg, root)
     train, held = split_episodes(data)
     tc = WorldModelTrainConfig(steps=args.steps, seed=args.seed)
     if args.validate:
         fit, val = validation_split(data, train)
-        frames = training_frames(data, fit, args.extra, out_dir.parent)
+        frames = training_frames(data, fit, args.extra, root)
         model = train_world_model(frames, JEPAConfig(), tc, log_every=500)
         for tau in (0.1, 1.0):
             reward = PFCReward(model, tau=tau)
@@ -338,7 +374,8 @@ if __name__ == "__main__":
         for name, row in separation(PFCReward(model), data, val, clip_cfg).items():
             print(name, {k: round(v, 3) for k, v in row.items()})
         raise SystemExit
-    if not (out_dir / "config.json").exists():
-        train_world_model(training_frames(data, train, args.extra, out_dir.parent), JEPAConfig(), tc, out_dir, 500)
-    for name, row in separation(PFCReward(out_dir), data, held[:64], clip_cfg).items():
+    path = embedded_world_model(root, data, train, clip_cfg, args.extra, JEPAConfig(), tc,
+                                legacy=root / "world_model" / "config.json")
+    print(path)
+    for name, row in separation(PFCReward(path), data, held[:64], clip_cfg).items():
         print(name, {k: round(v, 3) for k, v in row.items()})

@@ -31,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 
 from ._gl import close_at_exit, set_default_gl_backend
+from .actions import finite_action
 
 UPSIDE_DOWN_CAMERAS = frozenset({"corner", "corner2", "corner3", "corner4"})
 """Meta-World cameras whose frames come out rotated by 180 degrees."""
@@ -111,8 +112,13 @@ class MetaWorldEnv(gym.Env[np.ndarray, np.ndarray]):
         return obs.astype(np.float32), info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """One Meta-World step; ``info["success"]`` as a bool."""
-        obs, reward, terminated, truncated, info = self.mw_env.step(np.asarray(action, dtype=np.float32))
+        """One Meta-World step; ``info["success"]`` as a bool.
+
+        Raises:
+            ValueError: the action has a NaN or infinite entry (Meta-World would return its last stable
+                observation with reward 0).
+        """
+        obs, reward, terminated, truncated, info = self.mw_env.step(finite_action(self, action).astype(np.float32))
         info = {**info, "success": bool(info["success"])}
         return obs.astype(np.float32), float(reward), bool(terminated), bool(truncated), info
 

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import mujoco
 import numpy as np
 
-from .layout import ACTION_DIM, MAX_SPEED, ORBIT_RADIUS
+from .layout import MAX_SPEED, ORBIT_RADIUS
 from .planar import PlanarManipEnv
 
 
@@ -36,10 +35,12 @@ class OrbitEnv(PlanarManipEnv):
         return self._sample_away((-0.1, -0.08), (0.1, 0.1), ee_start, min_dist=0.12)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """One control step; the reward is the module docstring's, from the new state."""
-        action = np.clip(np.asarray(action, dtype=np.float64).reshape(ACTION_DIM), -1.0, 1.0)
-        self.data.ctrl[:] = action * MAX_SPEED
-        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        """One control step; the reward is the module docstring's, from the new state.
+
+        Raises:
+            ValueError: the action has a NaN or infinite entry.
+        """
+        self._apply(action)
         info = self._get_info()
         reward = info["tangential_speed"] / MAX_SPEED - abs(info["radius"] - ORBIT_RADIUS) / ORBIT_RADIUS
         return self._get_obs(), float(reward), False, False, info

@@ -24,6 +24,7 @@ import mujoco
 import numpy as np
 
 from ._gl import close_at_exit
+from .actions import finite_action
 from .assets import scene_xml
 from .layout import (
     ACTION_DIM,
@@ -90,10 +91,12 @@ class PlanarManipEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._get_obs(), self._get_info()
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """Applies the tip velocity ``action * MAX_SPEED`` for ``CONTROL_DT`` seconds."""
-        action = np.clip(np.asarray(action, dtype=np.float64).reshape(ACTION_DIM), -1.0, 1.0)
-        self.data.ctrl[:] = action * MAX_SPEED
-        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        """Applies the tip velocity ``action * MAX_SPEED`` for ``CONTROL_DT`` seconds.
+
+        Raises:
+            ValueError: the action has a NaN or infinite entry (MuJoCo would silently zero the controls).
+        """
+        self._apply(action)
         info = self._get_info()
         reward = -info["goal_dist"] - 0.5 * info["reach_dist"] + float(info["success"])
         return self._get_obs(), float(reward), False, False, info
@@ -122,6 +125,11 @@ class PlanarManipEnv(gym.Env[np.ndarray, np.ndarray]):
         raise NotImplementedError
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _apply(self, action: np.ndarray) -> None:
+        """Checks the action (ACTION_DIM,), clips it to [-1, 1] and runs the simulation for one control step."""
+        self.data.ctrl[:] = np.clip(finite_action(self, action).reshape(ACTION_DIM), -1.0, 1.0) * MAX_SPEED
+        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
 
     def _site_state(self, site: int) -> tuple[np.ndarray, np.ndarray]:
         """Planar position and linear velocity (2,) each of a site."""

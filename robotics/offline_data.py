@@ -16,8 +16,12 @@ rewards       (E, L) float32      ground-truth env reward: for scripted teachers
 success       (E, L) bool         ``info["success"]`` per step
 lengths       (E,) int64          episode boundaries: episode e is steps [0, lengths[e])
 policy        (E,) int64          index into ``policies`` of the behaviour policy that collected episode e
-meta          () str (JSON)       {"format": 1, "task", "env_id", "policies": [names], "seed"}
+meta          () str (JSON)       {"format": 1, "task", "env_id", "policies": [names], "seed", "made_with"}
 ============  ==================  ===========================================================================
+
+``made_with`` (`dataset_record`) is the request that collected the dataset: task, episodes per policy, policies,
+seed and episode length. A cached dataset is reused only for the same request (`check_dataset`); files written before
+the record existed have none and are refused for reuse.
 
 Behaviour policies (`POLICIES`): the scripted controller of `mmalign.envs.scripted` (Meta-World's
 ``metaworld.policies`` for its tasks) with Gaussian action noise of std 0.1 / 0.5 / 1.0 ("expert", "medium", "poor"),
@@ -31,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from mmalign.cache import CacheError, differences, made_with
 
 FORMAT_VERSION = 1
 POLICIES: dict[str, float | None] = {"expert": 0.1, "medium": 0.5, "poor": 1.0, "random": None}
@@ -78,6 +84,10 @@ class OfflineDataset:
     policy: np.ndarray
     policies: list[str]
     seed: int = 0
+    made_with: dict | None = None
+    """The request that collected it (`dataset_record`); None for a file written before the record existed."""
+    path: str | None = None
+    """The file it was read from (`load_dataset`), for messages."""
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -104,6 +114,36 @@ class OfflineDataset:
                 "episode": ep, "start": start}
 
 
+def dataset_record(task: str, episodes_per_policy: int, policies: tuple[str, ...] = tuple(POLICIES), seed: int = 0,
+                   max_episode_steps: int | None = None) -> dict:
+    """The "made with" record of a dataset request (the arguments of `collect_dataset`), with the task as its
+    registered id and the episode length resolved (None = the id's own), so equal requests give equal records."""
+    import gymnasium as gym
+    import mmalign.envs  # noqa: F401  (registers the ids)
+
+    env_id = "mmalign/MetaWorld-v3" if task.endswith("-v3") else PLANAR_IDS.get(task, task)
+    steps = max_episode_steps if max_episode_steps is not None else gym.spec(env_id).max_episode_steps
+    return made_with(task=PLANAR_IDS.get(task, task), episodes_per_policy=episodes_per_policy, policies=policies,
+                     seed=seed, max_episode_steps=steps)
+
+
+def check_dataset(ds: OfflineDataset, record: dict) -> OfflineDataset:
+    """`ds` if it was collected by the request `record` (`dataset_record`).
+
+    Raises:
+        CacheError: it was collected otherwise (naming the fields that differ), or it has no record.
+    """
+    where = f"the dataset of {ds.task!r}" + (f" in {ds.path}" if ds.path else "")
+    fix = ("delete it to collect it again with these settings, or keep datasets of other settings in another folder "
+           "(data_dir=).")
+    if ds.made_with is None:
+        raise CacheError(f"{where} was written before datasets recorded the settings that collected them, so it may "
+                         f"not match this run's ({record}): {fix}")
+    if diff := differences(ds.made_with, record):
+        raise CacheError(f"{where} was collected with other settings than this run asks ({'; '.join(diff)}): {fix}")
+    return ds
+
+
 def collect_dataset(env_id: str, episodes_per_policy: int = 25, policies: tuple[str, ...] = tuple(POLICIES),
                     seed: int = 0, max_episode_steps: int | None = None) -> OfflineDataset:
     """Roll out each behaviour policy for `episodes_per_policy` episodes of a task.
@@ -124,6 +164,7 @@ def collect_dataset(env_id: str, episodes_per_policy: int = 25, policies: tuple[
     if unknown := set(policies) - set(POLICIES):
         raise ValueError(f"unknown behaviour policies {sorted(unknown)}; choose from {list(POLICIES)}.")
     env = make_env(env_id, max_episode_steps)
+    record = dataset_record(env_id, episodes_per_policy, policies, seed, max_episode_steps)
     env_id = env.spec.id if env.spec is not None else env_id
     task = env.unwrapped.task
     rng = np.random.default_rng(seed)
@@ -136,7 +177,7 @@ def collect_dataset(env_id: str, episodes_per_policy: int = 25, policies: tuple[
             eps.append(_rollout(env, act, rng, seed + len(eps)))
             pid.append(p)
     env.close()
-    return OfflineDataset(task, env_id, *_pad(eps), np.array(pid), list(policies), seed)
+    return OfflineDataset(task, env_id, *_pad(eps), np.array(pid), list(policies), seed, record)
 
 
 def _rollout(env, policy, rng: np.random.Generator, reset_seed: int) -> dict[str, np.ndarray]:
@@ -169,7 +210,8 @@ def save_dataset(ds: OfflineDataset, path: str | Path) -> Path:
     """Write `ds` to a compressed .npz in the documented format."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT_VERSION, "task": ds.task, "env_id": ds.env_id, "policies": ds.policies, "seed": ds.seed}
+    meta = {"format": FORMAT_VERSION, "task": ds.task, "env_id": ds.env_id, "policies": ds.policies, "seed": ds.seed,
+            "made_with": ds.made_with}
     np.savez_compressed(path, observations=ds.observations, actions=ds.actions, rewards=ds.rewards,
                         success=ds.success, lengths=ds.lengths, policy=ds.policy, meta=np.array(json.dumps(meta)))
     return path
@@ -185,4 +227,5 @@ def load_dataset(path: str | Path) -> OfflineDataset:
     if meta.get("format") != FORMAT_VERSION:
         raise ValueError(f"{path}: dataset format {meta.get('format')}, this loader reads {FORMAT_VERSION}.")
     return OfflineDataset(meta["task"], meta["env_id"], data["observations"], data["actions"], data["rewards"],
-                          data["success"], data["lengths"], data["policy"], meta["policies"], meta["seed"])
+                          data["success"], data["lengths"], data["policy"], meta["policies"], meta["seed"],
+                          meta.get("made_with"), str(path))

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from mmalign.robotics.cpa import CPAConfig, SourceTask, all_pairs, cross_task_labels, segment_features
 from mmalign.robotics.iql import IQLConfig, evaluate, train_iql, transitions
-from mmalign.robotics.offline_data import OfflineDataset, collect_dataset
+from mmalign.robotics.offline_data import OfflineDataset, check_dataset, collect_dataset, dataset_record
 from mmalign.robotics.rrl import RRLConfig, fit_reward
 
 LABELS = ("oracle", "cpa", "cpa-few", "few", "random")
@@ -114,10 +114,16 @@ def label_accuracy(labels: np.ndarray, ret_a: np.ndarray, ret_b: np.ndarray) -> 
 
 
 def get_dataset(task: str, cfg: PearlConfig, data: dict[str, OfflineDataset]) -> OfflineDataset:
-    """The task's dataset from the cache `data`, collected (seed 0) on a miss."""
+    """The task's dataset from the cache `data` if it was collected with `cfg`'s settings, collected (seed 0) on a
+    miss.
+
+    Raises:
+        CacheError: the cached dataset was collected with other settings, or before datasets recorded them.
+    """
     if task not in data:
         data[task] = collect_dataset(task, cfg.episodes_per_policy, seed=0, max_episode_steps=cfg.max_episode_steps)
-    return data[task]
+    return check_dataset(data[task], dataset_record(task, cfg.episodes_per_policy, seed=0,
+                                                    max_episode_steps=cfg.max_episode_steps))
 
 
 def run_pearl(source: str | Sequence[str], target: str, method: str = "cpa-rrl", seed: int = 0,

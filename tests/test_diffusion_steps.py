@@ -92,6 +92,28 @@ def test_flow_sde_first_step_finite_and_noise_free_limit_is_euler():
     assert torch.allclose(tiny.mean, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("shift,steps", [(3.0, 10), (1.0, 4)])
+def test_flow_sde_first_step_std_is_flow_grpos(shift, steps):
+    # Flow-GRPO's sde_step_with_logprob at sigma = 1 replaces sigma by sigmas[1] in the denominator only:
+    # std_dev_t = a sqrt(1 / (1 - sigmas[1])), and the step's std is std_dev_t sqrt(-dt) = a exactly
+    sched = flow_scheduler(shift)
+    sched.set_timesteps(steps)
+    s0, s1, a = float(sched.sigmas[0]), float(sched.sigmas[1]), 0.7
+    assert s0 == 1.0
+    torch.manual_seed(0)
+    x, v, z = torch.randn(1, 4, 4, 4), torch.randn(1, 4, 4, 4), torch.randn(1, 4, 4, 4)
+    out = flow_sde_step(v, x, sched.sigmas[0:1], sched.sigmas[1:2], a, noise=z)
+    std_dev_t = a * math.sqrt(s0 / (1 - s1))
+    dt = s1 - s0
+    mean = x * (1 + std_dev_t**2 / (2 * s0) * dt) + v * (1 + std_dev_t**2 * (1 - s0) / (2 * s0)) * dt
+    assert out.std.item() == pytest.approx(std_dev_t * math.sqrt(-dt), rel=1e-6)
+    assert out.std.item() == pytest.approx(a, rel=1e-6)
+    assert torch.allclose(out.mean, mean, atol=1e-6)
+    # the contract: re-scoring the drawn x_{t-1} gives the sampled log-prob
+    again = flow_sde_step(v, x, sched.sigmas[0:1], sched.sigmas[1:2], a, prev_sample=out.prev_sample)
+    assert torch.allclose(again.logprob, out.logprob, atol=1e-6)
+
+
 def test_euler_step_matches_flow_match_scheduler():
     sched = flow_scheduler()
     sched.set_timesteps(4)

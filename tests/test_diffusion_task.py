@@ -145,3 +145,42 @@ def test_pretrain_trains_the_text_encoder_only_when_asked(tmp_path, train_text_e
     assert all(same) != train_text_encoder
     assert not all(torch.equal(a, b) for a, b in zip(fresh.denoiser.state_dict().values(),
                                                      saved.denoiser.state_dict().values()))
+
+
+def test_embedded_model_is_keyed_by_its_pretraining_config(tmp_path):
+    """A model pre-trained with other steps is never reused: each config gets its own folder, with its record."""
+    import json
+    import shutil
+
+    from mmalign.diffusion.pretrain import PretrainConfig, pretrain
+
+    from mmalign.cache import CacheError
+
+    def weights(steps: int) -> tuple[set, dict]:
+        cfg = from_dict(DiffusionTask.Config, {"embedded_dir": str(tmp_path / "emb"), "pretrain_steps": steps})
+        comp = DiffusionTask.components(cfg)
+        folders = set((tmp_path / "emb").iterdir())
+        return folders, comp.denoiser.state_dict()
+
+    folders2, two = weights(2)
+    folders3, three = weights(3)
+    assert len(folders2) == 1 and len(folders3) == 2  # the 2-step model was not reused for 3 steps
+    steps = sorted(json.loads((f / "made_with.json").read_text())["pretrain"]["steps"] for f in folders3)
+    assert steps == [2, 3]
+    assert not all(torch.equal(a, b) for a, b in zip(two.values(), three.values()))
+    again_folders, again = weights(2)
+    assert again_folders == folders3 and all(torch.equal(a, b) for a, b in zip(two.values(), again.values()))
+    # the key moves the cache, not what is trained: the same weights as pre-training into a plain folder
+    plain = _denoiser_weights(pretrain(PretrainConfig(steps=2), tmp_path / "plain", log_every=0))
+    assert all(torch.equal(a, b) for a, b in zip(two.values(), plain.values()))
+    # a model cached before the keyed layout (no record) is refused, with what to do
+    shutil.copytree(tmp_path / "plain", tmp_path / "old")
+    cfg = from_dict(DiffusionTask.Config, {"embedded_dir": str(tmp_path / "old"), "pretrain_steps": 2})
+    with pytest.raises(CacheError, match=r"task_args.model=<folder>.*or delete it"):
+        DiffusionTask.components(cfg)
+
+
+def _denoiser_weights(path: Path) -> dict:
+    from mmalign.diffusion.models import load_components
+
+    return load_components(path).denoiser.state_dict()

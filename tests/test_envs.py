@@ -11,7 +11,16 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 # importing mmalign.envs registers the ids and defaults MUJOCO_GL to osmesa on a machine without a display
-from mmalign.envs import ENV_IDS, MAX_EPISODE_STEPS, METAWORLD_IDS, OBS_DIM, OBS_LAYOUT, TASKS, scripted_policy
+from mmalign.envs import (
+    ENV_IDS,
+    MAX_EPISODE_STEPS,
+    METAWORLD_IDS,
+    OBS_DIM,
+    OBS_LAYOUT,
+    ORBIT_ID,
+    TASKS,
+    scripted_policy,
+)
 
 PLANAR = list(ENV_IDS.items())
 
@@ -137,6 +146,18 @@ def test_metaworld_missing_names_pip_install(monkeypatch):
         import_metaworld()
 
 
+@pytest.mark.parametrize("env_id", [*ENV_IDS.values(), ORBIT_ID])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_action_raises_naming_env_and_entries(env_id, bad):
+    env = gym.make(env_id)
+    obs, _ = env.reset(seed=0)
+    state = env.unwrapped.data.qpos.copy()
+    with pytest.raises(ValueError, match=rf"{env_id}\).*non-finite entries at index \[1\]"):
+        env.step(np.array([0.5, bad], dtype=np.float32))
+    assert np.array_equal(env.unwrapped.data.qpos, state), "the bad action must not reach the simulator"
+    env.step(np.array([0.5, 0.5], dtype=np.float32))  # a finite action still steps
+
+
 @pytest.fixture(scope="module")
 def metaworld_available() -> None:
     from mmalign.envs.metaworld_env import import_metaworld
@@ -157,6 +178,9 @@ def test_metaworld_interface(metaworld_available):
     obs_b, rew_b, _ = _rollout(env, seed=2, actions=actions)
     assert np.array_equal(obs_a, obs_b) and np.array_equal(rew_a, rew_b)
     assert not np.array_equal(obs_a[0], _rollout(env, seed=3, actions=actions[:1])[0][0])
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"MetaWorldEnv.*non-finite entries at index \[0, 3\]"):
+        env.step(np.array([np.nan, 0.0, 0.0, np.inf], dtype=np.float32))
 
 
 def test_metaworld_corner_cameras_are_turned_upright(metaworld_available):

@@ -1,10 +1,16 @@
 """The video task through the shared trainer on a tiny config: clips rendered from MuJoCo, a model pre-trained and a
 world model trained on first use, GRPO steps, held-out evaluation with the physics check, MP4s and curves."""
 
-import cv2
+import shutil
+
+import imageio_ffmpeg
+import numpy as np
 import pytest
+from mmalign.diffusion.clips import ClipConfig
 from mmalign.diffusion.video_task import FramewiseReward, VideoTask
 
+from mmalign.cache import CacheError, read_made_with
+from mmalign.config import ConfigError
 from mmalign.run_config import load_run_config
 from mmalign.trainer import Trainer
 
@@ -19,8 +25,8 @@ def test_tiny_video_grpo_run_leaves_mp4s_and_curves(tmp_path):
     run = Trainer(cfg).train()
     assert (run / "samples_before.mp4").exists() and (run / "samples_after.mp4").exists()
     assert (run / "pfc.png").exists() and (run / "rewards.png").exists()
-    cap = cv2.VideoCapture(str(run / "samples_after.mp4"))
-    assert cap.read()[0]
+    frames = imageio_ffmpeg.read_frames(str(run / "samples_after.mp4"))
+    assert next(frames)["codec"].startswith("h264") and len(list(frames)) == 8  # H.264, every frame of the clips
     rows = (run / "metrics.jsonl").read_text()
     assert "eval/reward/pfc" in rows and "eval/physics/jerk" in rows
 
@@ -30,9 +36,31 @@ def test_missing_world_model_names_the_fix(tmp_path):
         VideoTask(VideoTask.Config(tiny=True, embedded_dir=str(tmp_path), world_model=str(tmp_path / "nope")))
 
 
-def test_framewise_reward_averages_each_clip():
-    import numpy as np
+def test_world_model_loader_needs_a_world_model_folder(tmp_path):
+    with pytest.raises(ConfigError, match="world_model_loader loads a world_model folder"):
+        VideoTask(VideoTask.Config(tiny=True, embedded_dir=str(tmp_path), world_model_loader="pkg.mod:Loader"))
 
+
+def test_embedded_video_model_is_keyed_by_its_config(tmp_path):
+    from mmalign.diffusion.video_pretrain import VideoPretrainConfig, embedded_video_model
+
+    data = {"frames": np.random.default_rng(0).integers(0, 256, (4, 3, 8, 8, 3), dtype=np.uint8),
+            "prompts": np.array(["push block up", "push block down"] * 2)}
+    clips, train = ClipConfig(episodes=1, frames=3, size=8), np.arange(4)
+
+    def model(steps: int, root=tmp_path, legacy=None):
+        cfg = VideoPretrainConfig(steps=steps, batch_size=2, width=8, text_hidden=8)
+        return embedded_video_model(root, data, train, clips, cfg, legacy=legacy)
+
+    one, two = model(1), model(2)
+    assert one != two and read_made_with(two)["pretrain"]["steps"] == 2 and read_made_with(one)["clips"]["size"] == 8
+    assert model(1) == one and len(list(tmp_path.glob("base-*"))) == 2
+    shutil.copytree(one, tmp_path / "old" / "base", ignore=shutil.ignore_patterns("made_with.json"))
+    with pytest.raises(CacheError, match=r"task_args.model=<folder>.*or delete it"):
+        model(1, tmp_path / "old", tmp_path / "old" / "base" / "model_index.json")
+
+
+def test_framewise_reward_averages_each_clip():
     clips = [np.full((3, 4, 4, 3), v, np.uint8) for v in (10, 200)]
     fn = FramewiseReward(lambda c, imgs: [float(im.mean()) for im in imgs])
     assert fn([{}, {}], clips) == [10.0, 200.0]

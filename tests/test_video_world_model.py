@@ -3,11 +3,13 @@ clips played in order score above the same clips shuffled, reversed or with a te
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
 import torch
 from mmalign.diffusion.clips import ClipConfig, corrupted, load_clips, motion_continuity, split_episodes
+from mmalign.diffusion.video_task import VideoTask
 from mmalign.diffusion.world_model import (
     JEPA,
     JEPAConfig,
@@ -15,6 +17,7 @@ from mmalign.diffusion.world_model import (
     PFCReward,
     WorldModelTrainConfig,
     auroc,
+    embedded_world_model,
     load_world_model,
     pfc_aggregate,
     save_world_model,
@@ -22,6 +25,9 @@ from mmalign.diffusion.world_model import (
     training_frames,
     window_starts,
 )
+
+from mmalign.cache import CacheError
+from mmalign.config import ConfigError
 
 
 def test_pfc_aggregate_by_hand_weights_the_worst_window_most():
@@ -42,10 +48,10 @@ def test_auroc_by_hand():
 
 
 def test_training_frames_add_rendered_episodes_none_shared_with_the_set(tmp_path):
-    data, idx = load_clips(ClipConfig(episodes=2), tmp_path / "clips.npz"), np.array([0, 2, 5])
+    data, idx = load_clips(ClipConfig(episodes=2), tmp_path), np.array([0, 2, 5])
     np.testing.assert_array_equal(training_frames(data, idx, 0, tmp_path), data["frames"][idx])
     frames = training_frames(data, idx, 1, tmp_path)
-    assert (tmp_path / "clips_extra1.npz").exists() and len(frames) == 3 + ClipConfig.clips_per_episode
+    assert len(list(tmp_path.glob("clips-*/clips.npz"))) == 2 and len(frames) == 3 + ClipConfig.clips_per_episode
     np.testing.assert_array_equal(frames[:3], data["frames"][idx])
     assert not any(np.array_equal(a, b) for a in frames[3:] for b in data["frames"])
 
@@ -72,10 +78,59 @@ def test_world_model_round_trips_and_errors(tmp_path):
         PFCReward(model)(None, [c.astype(np.float32) for c in clips])
 
 
+def test_clips_and_world_model_are_keyed_by_the_config_that_made_them(tmp_path):
+    cfg = ClipConfig(episodes=2, episode_steps=30)
+    data = load_clips(cfg, tmp_path)
+    (file,) = tmp_path.glob("clips-*/clips.npz")
+    made = file.stat().st_mtime_ns
+    np.testing.assert_array_equal(load_clips(cfg, tmp_path)["frames"], data["frames"])
+    assert file.stat().st_mtime_ns == made  # reused, not rendered again
+    other = load_clips(ClipConfig(episodes=1, episode_steps=30), tmp_path)  # another config: rendered beside it
+    assert len(list(tmp_path.glob("clips-*/clips.npz"))) == 2 and len(other["frames"]) < len(data["frames"])
+    train, small = np.arange(len(data["frames"])), JEPAConfig(dim=8, width=8)
+    short = embedded_world_model(tmp_path, data, train, cfg, 0, small, WorldModelTrainConfig(steps=2, batch_size=4))
+    longer = embedded_world_model(tmp_path, data, train, cfg, 0, small, WorldModelTrainConfig(steps=3, batch_size=4))
+    assert short != longer and json.loads((longer / "made_with.json").read_text())["train"]["steps"] == 3
+    a, b = load_world_model(short).state_dict(), load_world_model(longer).state_dict()
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # the 2-step model was not reused for 3 steps
+    again = embedded_world_model(tmp_path, data, train, cfg, 0, small, WorldModelTrainConfig(steps=2, batch_size=4))
+    assert again == short and len(list(tmp_path.glob("world_model-*"))) == 2
+    old = save_world_model(JEPA(small), tmp_path / "old" / "world_model")  # cached before the keyed layout
+    with pytest.raises(CacheError, match=r"task_args.world_model=<folder>.*or delete it"):
+        embedded_world_model(tmp_path / "old", data, train, cfg, 0, small, WorldModelTrainConfig(steps=2),
+                             legacy=old / "config.json")
+
+
+def test_a_model_folder_never_names_code_to_import(tmp_path, monkeypatch):
+    model = JEPA(JEPAConfig(size=8, dim=8, width=8))
+    folder = tmp_path / "wm"
+    save_world_model(model, folder / "inner")
+    (folder / "config.json").write_text(json.dumps({"class": "wm_loader_for_test:Loader"}))
+    (tmp_path / "wm_loader_for_test.py").write_text(
+        "from pathlib import Path\n\nfrom mmalign.diffusion.world_model import load_world_model\n\n\n"
+        "class Loader:\n    @staticmethod\n    def from_pretrained(path):\n"
+        "        return load_world_model(Path(path) / 'inner')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "wm_loader_for_test", raising=False)
+    for load in (load_world_model, PFCReward):
+        with pytest.raises(ConfigError, match=r"names code to import.*world_model_loader=wm_loader_for_test:Loader"):
+            load(folder)
+    with pytest.raises(ConfigError, match="names code to import"):
+        VideoTask(VideoTask.Config(tiny=True, embedded_dir=str(tmp_path / "emb"), world_model=str(folder)))
+    assert "wm_loader_for_test" not in sys.modules and not (tmp_path / "emb").exists()  # nothing imported or built
+    (tmp_path / "vjepa").mkdir()
+    (tmp_path / "vjepa" / "config.json").write_text(json.dumps({"model_type": "vjepa2"}))
+    with pytest.raises(ConfigError, match="model_type must be one of"):
+        load_world_model(tmp_path / "vjepa")
+    clips = list(np.random.default_rng(0).integers(0, 256, (2, 6, 8, 8, 3), dtype=np.uint8))
+    named = PFCReward(folder, loader="wm_loader_for_test:Loader")  # the user's run config names the loader
+    assert np.allclose(named(None, clips), PFCReward(model)(None, clips))
+
+
 @pytest.mark.slow
 def test_pfc_separates_real_clips_from_shuffled_reversed_and_teleported(tmp_path):
     cfg = ClipConfig(episodes=40)
-    data = load_clips(cfg, tmp_path / "clips.npz")
+    data = load_clips(cfg, tmp_path)
     train, held = split_episodes(data)
     model = train_world_model(data["frames"][train], JEPAConfig(), WorldModelTrainConfig())
     reward = PFCReward(model)
