@@ -138,8 +138,7 @@ def embedded_model(root: str | Path, cfg: PretrainConfig, max_text_length: int =
     """The embedded model made with `cfg` in its cache folder `<root>/shapes-<key>` (`mmalign.cache`), pre-trained
     there on first use; returns the folder."""
     return cached(root, "shapes", made_with(pretrain=cfg, max_text_length=max_text_length),
-                  lambda out: pretrain(cfg, out, max_text_length), "embedded shapes model",
-                  legacy=Path(root) / "model_index.json", use_as_is="task_args.model")
+                  lambda out: pretrain(cfg, out, max_text_length), "embedded shapes model")
 
 
 if __name__ == "__main__":

@@ -72,15 +72,10 @@ def pretrain_video(clips: np.ndarray, prompts: list[str], cfg: VideoPretrainConf
 
 
 def embedded_video_model(root: str | Path, data: dict, train: np.ndarray, clip_cfg, cfg: VideoPretrainConfig,
-                         max_text_length: int = 6, legacy: str | Path | None = None) -> Path:
+                         max_text_length: int = 6) -> Path:
     """The video model pre-trained with `cfg` on clips `train` of `data` (rendered with `clip_cfg`), in its cache
-    folder `<root>/base-<key>` (`mmalign.cache`), pre-trained there on first use; returns the folder.
-
-    Args:
-        legacy: model_index.json of the same model cached in the layout before keyed folders (refused without a
-            record).
-    """
+    folder `<root>/base-<key>` (`mmalign.cache`), pre-trained there on first use; returns the folder."""
     return cached(root, "base", made_with(clips=clip_cfg, pretrain=cfg, max_text_length=max_text_length),
                   lambda out: pretrain_video(data["frames"][train], [str(p) for p in data["prompts"][train]], cfg, out,
                                              max_text_length),
-                  "embedded video model", legacy=legacy, use_as_is="task_args.model")
+                  "embedded video model")

@@ -133,8 +133,7 @@ class VideoTask:
         steps, extra = (20, 0) if c.tiny else (c.world_model_steps, c.world_model_extra_episodes)
         return wm.embedded_world_model(root, data, train, self.clip_cfg, extra,
                                        wm.JEPAConfig(context=c.context, future=c.future),
-                                       wm.WorldModelTrainConfig(steps=steps),
-                                       legacy=root / ("world_model_tiny" if c.tiny else "world_model") / "config.json")
+                                       wm.WorldModelTrainConfig(steps=steps))
 
     def _policy(self, data, train, root: Path) -> VideoPolicy:
         c = self.cfg
@@ -144,8 +143,7 @@ class VideoTask:
 
             pc = VideoPretrainConfig(steps=20, width=8, text_hidden=8) if c.tiny else \
                 VideoPretrainConfig(steps=c.pretrain_steps)
-            path = embedded_video_model(root, data, train, self.clip_cfg, pc, c.max_text_length,
-                                        legacy=root / ("base_tiny" if c.tiny else "base") / "model_index.json")
+            path = embedded_video_model(root, data, train, self.clip_cfg, pc, c.max_text_length)
         return VideoPolicy(load_components(path), num_frames=c.num_frames, num_steps=c.num_steps,
                            guidance_scale=c.guidance_scale, eta=c.eta, reduce=c.reduce,
                            max_text_length=c.max_text_length, train_start=c.train_start, train_end=c.train_end,

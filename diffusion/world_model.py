@@ -257,18 +257,14 @@ def load_world_model(path: str | Path, loader: str = "") -> nn.Module:
 
 
 def embedded_world_model(root: str | Path, data: dict, train: np.ndarray, clip_cfg, extra: int, cfg: JEPAConfig,
-                         tc: WorldModelTrainConfig, legacy: str | Path | None = None, log_every: int = 500) -> Path:
+                         tc: WorldModelTrainConfig, log_every: int = 500) -> Path:
     """The world model trained on clips `train` of `data` (rendered with `clip_cfg`) and `extra` more episodes, in
-    its cache folder `<root>/world_model-<key>` (`mmalign.cache`), trained there on first use; returns the folder.
-
-    Args:
-        legacy: config.json of the same model cached in the layout before keyed folders (refused without a record).
-    """
+    its cache folder `<root>/world_model-<key>` (`mmalign.cache`), trained there on first use; returns the folder."""
     from mmalign.cache import cached, made_with
 
     return cached(root, "world_model", made_with(clips=clip_cfg, extra_episodes=extra, jepa=cfg, train=tc),
                   lambda out: train_world_model(training_frames(data, train, extra, root), cfg, tc, out, log_every),
-                  "embedded world model", legacy=legacy, use_as_is="task_args.world_model")
+                  "embedded world model")
 
 
 # --- the reward ---------------------------------------------------------------------------------------------------
@@ -374,8 +370,7 @@ if __name__ == "__main__":
         for name, row in separation(PFCReward(model), data, val, clip_cfg).items():
             print(name, {k: round(v, 3) for k, v in row.items()})
         raise SystemExit
-    path = embedded_world_model(root, data, train, clip_cfg, args.extra, JEPAConfig(), tc,
-                                legacy=root / "world_model" / "config.json")
+    path = embedded_world_model(root, data, train, clip_cfg, args.extra, JEPAConfig(), tc)
     print(path)
     for name, row in separation(PFCReward(path), data, held[:64], clip_cfg).items():
         print(name, {k: round(v, 3) for k, v in row.items()})

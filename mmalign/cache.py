@@ -4,8 +4,7 @@ Embedded models, world models, rendered clips and offline datasets are built on 
 is reused only for the config that made it: its "made with" record (the resolved config as plain JSON, `made_with`)
 is hashed into the cache folder's name, `<root>/<name>-<key>`, so artefacts of different configs live side by side,
 and the record itself is stored in that folder as `made_with.json`, written once the artefact is complete and
-compared on every reuse. A folder of an earlier layout (no record) is never reused for a config it may not match:
-`cached` raises a `CacheError` that says what to do.
+compared on every reuse.
 """
 
 from __future__ import annotations
@@ -50,8 +49,7 @@ def read_made_with(folder: str | Path) -> dict | None:
     return json.loads(file.read_text()) if file.exists() else None
 
 
-def cached(root: str | Path, name: str, record: dict, build: Callable[[Path], Any], what: str,
-           legacy: str | Path | None = None, use_as_is: str = "") -> Path:
+def cached(root: str | Path, name: str, record: dict, build: Callable[[Path], Any], what: str) -> Path:
     """The folder `<root>/<name>-<key>` holding the artefact made with `record`, built by `build(folder)` if absent.
 
     Args:
@@ -60,28 +58,15 @@ def cached(root: str | Path, name: str, record: dict, build: Callable[[Path], An
         record: the config that makes the artefact (`made_with`).
         build: writes the artefact into the folder it is given (the record is written after it returns).
         what: the artefact in words, for messages ("embedded shapes model").
-        legacy: a file that marks the same artefact cached in the layout before records ("root/base/config.json").
-        use_as_is: the run-config key that loads a folder explicitly ("task_args.model"), for the legacy message.
 
     Returns:
         The folder.
 
     Raises:
-        CacheError: the folder's record differs from `record` (edited or copied by hand), or `legacy` exists without
-            a record of this config and no keyed folder does (it may come from other settings).
+        CacheError: the folder's record differs from `record` (edited or copied by hand).
     """
     folder = Path(root) / f"{name}-{config_key(record)}"
     stored = read_made_with(folder)
-    if stored is None and legacy is not None and Path(legacy).exists():
-        old = Path(legacy).parent
-        if read_made_with(old) == record:
-            return old
-        if read_made_with(old) is None:
-            raise CacheError(
-                f"{old} holds a {what} cached before mmalign recorded the config that made each cached artefact: it "
-                f"may come from other settings than this run's, so it is not reused. To use it as it is, move it "
-                f"out of {root} and name its new folder in the run config ({use_as_is}=<folder>); or delete it. "
-                f"Then run again: the {what} of this config is built in {folder}.")
     if stored is not None and stored != record:
         raise CacheError(f"{folder} holds a {what} made with other settings than its name says "
                          f"({'; '.join(differences(stored, record))}): it was changed by hand; delete it and run "

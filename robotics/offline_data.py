@@ -137,8 +137,8 @@ def check_dataset(ds: OfflineDataset, record: dict) -> OfflineDataset:
     fix = ("delete it to collect it again with these settings, or keep datasets of other settings in another folder "
            "(data_dir=).")
     if ds.made_with is None:
-        raise CacheError(f"{where} was written before datasets recorded the settings that collected them, so it may "
-                         f"not match this run's ({record}): {fix}")
+        raise CacheError(f"{where} has no record of the settings that collected it, so it may not match this "
+                         f"run's ({record}): {fix}")
     if diff := differences(ds.made_with, record):
         raise CacheError(f"{where} was collected with other settings than this run asks ({'; '.join(diff)}): {fix}")
     return ds

@@ -26,7 +26,6 @@ from mmalign.diffusion.world_model import (
     window_starts,
 )
 
-from mmalign.cache import CacheError
 from mmalign.config import ConfigError
 
 
@@ -95,10 +94,6 @@ def test_clips_and_world_model_are_keyed_by_the_config_that_made_them(tmp_path):
     assert not all(torch.equal(a[k], b[k]) for k in a)  # the 2-step model was not reused for 3 steps
     again = embedded_world_model(tmp_path, data, train, cfg, 0, small, WorldModelTrainConfig(steps=2, batch_size=4))
     assert again == short and len(list(tmp_path.glob("world_model-*"))) == 2
-    old = save_world_model(JEPA(small), tmp_path / "old" / "world_model")  # cached before the keyed layout
-    with pytest.raises(CacheError, match=r"task_args.world_model=<folder>.*or delete it"):
-        embedded_world_model(tmp_path / "old", data, train, cfg, 0, small, WorldModelTrainConfig(steps=2),
-                             legacy=old / "config.json")
 
 
 def test_a_model_folder_never_names_code_to_import(tmp_path, monkeypatch):
