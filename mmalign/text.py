@@ -173,9 +173,11 @@ class CausalLMPolicy(nn.Module):
                    "prompt_length": ids.shape[1]},
         )
 
-    def rollout_from(self, contexts: Sequence, outputs: Sequence[str]) -> Rollout:
+    def rollout_from(self, contexts: Sequence, outputs: Sequence[str],
+                     generator: torch.Generator | None = None) -> Rollout:
         """A teacher-forced rollout of given completions (offline data), EOS appended; `logprobs` are left at 0
-        since no behaviour policy sampled them: call `logprobs(rollout)` to score them."""
+        since no behaviour policy sampled them: call `logprobs(rollout)` to score them. Scoring given text draws
+        nothing, so `generator` is unused."""
         ids, attn = self.encode(contexts)
         comp, mask = encode_completions(self.tokenizer, outputs, ids.device)
         rows = torch.arange(len(comp), device=ids.device)

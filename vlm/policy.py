@@ -105,8 +105,10 @@ class VLMPolicy(nn.Module):
                    "position_ids": torch.cat([pos, comp_pos], 2), "prompt_length": ids.shape[1], **images},
         )
 
-    def rollout_from(self, contexts: Sequence, outputs: Sequence[str]) -> Rollout:
-        """A teacher-forced rollout of given completions (offline data), EOS appended; `logprobs` are left at 0."""
+    def rollout_from(self, contexts: Sequence, outputs: Sequence[str],
+                     generator: torch.Generator | None = None) -> Rollout:
+        """A teacher-forced rollout of given completions (offline data), EOS appended; `logprobs` are left at 0.
+        Scoring given text draws nothing, so `generator` is unused."""
         prompt = self.inputs.encode(contexts, self.device)
         comp, mask = encode_completions(self.tokenizer, outputs, self.device)
         roll = self._rollout(len(contexts), 1, prompt.input_ids, prompt.attention_mask, prompt.token_types,

@@ -12,7 +12,7 @@ gold answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -21,6 +21,7 @@ from torch import Tensor
 
 from mmalign import preference as P
 from mmalign.algorithms import Algorithm
+from mmalign.rollout import Rollout
 
 
 @dataclass
@@ -173,12 +174,29 @@ def _gold(rows: list[dict]) -> list[str]:
                          "list.") from e
 
 
+def given_rollouts(policy, contexts: Sequence, outputs: list[list]) -> list[Rollout]:
+    """One teacher-forced rollout per list of given outputs (`policy.rollout_from`), all with the same random draws.
+
+    An adapter whose score of a given output is random draws from the generator it is handed (Diffusion-DPO: a
+    noise and a timestep per row). Every list gets a generator in the same state, so all outputs of a row share
+    their draws: chosen and rejected images are noised alike (Wallace et al. 2023, Eq. 14). The global RNG then
+    moves on as after one list.
+    """
+    start, rolls = torch.get_rng_state(), []
+    for given in outputs:
+        generator = torch.Generator()
+        generator.set_state(start)
+        rolls.append(policy.rollout_from(contexts, given, generator=generator))
+    torch.set_rng_state(generator.get_state())
+    return rolls
+
+
 def _scores(policy, rows: list[dict], spec: PreferenceLoss) -> Scores:
     """Score every response (and the gold answer when the loss reads it) of a micro-batch of rows."""
     responses, rewards = responses_of(rows)
     n = len(responses[0])
     given = [[r[k] for r in responses] for k in range(n)] + ([_gold(rows)] if spec.needs_gold else [])
-    rolls = [policy.rollout_from(rows, g) for g in given]
+    rolls = given_rollouts(policy, rows, given)
     steps = [policy.logprobs(r) for r in rolls]
     sums = torch.stack([sequence_logps(lp, r.mask) for lp, r in zip(steps[:n], rolls)], 1)  # (B, n)
     lengths = torch.stack([r.mask.sum(-1) for r in rolls[:n]], 1)
