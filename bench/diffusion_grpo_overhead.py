@@ -68,10 +68,11 @@ def floor(policy, rows: int, minibatches: int) -> tuple[float, float]:
 def branch_saving(policy, contexts: list, num_samples: int, branches: int, branch_step: int) -> dict:
     """Denoiser rows and seconds of plain sampling vs B2 branch sampling of the same batch."""
     import torch
+    from mmalign.diffusion.branching import sample_branched
 
     out = {}
     for name, fn in (("plain", lambda: policy.sample(contexts, num_samples)),
-                     ("branched", lambda: policy.sample_branched(contexts, num_samples, branch_step, branches))):
+                     ("branched", lambda: sample_branched(policy, contexts, num_samples, branch_step, branches))):
         torch.manual_seed(0)
         calls, t0 = policy.net_calls, time.perf_counter()
         fn()

@@ -6,7 +6,9 @@
   best (>= pos_threshold) and worst (< neg_threshold) kept, the others masked out; or GRPO group advantages over
   the siblings (`mode="grpo"`).
 
-Each is a config dataclass plus `prepare(policy, rollout, cfg)`; the loss is the shared `grpo_loss`.
+Each is a config dataclass plus `prepare(policy, rollout, cfg, stats)`; the loss is the shared `grpo_loss`. The
+per-prompt statistics are the algorithm's run state (`reward_stats`): the Trainer makes them once per run and keeps
+them in its checkpoints, the policy never holds them.
 """
 
 from __future__ import annotations
@@ -68,10 +70,9 @@ class B2Config(DDPOConfig):
             raise ValueError(f"B2Config.mode must be 'select' or 'grpo', got {self.mode!r}.")
 
 
-def _stats(policy, cfg: DDPOConfig) -> PerPromptStats:
-    if getattr(policy, "reward_stats", None) is None:
-        policy.reward_stats = PerPromptStats(cfg.history, cfg.min_count)
-    return policy.reward_stats
+def reward_stats(cfg: DDPOConfig) -> PerPromptStats:
+    """The run state of DDPO / B2: an empty per-prompt reward history of the configured length."""
+    return PerPromptStats(cfg.history, cfg.min_count)
 
 
 def _prompts(rollout: Rollout) -> list[str]:
@@ -86,22 +87,24 @@ def _ref(policy, rollout: Rollout, cfg: DDPOConfig) -> None:
             rollout.extras["ref_logprobs"] = policy.ref_logprobs(rollout).detach()
 
 
-def ddpo_prepare(policy, rollout: Rollout, cfg: DDPOConfig) -> dict[str, float]:
-    """DDPO advantages: per-prompt normalised rewards, clipped (ddpo-pytorch `train.py`)."""
-    adv = _stats(policy, cfg)(_prompts(rollout), rollout.rewards)
+def ddpo_prepare(policy, rollout: Rollout, cfg: DDPOConfig, stats: PerPromptStats) -> dict[str, float]:
+    """DDPO advantages: per-prompt normalised rewards (`stats` takes this batch into its history), clipped
+    (ddpo-pytorch `train.py`)."""
+    adv = stats(_prompts(rollout), rollout.rewards)
     rollout.extras["advantages"] = adv.clamp(-cfg.adv_clip, cfg.adv_clip)
     _ref(policy, rollout, cfg)
     return {"frac_reward_zero_std": zero_std_fraction(rollout.rewards, rollout.group)}
 
 
-def b2_prepare(policy, rollout: Rollout, cfg: B2Config) -> dict[str, float]:
-    """B2-DiffuRL advantages (`run_select.py` / `run_train.py`); unselected samples leave the mask."""
+def b2_prepare(policy, rollout: Rollout, cfg: B2Config, stats: PerPromptStats) -> dict[str, float]:
+    """B2-DiffuRL advantages (`run_select.py` / `run_train.py`); unselected samples leave the mask. `mode="select"`
+    normalises with (and updates) `stats`; `mode="grpo"` does not read them."""
     branch = rollout.state["branch"]
     if cfg.mode == "grpo":
         adv = group_advantages(rollout.rewards, branch)
         kept = torch.ones_like(adv, dtype=torch.bool)
     else:
-        scores = _stats(policy, cfg)(_prompts(rollout), rollout.rewards)
+        scores = stats(_prompts(rollout), rollout.rewards)
         kept = b2_select(scores, branch, cfg.pos_threshold, cfg.neg_threshold)
         adv = scores * kept
     rollout.extras["advantages"] = adv.clamp(-cfg.adv_clip, cfg.adv_clip)
@@ -110,8 +113,6 @@ def b2_prepare(policy, rollout: Rollout, cfg: B2Config) -> dict[str, float]:
     return {"frac_kept": float(kept.float().mean())}
 
 
-"""Entries for the trainer's ALGORITHMS table (prepare, loss); configs `DDPOConfig`, `B2Config`."""
-
-
-DDPO = Algorithm(DDPOConfig, ddpo_prepare, grpo_loss)
-B2 = Algorithm(B2Config, b2_prepare, grpo_loss)
+DDPO = Algorithm(DDPOConfig, ddpo_prepare, grpo_loss, reward_stats)
+B2 = Algorithm(B2Config, b2_prepare, grpo_loss, reward_stats)
+"""Entries of the trainer's ALGORITHMS table; configs `DDPOConfig`, `B2Config`."""

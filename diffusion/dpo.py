@@ -1,11 +1,13 @@
 """Diffusion-DPO (Wallace et al. 2023, Eq. 14) through the shared preference losses.
 
-`rollout_from(contexts, images)` makes a one-step rollout per image: the image (VAE-encoded when there is a VAE)
-noised at a random training timestep. Its "log-prob" is minus the denoising error, -mean ||target - pred||^2
+`rollout_from(contexts, images, generator)` makes a one-step rollout per image: the image (VAE-encoded when there is
+a VAE) noised at a random training timestep. Its "log-prob" is minus the denoising error, -mean ||target - pred||^2
 over latent elements (the ELBO term of Eq. 14 up to constants), so the shared DPO loss on (chosen, rejected)
 sequence log-ratios is exactly Diffusion-DPO's with beta_mmalign = beta_paper / 2 (the reference code's
 beta_dpo = 5000 for SD 1.5 is beta 2500 here). Chosen and rejected images of the same row share the noise and
-timestep, as in the paper: the second `rollout_from` call of a micro-batch reuses the draws of the first.
+timestep, as in the paper: the preference loss draws them, handing every response of a micro-batch a generator in
+the same state (`mmalign.algorithms.offline.given_rollouts`); the rollout keeps them, so the policy and its
+reference score the same noised image.
 """
 
 from __future__ import annotations
@@ -31,32 +33,35 @@ def _encode_images(policy, images: Sequence) -> Tensor:
         return policy.vae.encode(x.to(vae_dtype)).latent_dist.mean.float() * policy.vae.config.scaling_factor
 
 
-def _draws(policy, prompts: list[str], shape: tuple) -> tuple[Tensor, Tensor]:
-    """Noise (B, C, h, w) and timestep index (B,) per row, shared by the two calls that score a pair."""
-    pending = policy.__dict__.setdefault("_dpo_pending", {})
-    noise, steps = torch.empty(shape), torch.empty(len(prompts), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        key = (i, p)
-        if key in pending:
-            noise[i], steps[i] = pending.pop(key)
-        else:
-            noise[i], steps[i] = torch.randn(shape[1:]), int(torch.randint(0, 1000, ()))
-            pending[key] = (noise[i].clone(), steps[i].clone())
-    return noise.to(policy.device), steps.to(policy.device)
+def _draws(shape: tuple, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Noise (B, C, h, w) and a training timestep index (B,), drawn row by row on the CPU."""
+    noise, steps = torch.empty(shape), torch.empty(shape[0], dtype=torch.long)
+    for i in range(shape[0]):
+        noise[i] = torch.randn(shape[1:], generator=generator)
+        steps[i] = torch.randint(0, 1000, (), generator=generator)
+    return noise, steps
 
 
-def rollout_from(policy, contexts: Sequence, images: Sequence) -> Rollout:
-    """A one-step "denoising" rollout of given images (offline preference data); `logprobs` left at 0."""
+def rollout_from(policy, contexts: Sequence, images: Sequence, generator: torch.Generator | None = None) -> Rollout:
+    """A one-step "denoising" rollout of given images (offline preference data); `logprobs` left at 0.
+
+    Args:
+        policy: the `DiffusionPolicy`.
+        contexts: B prompts or rows.
+        images: B uint8 images (H, W, 3).
+        generator: where the noise and timestep come from (the global RNG when None).
+    """
     from mmalign.diffusion.policy import prompt_of
 
     prompts = [prompt_of(c) for c in contexts]
     x0 = _encode_images(policy, images)
-    noise, t = _draws(policy, prompts, tuple(x0.shape))
+    noise, t = _draws(tuple(x0.shape), generator)
     emb, pooled = policy.encode(prompts)
     b = len(prompts)
     return Rollout(group=torch.arange(b, device=x0.device), logprobs=torch.zeros(b, 1, device=x0.device),
                    mask=torch.ones(b, 1, dtype=torch.bool, device=x0.device), outputs=list(images),
-                   state={"x0": x0, "noise": noise, "train_t": t, "prompt_embeds": emb, "pooled": pooled})
+                   state={"kind": "given", "x0": x0, "noise": noise.to(x0.device), "train_t": t.to(x0.device),
+                          "prompt_embeds": emb, "pooled": pooled})
 
 
 def denoising_logprobs(policy, rollout: Rollout) -> Tensor:

@@ -89,13 +89,27 @@ def tiny_components(words: list[str], family: str = "ddim", sample_size: int = 8
     return Components(net, sched, te, tok)
 
 
+def denoiser_folder(denoiser: nn.Module) -> str:
+    """The pipeline subfolder of a denoiser: "unet" (UNet models) or "transformer"."""
+    return "unet" if type(denoiser).__name__.startswith("UNet") else "transformer"
+
+
+def save_denoiser(denoiser: nn.Module, path: str | Path) -> None:
+    """A trained denoiser into `path`: its PEFT LoRA adapter as `lora/` (diffusers `save_lora_adapter`), or the full
+    model as `unet/` or `transformer/` (a pipeline subfolder)."""
+    path = Path(path)
+    if getattr(denoiser, "_hf_peft_config_loaded", False):
+        denoiser.save_lora_adapter(str(path / "lora"))
+    else:
+        denoiser.save_pretrained(path / denoiser_folder(denoiser))
+
+
 def save_components(comp: Components, path: str | Path) -> Path:
     """Write the components as a diffusers pipeline folder (model_index.json + one subfolder each)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    net_name = "unet" if type(comp.denoiser).__name__.startswith("UNet") else "transformer"
-    parts = {net_name: comp.denoiser, "scheduler": comp.scheduler, "text_encoder": comp.text_encoder,
-             "tokenizer": comp.tokenizer, "vae": comp.vae}
+    parts = {denoiser_folder(comp.denoiser): comp.denoiser, "scheduler": comp.scheduler,
+             "text_encoder": comp.text_encoder, "tokenizer": comp.tokenizer, "vae": comp.vae}
     index = {"_class_name": "DiffusionPipeline", "_diffusers_version": _diffusers_version()}
     for name, obj in parts.items():
         if obj is None:

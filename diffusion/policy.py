@@ -5,11 +5,14 @@ x_t under the current weights, averaged over latent elements by default (`reduce
 clip ranges around 1e-4) or summed (`reduce="sum"`). Two step families, picked from the scheduler's class:
 "ddim" (DDIMScheduler, eta > 0; UNet2DConditionModel pipelines, DDPO) and "flow" (FlowMatchEulerDiscreteScheduler
 turned into an SDE; SD3/FLUX-style transformers, Flow-GRPO). Both are stateless functions in `steps.py`, used
-for sampling and re-scoring alike; the scheduler object is only read once for its schedule.
+for sampling and re-scoring alike; the scheduler object is only read once for its schedule (`schedule.py`).
 
-Classifier-free guidance (Ho & Salimans 2022, Eq. 6) runs inside the step, model outputs are cast to fp32 before
-the step arithmetic, the denoiser always runs in eval mode. `Rollout.state` holds the latent chain (B, T+1, ...),
-the schedule index of each step (B, T) and the prompt embeddings; `Rollout.mask` marks the steps that train.
+Classifier-free guidance (`guidance.py`) runs inside the step, model outputs are cast to fp32 before the step
+arithmetic, the denoiser always runs in eval mode. `Rollout.state` holds the latent chain (B, T+1, ...), the
+schedule index of each step (B, T) and the prompt embeddings; `Rollout.mask` marks the steps that train.
+B2-DiffuRL branch sampling lives in `branching.py`, rollouts of given images (Diffusion-DPO) in `dpo.py`, saving
+the trained denoiser in `models.py`. The policy acts and keeps no run state: reward statistics belong to the
+algorithm (`algorithms.py`), the training iteration to the Trainer (`set_progress`).
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mmalign.diffusion.dpo import denoising_logprobs, rollout_from
-from mmalign.diffusion.models import Components
-from mmalign.diffusion.schedule import B2Schedule, timestep_mask
+from mmalign.diffusion import dpo
+from mmalign.diffusion.branching import sample_branched
+from mmalign.diffusion.guidance import classifier_free_guidance
+from mmalign.diffusion.models import Components, save_denoiser
+from mmalign.diffusion.schedule import B2Schedule, schedule_tensors, timestep_mask
 from mmalign.diffusion.steps import REDUCTIONS, StepOutput, ddim_step, flow_sde_step
 from torch import Tensor, nn
 
@@ -92,32 +97,15 @@ class DiffusionPolicy(nn.Module):
         self.ref_denoiser = copy.deepcopy(self.denoiser).requires_grad_(False) if reference == "copy" else None
         self._use_ref = False
         self.net_calls = 0  # rows through the denoiser (x2 with CFG): what branching saves
-        self._set_schedule(comp.scheduler)
+        for name, value in schedule_tensors(comp.scheduler, num_steps, self.family).items():
+            self.register_buffer(name, value, persistent=False)  # timesteps, sigmas / alphas (schedule.py)
         cfg = self.denoiser.config
         self.channels = cfg.in_channels
         factor = 2 ** (len(comp.vae.config.block_out_channels) - 1) if comp.vae is not None else 1
         self.latent_size = resolution // factor if resolution else cfg.sample_size
         self._uncond: Tensor | None = None
-        self.b2: B2Schedule | None = None  # set to sample with B2-DiffuRL branching
-        self.iteration = 0
-        self.reward_stats = None  # per-prompt reward history (DDPO / B2 advantages)
-
-    # --- schedule ------------------------------------------------------------------------------------------
-    def _set_schedule(self, scheduler) -> None:
-        """Read the T-step schedule from a copy of the scheduler (its `set_timesteps` mutates it)."""
-        s = copy.deepcopy(scheduler)
-        s.set_timesteps(self.num_steps)
-        self.register_buffer("timesteps", s.timesteps.float().clone(), persistent=False)  # (T,) net input
-        if self.family == "flow":
-            self.register_buffer("sigmas", s.sigmas.float().clone(), persistent=False)  # (T+1,)
-            return
-        ac = s.alphas_cumprod.float()
-        self.register_buffer("alphas_cumprod", ac.clone(), persistent=False)
-        t = s.timesteps.long()
-        prev = t - s.config.num_train_timesteps // self.num_steps
-        final = torch.as_tensor(float(s.final_alpha_cumprod))
-        self.register_buffer("alpha_t", ac[t].clone(), persistent=False)
-        self.register_buffer("alpha_prev", torch.where(prev >= 0, ac[prev.clamp(min=0)], final), persistent=False)
+        self.b2: B2Schedule | None = None  # set to sample with B2-DiffuRL branching (`branching.py`)
+        self.iteration = 0  # the Trainer's iteration (`set_progress`): picks the B2 branch point
 
     @property
     def device(self) -> torch.device:
@@ -137,6 +125,11 @@ class DiffusionPolicy(nn.Module):
         if self._uncond is None or self._uncond[0].device != self.device:
             self._uncond = self.encode([""])
         return self._uncond
+
+    def uncond_inputs(self, b: int, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        """The unconditional CFG branch's inputs for `b` samples: the empty prompt's (B, L, D) and (B, D)."""
+        ue, up = self.uncond()
+        return ue.expand(b, -1, -1), up.expand(b, -1)
 
     # --- one step ------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -173,7 +166,7 @@ class DiffusionPolicy(nn.Module):
         return out.float()
 
     def predict(self, x: Tensor, k: Tensor, emb: Tensor, pooled: Tensor) -> Tensor:
-        """Guided model output in fp32: u + w (c - u) (CFG, Ho & Salimans 2022, Eq. 6), (B, C, H, W).
+        """Guided model output in fp32: u + w (c - u) (`guidance.py`), (B, C, H, W); one forward without CFG.
 
         Args:
             x: (B, C, H, W) current sample.
@@ -182,14 +175,8 @@ class DiffusionPolicy(nn.Module):
         """
         if self.guidance_scale == 1.0:
             return self._net(x, k, emb, pooled)
-        ue, up = self.uncond()
-        b = x.shape[0]
-        both = self._net(torch.cat([x, x]), torch.cat([k, k]), torch.cat([ue.expand(b, -1, -1), emb]),
-                         torch.cat([up.expand(b, -1), pooled]))
-        u, c = both.chunk(2)
-        if self.detach_uncond:
-            u = u.detach()
-        return u + self.guidance_scale * (c - u)
+        return classifier_free_guidance(self._net, x, k, (emb, pooled), self.uncond_inputs(x.shape[0], pooled),
+                                        self.guidance_scale, self.detach_uncond)
 
     def step(self, out: Tensor, x: Tensor, k: Tensor, prev_sample: Tensor | None = None,
              noise: Tensor | None = None) -> StepOutput:
@@ -240,83 +227,43 @@ class DiffusionPolicy(nn.Module):
         b, t = group.shape[0], self.num_steps
         mask = timestep_mask(b, t, start, self.timestep_fraction, device=group.device, end=self.train_end)
         steps = torch.arange(t, device=group.device).expand(b, t).clone()
-        state = {"latents": torch.stack(chain, 1), "steps": steps, "prompt_embeds": emb, "pooled": pooled,
-                 "prompts": [prompt_of(contexts[g]) for g in group.tolist()], **(extra or {})}
+        state = {"kind": "chain", "latents": torch.stack(chain, 1), "steps": steps, "prompt_embeds": emb,
+                 "pooled": pooled, "prompts": [prompt_of(contexts[g]) for g in group.tolist()], **(extra or {})}
         return Rollout(group=group, logprobs=torch.stack(logps, 1) * mask, mask=mask,
                        outputs=self.decode(chain[-1]), state=state)
 
     def set_progress(self, iteration: int) -> None:
-        """Tell the policy the training iteration (moves the B2 branch point); `sample` also counts its calls."""
+        """The Trainer's training iteration, announced before each iteration's sampling (and after a resume): the
+        B2 schedule's branch point follows it. Sampling never advances it."""
         self.iteration = iteration
 
     @torch.no_grad()
     def sample(self, contexts: Sequence, num_samples: int, noise: Tensor | None = None) -> Rollout:
         """`num_samples` trajectories per context: independent (DDPO / Flow-GRPO sampling), or branched at the B2
-        schedule's branch point of the current iteration when `self.b2` is set.
+        schedule's branch point of the current iteration when `self.b2` is set (`branching.sample_branched`).
 
         Args:
             noise: optional (T+1, B, C, h, w) noise: [0] the initial latents, [1 + i] the noise of step i.
         """
         if self.b2 is not None and noise is None:
-            step = self.b2.branch_step(self.iteration)
-            self.iteration += 1
-            return self.sample_branched(contexts, num_samples, step, self.b2.branches)
+            return sample_branched(self, contexts, num_samples, self.b2.branch_step(self.iteration), self.b2.branches)
         group, emb, pooled = self._contexts(contexts, num_samples)
         x = self.init_noise(len(group)) if noise is None else noise[0].to(self.device)
         chain, logps = self.denoise(x, emb, pooled, 0, self.num_steps, None if noise is None else noise[1:])
         return self._rollout(contexts, group, [x] + chain, logps, emb, pooled, self.train_start)
 
-    @torch.no_grad()
-    def sample_branched(self, contexts: Sequence, num_samples: int, branch_step: int, branches: int) -> Rollout:
-        """B2-DiffuRL branch sampling: denoise num_samples / branches trunks per context up to `branch_step`, clone
-        each trunk `branches` times and continue the clones with fresh noise. Steps from `branch_step` on train.
-
-        `state["branch"]` (B,) names each sample's sibling group (its trunk); siblings share every latent up to
-        and including x at `branch_step` exactly.
-        """
-        if num_samples % branches:
-            raise ValueError(f"num_samples={num_samples} must be a multiple of branches={branches}.")
-        if not 0 <= branch_step < self.num_steps:
-            raise ValueError(f"branch_step must lie in [0, {self.num_steps}), got {branch_step}.")
-        group, emb, pooled = self._contexts(contexts, num_samples // branches)
-        x = self.init_noise(len(group))
-        prefix, pre_lp = self.denoise(x, emb, pooled, 0, branch_step)
-        clone = (lambda v: v.repeat_interleave(branches, 0))  # noqa: E731
-        trunk = torch.arange(len(group), device=self.device)
-        prefix = [clone(v) for v in [x] + prefix]
-        emb, pooled, group = clone(emb), clone(pooled), clone(group)
-        suffix, post_lp = self.denoise(prefix[-1], emb, pooled, branch_step, self.num_steps)
-        return self._rollout(contexts, group, prefix + suffix, [clone(v) for v in pre_lp] + post_lp, emb, pooled,
-                             max(branch_step, self.train_start), {"branch": clone(trunk)})
-
     # --- re-scoring ----------------------------------------------------------------------------------------
-    def _score_step(self, rollout: Rollout, rows: Tensor, j: int) -> StepOutput:
-        s = rollout.state
-        x, prev, k = s["latents"][rows, j], s["latents"][rows, j + 1], s["steps"][rows, j]
-        out = self.predict(x, k, s["prompt_embeds"][rows], s["pooled"][rows])
-        return self.step(out, x, k, prev_sample=prev)
-
     def logprobs(self, rollout: Rollout) -> Tensor:
-        """(B, T) log-probs of the rollout's denoising steps under the current weights, with grad; 0 off the mask.
+        """(B, T) log-probs under the current weights, with grad. Each kind of rollout (`state["kind"]`) has one
+        scorer: sampled chains score their denoising steps (`chain_logprobs`), rollouts of given images
+        (`rollout_from`) minus their denoising error (Diffusion-DPO, `dpo.denoising_logprobs`)."""
+        return SCORERS[rollout.state["kind"]](self, rollout)
 
-        Only masked-in steps run the denoiser (a "train on a subset of timesteps" mask saves their compute).
-        Rollouts of given images (`rollout_from`) score minus their denoising error instead (Diffusion-DPO).
-        """
-        if "x0" in rollout.state:
-            return denoising_logprobs(self, rollout)
-        b, t = rollout.mask.shape
-        cols = []
-        for j in range(t):
-            rows = rollout.mask[:, j].nonzero().squeeze(1)
-            col = torch.zeros(b, device=rollout.mask.device)
-            if rows.numel():
-                col = col.index_put((rows,), self._score_step(rollout, rows, j).logprob)
-            cols.append(col)
-        return torch.stack(cols, 1)
-
-    def rollout_from(self, contexts: Sequence, outputs: Sequence) -> Rollout:
-        """Offline preference data: a one-step rollout of given images (see `dpo.py`)."""
-        return rollout_from(self, contexts, outputs)
+    def rollout_from(self, contexts: Sequence, outputs: Sequence,
+                     generator: torch.Generator | None = None) -> Rollout:
+        """Offline preference data: a one-step rollout of given images, noised with draws from `generator`
+        (`dpo.rollout_from`)."""
+        return dpo.rollout_from(self, contexts, outputs, generator)
 
     @torch.no_grad()
     def ref_logprobs(self, rollout: Rollout) -> Tensor:
@@ -326,13 +273,30 @@ class DiffusionPolicy(nn.Module):
 
     # --- weights -------------------------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
-        """The trained denoiser: its PEFT LoRA adapter (diffusers `save_lora_adapter`) or the full model."""
-        path = Path(path)
-        if getattr(self.denoiser, "_hf_peft_config_loaded", False):
-            self.denoiser.save_lora_adapter(str(path / "lora"))
-        else:
-            name = "unet" if type(self.denoiser).__name__.startswith("UNet") else "transformer"
-            self.denoiser.save_pretrained(path / name)
+        """The trained denoiser: its PEFT LoRA adapter or the full model (`models.save_denoiser`)."""
+        save_denoiser(self.denoiser, path)
+
+
+def chain_logprobs(policy: DiffusionPolicy, rollout: Rollout) -> Tensor:
+    """(B, T) step log-probs of a sampled chain under the current weights, with grad; 0 off the mask.
+
+    Only masked-in steps run the denoiser (a "train on a subset of timesteps" mask saves their compute).
+    """
+    s, (b, t) = rollout.state, rollout.mask.shape
+    cols = []
+    for j in range(t):
+        rows = rollout.mask[:, j].nonzero().squeeze(1)
+        col = torch.zeros(b, device=rollout.mask.device)
+        if rows.numel():
+            x, prev, k = s["latents"][rows, j], s["latents"][rows, j + 1], s["steps"][rows, j]
+            out = policy.predict(x, k, s["prompt_embeds"][rows], s["pooled"][rows])
+            col = col.index_put((rows,), policy.step(out, x, k, prev_sample=prev).logprob)
+        cols.append(col)
+    return torch.stack(cols, 1)
+
+
+SCORERS = {"chain": chain_logprobs, "given": dpo.denoising_logprobs}
+"""How `DiffusionPolicy.logprobs` scores each kind of rollout (`Rollout.state["kind"]`)."""
 
 
 def add_lora(denoiser: nn.Module, r: int = 4, alpha: int = 4, target_modules: Sequence[str] | None = None,

@@ -1,9 +1,11 @@
-"""Which denoising steps train, and how rewards become advantages: timestep masks, the B2-DiffuRL backward
-progressive schedule and sibling selection, and DDPO's per-prompt reward statistics.
+"""Schedules of the denoising-step policy: the T-step sampling schedule read from a diffusers scheduler, which
+denoising steps train (timestep masks, the B2-DiffuRL backward progressive schedule), and how rewards become
+advantages (B2 sibling selection, DDPO's per-prompt reward statistics).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -11,6 +13,28 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+
+def schedule_tensors(scheduler, num_steps: int, family: str) -> dict[str, Tensor]:
+    """The T-step sampling schedule of a diffusers scheduler, read from a copy (its `set_timesteps` mutates it).
+
+    Returns:
+        "timesteps" (T,) the denoiser's time input; flow family: "sigmas" (T+1,); ddim family: "alphas_cumprod"
+        (N,) over the N training timesteps, "alpha_t" and "alpha_prev" (T,) at each step and the one after it.
+    """
+    s = copy.deepcopy(scheduler)
+    s.set_timesteps(num_steps)
+    out = {"timesteps": s.timesteps.float().clone()}
+    if family == "flow":
+        out["sigmas"] = s.sigmas.float().clone()
+        return out
+    ac = s.alphas_cumprod.float()
+    t = s.timesteps.long()
+    prev = t - s.config.num_train_timesteps // num_steps
+    final = torch.as_tensor(float(s.final_alpha_cumprod))
+    out.update(alphas_cumprod=ac.clone(), alpha_t=ac[t].clone(),
+               alpha_prev=torch.where(prev >= 0, ac[prev.clamp(min=0)], final))
+    return out
 
 
 def timestep_mask(b: int, t: int, start: int = 0, fraction: float = 1.0, generator: torch.Generator | None = None,
@@ -104,7 +128,9 @@ class PerPromptStats:
     """Per-prompt reward normalisation with a history (DDPO's `PerPromptStatTracker`, B2's history scores).
 
     Each prompt keeps the reward lists of its last `history` calls (current one included). A prompt with fewer
-    than `min_count` values in its history is normalised with the current batch's mean and std instead.
+    than `min_count` values in its history is normalised with the current batch's mean and std instead. It is run
+    state of the DDPO / B2 algorithms (`algorithms.reward_stats`): the Trainer makes one per run and keeps it in
+    its checkpoints (`state_dict`), so a resumed run normalises as the uninterrupted one.
     """
 
     def __init__(self, history: int = 8, min_count: int = 0, eps: float = 1e-6):
@@ -127,3 +153,12 @@ class PerPromptStats:
                 mean, std = hist.mean(), hist.std()
             out[idx] = (r[idx] - mean) / (std + self.eps)
         return out.to(rewards.device)
+
+    def state_dict(self) -> dict[str, list[list[float]]]:
+        """The histories as JSON: prompt -> its reward lists, oldest first."""
+        return {p: [r.tolist() for r in buf] for p, buf in self.buffers.items()}
+
+    def load_state_dict(self, state: dict[str, list[list[float]]]) -> None:
+        """Restore what `state_dict` returned (the last `history` lists of each prompt are kept)."""
+        self.buffers = {p: deque((torch.tensor(r, dtype=torch.float32) for r in lists), maxlen=self.history)
+                        for p, lists in state.items()}

@@ -116,19 +116,10 @@ class VideoPolicy(DiffusionPolicy):
         out = net(inp.to(dtype), t, encoder_hidden_states=emb.to(dtype)).sample
         return out.float().reshape(b, c, f, h, w)
 
-    def predict(self, x: Tensor, k: Tensor, emb: Tensor, first: Tensor) -> Tensor:
-        """Guided output u + w (c - u) (Ho & Salimans 2022, Eq. 6): the unconditional branch drops the instruction,
-        keeps the first frame. (B, C, F, h, w)."""
-        if self.guidance_scale == 1.0:
-            return self._net(x, k, emb, first)
+    def uncond_inputs(self, b: int, first: Tensor) -> tuple[Tensor, Tensor]:
+        """The unconditional CFG branch drops the instruction and keeps the first frame: (B, L, D), (B, C, h, w)."""
         ue, _ = self.uncond()
-        b = x.shape[0]
-        both = self._net(torch.cat([x, x]), torch.cat([k, k]), torch.cat([ue.expand(b, -1, -1), emb]),
-                         torch.cat([first, first]))
-        u, c = both.chunk(2)
-        if self.detach_uncond:
-            u = u.detach()
-        return u + self.guidance_scale * (c - u)
+        return ue.expand(b, -1, -1), first
 
     # --- sampling ------------------------------------------------------------------------------------------
     def init_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:

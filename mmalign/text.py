@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from mmalign.generate import sample_tokens, scaled_logits
 from mmalign.rollout import Rollout
-
-try:  # transformers renamed `past_key_values` to `cache` (5.x); support both spellings
-    from transformers.modeling_outputs import CausalLMOutputWithPast
-
-    _CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
-except ImportError:  # pragma: no cover
-    _CACHE = "past_key_values"
 
 
 def prompt_text(context) -> str:
@@ -36,7 +31,7 @@ def prompt_text(context) -> str:
 
 def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
     """log softmax(logits / temperature) at `tokens`: (B, T, V), (B, T) -> (B, T), computed in fp32."""
-    logits = logits.float() if temperature == 1.0 else logits.float() / temperature
+    logits = scaled_logits(logits, temperature)
     return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
@@ -161,42 +156,28 @@ class CausalLMPolicy(nn.Module):
 
     @torch.no_grad()
     def sample(self, contexts: Sequence, num_samples: int, greedy: bool = False) -> Rollout:
-        """Generate `num_samples` completions per context with a KV cache; stop each row at EOS."""
+        """Generate `num_samples` completions per context with a KV cache (`generate.sample_tokens`); stop each row
+        at EOS."""
         ids, attn = self.encode(contexts)
         ids, attn = ids.repeat_interleave(num_samples, 0), attn.repeat_interleave(num_samples, 0)
-        b, eos, pad = ids.shape[0], self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        out = self.model(input_ids=ids, attention_mask=attn, position_ids=positions(attn), use_cache=True,
-                         logits_to_keep=1)  # the prefill needs the next-token logits only
-        pos = positions(attn)[:, -1:]
-        done = torch.zeros(b, dtype=torch.bool, device=ids.device)
-        toks, lps, masks = [], [], []
-        for _ in range(self.max_new_tokens):
-            logits = out.logits[:, -1].float()
-            logp = torch.log_softmax(logits if self.temperature == 1.0 else logits / self.temperature, -1)
-            tok = logp.argmax(-1) if greedy else torch.multinomial(logp.exp(), 1).squeeze(-1)
-            toks.append(torch.where(done, pad, tok))
-            lps.append(torch.where(done, 0.0, logp.gather(-1, tok[:, None]).squeeze(-1)))
-            masks.append(~done)
-            done = done | (tok == eos)
-            if bool(done.all()):
-                break
-            attn = torch.cat([attn, attn.new_ones(b, 1)], 1)
-            pos = pos + 1
-            out = self.model(input_ids=toks[-1][:, None], attention_mask=attn, position_ids=pos,
-                             use_cache=True, **{_CACHE: getattr(out, _CACHE)})
-        completion, mask = torch.stack(toks, 1), torch.stack(masks, 1)
+        pad, pos = self.tokenizer.pad_token_id, positions(attn)
+        inputs = {"input_ids": ids, "attention_mask": attn, "position_ids": pos}
+        completion, lps, mask = sample_tokens(self.model, inputs, pos[:, -1:], self.max_new_tokens,
+                                              self.tokenizer.eos_token_id, pad,
+                                              partial(scaled_logits, temperature=self.temperature), greedy)
         texts = self.tokenizer.batch_decode(completion.masked_fill(~mask, pad), skip_special_tokens=True)
-        p = ids.shape[1]
         return Rollout(
             group=torch.arange(len(contexts), device=ids.device).repeat_interleave(num_samples),
-            logprobs=torch.stack(lps, 1), mask=mask, outputs=texts,
-            state={"input_ids": torch.cat([ids, completion], 1), "attention_mask": torch.cat([attn[:, :p], mask], 1),
-                   "prompt_length": p},
+            logprobs=lps, mask=mask, outputs=texts,
+            state={"input_ids": torch.cat([ids, completion], 1), "attention_mask": torch.cat([attn, mask], 1),
+                   "prompt_length": ids.shape[1]},
         )
 
-    def rollout_from(self, contexts: Sequence, outputs: Sequence[str]) -> Rollout:
+    def rollout_from(self, contexts: Sequence, outputs: Sequence[str],
+                     generator: torch.Generator | None = None) -> Rollout:
         """A teacher-forced rollout of given completions (offline data), EOS appended; `logprobs` are left at 0
-        since no behaviour policy sampled them: call `logprobs(rollout)` to score them."""
+        since no behaviour policy sampled them: call `logprobs(rollout)` to score them. Scoring given text draws
+        nothing, so `generator` is unused."""
         ids, attn = self.encode(contexts)
         comp, mask = encode_completions(self.tokenizer, outputs, ids.device)
         rows = torch.arange(len(comp), device=ids.device)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 
 from mmalign.checkpoint import finalize_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
@@ -74,7 +74,9 @@ class Trainer:
         self.task = task if task is not None else task_class(cfg.task)(cfg.task_args, self.acc.device)
         self.policy = self.task.policy
         self.algo_cfg = cfg.algorithm_args
-        _, self.prepare, self.loss_fn = algorithm(cfg.algorithm)
+        algo = algorithm(cfg.algorithm)
+        self.prepare, self.loss_fn = algo.prepare, algo.loss
+        self.algo_state = algo.state(self.algo_cfg) if algo.state else None  # run state, kept in checkpoints
         if tc.micro_steps and getattr(self.algo_cfg, "loss_agg", "token-mean") == "seq-mean":
             raise ValueError("trainer.micro_steps needs a loss that sums over steps (loss_agg token-mean or fixed); "
                              "seq-mean divides each sample by its own length. Set micro_steps: 0 or change loss_agg.")
@@ -199,7 +201,7 @@ class Trainer:
             rollout = self.policy.sample(contexts, self.cfg.trainer.num_samples)  # 1 sample
         t1 = time.perf_counter()
         metrics = self.score(contexts, rollout)  # 2 score
-        metrics.update(self.prepare(self.policy, rollout, self.algo_cfg))  # 3 advantages (+ ref / values)
+        metrics.update(self.prepare(self.policy, rollout, self.algo_cfg, self.algo_state))  # 3 advantages (+ ref)
         t2 = time.perf_counter()
         metrics.update(self.update(rollout))  # 4 epochs x minibatches
         self.scheduler.step()
@@ -224,7 +226,8 @@ class Trainer:
 
     def save(self, step: int) -> None:
         directory = self.ckpt_dir / f"step_{step:06d}"
-        save_checkpoint(directory, self.policy, self.optimizer, self.scheduler, step, self.rank, self.world)
+        extra = None if self.algo_state is None else {"algorithm_state": gather_object([self.algo_state.state_dict()])}
+        save_checkpoint(directory, self.policy, self.optimizer, self.scheduler, step, self.rank, self.world, extra)
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             finalize_checkpoint(directory, self.cfg.trainer.keep_checkpoints)
@@ -236,6 +239,8 @@ class Trainer:
         if not ckpts:
             raise FileNotFoundError(f"--resume: no checkpoint in {self.ckpt_dir}; start the run without --resume.")
         state = load_checkpoint(ckpts[-1], self.policy, self.optimizer, self.scheduler, self.rank)
+        if self.algo_state is not None and state.get("algorithm_state"):
+            self.algo_state.load_state_dict(state["algorithm_state"][self.rank])
         return state["step"]
 
     # --- the loop ---------------------------------------------------------------------------------------

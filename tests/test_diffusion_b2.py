@@ -1,9 +1,11 @@
 """B2-DiffuRL: the backward progressive window schedule, branch sampling that shares prefixes exactly and saves
-denoiser calls, sibling selection, and the DDPO / B2 advantage preparation through the shared loss."""
+denoiser calls, sibling selection, and the DDPO / B2 advantage preparation through the shared loss, with the
+per-prompt statistics held by the algorithm (and the Trainer's checkpoints), never by the policy."""
 
 import pytest
 import torch
-from mmalign.diffusion.algorithms import B2Config, DDPOConfig, b2_prepare, ddpo_prepare
+from mmalign.diffusion.algorithms import B2Config, DDPOConfig, b2_prepare, ddpo_prepare, reward_stats
+from mmalign.diffusion.branching import sample_branched
 from mmalign.diffusion.schedule import B2Schedule, PerPromptStats, b2_select, timestep_mask
 from test_diffusion_policy import PROMPTS, make_policy
 
@@ -41,7 +43,7 @@ def test_branches_share_prefix_exactly_and_save_denoiser_calls():
     policy = make_policy("ddim", guidance=3.0)
     t, branches, per_ctx, branch_step = policy.num_steps, 2, 4, 2
     policy.net_calls = 0
-    r = policy.sample_branched(PROMPTS, per_ctx, branch_step, branches)
+    r = sample_branched(policy, PROMPTS, per_ctx, branch_step, branches)
     b = len(PROMPTS) * per_ctx
     trunks = b // branches
     # CFG doubles every call; trunks run the prefix, every sample runs the suffix
@@ -59,14 +61,17 @@ def test_branches_share_prefix_exactly_and_save_denoiser_calls():
     assert r.group.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
 
 
-def test_policy_follows_b2_schedule_over_iterations():
+def test_policy_follows_b2_schedule_through_set_progress():
+    """The branch point follows the Trainer's iteration (`set_progress`); sampling again does not advance it."""
     policy = make_policy("flow")
     policy.b2 = B2Schedule(num_steps=3, split_left=1, split_right=3, stages=3, branches=2)
     starts = []
-    for _ in range(3):
-        r = policy.sample(PROMPTS, 2)
-        starts.append(int(r.mask.float().argmax(1)[0]))
-    assert starts == [2, 1, 0]
+    for step in (0, 1, 2, 1):
+        policy.set_progress(step)
+        for _ in range(2):
+            r = policy.sample(PROMPTS, 2)
+            starts.append(int(r.mask.float().argmax(1)[0]))
+    assert starts == [2, 2, 1, 1, 0, 0, 1, 1]
 
 
 def test_b2_select_best_and_worst_per_sibling_group():
@@ -88,10 +93,10 @@ def test_per_prompt_stats_use_history_and_batch_fallback():
 def test_b2_and_ddpo_prepare_train_through_grpo_loss():
     torch.manual_seed(0)
     policy = make_policy("ddim", lora=True)
-    r = policy.sample_branched(PROMPTS, 4, 1, 2)
+    r = sample_branched(policy, PROMPTS, 4, 1, 2)
     r.rewards = torch.tensor([1.0, -1.0, 0.0, 0.0, 2.0, 0.0, 0.5, 0.4])
     cfg = B2Config(min_count=0, pos_threshold=0.5, neg_threshold=-0.5)
-    metrics = b2_prepare(policy, r, cfg)
+    metrics = b2_prepare(policy, r, cfg, reward_stats(cfg))
     kept = r.mask.any(1)
     assert 0 < metrics["frac_kept"] < 1 and kept.sum() <= 2 * 4
     loss, m = grpo_loss(policy, r, cfg)
@@ -99,11 +104,47 @@ def test_b2_and_ddpo_prepare_train_through_grpo_loss():
     assert float(m["ratio"]) == pytest.approx(1.0, abs=1e-5)
     r2 = policy.sample(PROMPTS, 2)
     r2.rewards = torch.tensor([1.0, 0.0, 2.0, 0.0])
-    ddpo_prepare(policy, r2, DDPOConfig(min_count=0))
+    ddpo_prepare(policy, r2, DDPOConfig(min_count=0), reward_stats(DDPOConfig(min_count=0)))
     assert r2.extras["advantages"].abs().max() <= 5.0
     grpo_cfg = B2Config(mode="grpo")
-    r3 = policy.sample_branched(PROMPTS, 4, 1, 2)
+    r3 = sample_branched(policy, PROMPTS, 4, 1, 2)
     r3.rewards = torch.arange(8.0)
-    b2_prepare(policy, r3, grpo_cfg)
+    b2_prepare(policy, r3, grpo_cfg, reward_stats(grpo_cfg))
     adv = r3.extras["advantages"].view(4, 2)
     assert torch.allclose(adv.sum(1), torch.zeros(4), atol=1e-5) and r3.mask[:, 1:].all()
+
+
+def _ddpo_trainer(tmp_path, name: str):
+    """A tiny DDPO run over two prompts, so their reward histories reach across iterations."""
+    from mmalign.diffusion.task import DiffusionTaskConfig
+
+    from mmalign.run_config import RunConfig, TrainerConfig
+    from mmalign.trainer import Trainer
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "{p}"}}\n' for p in ["a red circle left", "a blue square top",
+                                                                  "a green triangle right"]))
+    task = DiffusionTaskConfig(tiny=True, num_steps=2, prompts=str(prompts), eval_fraction=0.3, eval_samples=1,
+                               rewards=[{"name": "jpeg_compressibility"}])
+    trainer = TrainerConfig(name=name, output_dir=str(tmp_path), steps=4, contexts_per_step=2, num_samples=3,
+                            minibatches=1, lr=1e-2, cpu=True)
+    return Trainer(RunConfig("diffusion", task, trainer, "ddpo", DDPOConfig(history=4, min_count=4)))
+
+
+def test_ddpo_statistics_are_algorithm_state_and_a_resumed_run_continues_them(tmp_path):
+    whole = _ddpo_trainer(tmp_path, "whole")
+    curve = [whole.step(k) for k in range(4)]
+    assert not hasattr(whole.policy, "reward_stats")  # the policy acts; the algorithm keeps the statistics
+    assert sorted(whole.algo_state.buffers) == ["a blue square top", "a red circle left"]
+    first = _ddpo_trainer(tmp_path, "split")
+    for k in range(2):
+        first.step(k)
+    first.save(2)
+    resumed = _ddpo_trainer(tmp_path, "split")
+    assert resumed.resume_step() == 2
+    assert resumed.algo_state.state_dict() == first.algo_state.state_dict()
+    for k in (2, 3):
+        got = resumed.step(k)
+        for key, value in curve[k].items():
+            if not key.startswith("time"):
+                assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (k, key)

@@ -1,5 +1,5 @@
 """RL guidance (w=0 / w=1 reproduce base / fine-tuned samples for the same noise) and Diffusion-DPO through the
-shared preference loss."""
+shared preference loss, which draws each row's noise and timestep once for chosen and rejected."""
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ from mmalign.diffusion.policy import DiffusionPolicy, add_lora
 from mmalign.diffusion.rlg import generate
 from test_diffusion_policy import PROMPTS, WORDS, make_policy
 
-from mmalign.algorithms.offline import PreferenceConfig, preference_loss
+from mmalign.algorithms.offline import PreferenceConfig, given_rollouts, preference_loss
 
 
 @pytest.mark.parametrize("family,deterministic", [("ddim", False), ("ddim", True), ("flow", False), ("flow", True)])
@@ -52,15 +52,30 @@ def test_diffusion_dpo_through_shared_preference_loss(family):
     policy = pixel_policy(family)
     rows = preference_rows(shapes.rows()[:2], 1, policy)
     assert rows[0]["chosen"].shape == (8, 8, 3)
+    attributes = set(vars(policy))
     loss, metrics = preference_loss(policy, rows, PreferenceConfig(loss="dpo", beta=100.0))
     # LoRA starts random (init=False), reference = adapters off: a finite DPO loss with gradients
     assert torch.isfinite(loss) and loss.requires_grad
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters() if p.requires_grad)
-    assert policy._dpo_pending == {}  # every chosen draw was consumed by its rejected partner
-    c = policy.rollout_from(rows, [r["chosen"] for r in rows])
-    r = policy.rollout_from(rows, [r["rejected"] for r in rows])
+    assert set(vars(policy)) == attributes  # no draws left behind on the policy
+
+
+def test_chosen_and_rejected_share_their_draws_and_the_rng_moves_on_once():
+    policy = pixel_policy("ddim")
+    rows = preference_rows(shapes.rows()[:3], 1, policy)
+    torch.manual_seed(0)
+    c, r = given_rollouts(policy, rows, [[row["chosen"] for row in rows], [row["rejected"] for row in rows]])
+    after = torch.rand(())
     assert torch.equal(c.state["noise"], r.state["noise"]) and torch.equal(c.state["train_t"], r.state["train_t"])
+    assert not torch.equal(c.state["noise"][0], c.state["noise"][1])  # each row draws its own
+    torch.manual_seed(0)
+    alone = policy.rollout_from(rows, [row["chosen"] for row in rows])  # one call from the global RNG
+    assert torch.equal(alone.state["noise"], c.state["noise"])
+    assert torch.equal(alone.state["train_t"], c.state["train_t"])
+    assert torch.equal(torch.rand(()), after)  # the pair consumed the RNG as one call does
+    nxt = given_rollouts(policy, rows, [[row["chosen"] for row in rows]])[0]
+    assert not torch.equal(nxt.state["noise"], c.state["noise"])  # the next micro-batch draws afresh
 
 
 def test_dpo_loss_at_identical_policy_is_log2():

@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from mmalign.generate import sample_tokens, scaled_logits
 from mmalign.rollout import Rollout
-from mmalign.text import _CACHE, encode_completions, reference_logprobs, token_logprobs
+from mmalign.text import encode_completions, reference_logprobs, token_logprobs
 
 
 def _position_arg(pos: Tensor) -> Tensor:
@@ -56,8 +57,7 @@ class VLMPolicy(nn.Module):
 
     def _logits(self, logits: Tensor) -> Tensor:
         """fp32 logits / temperature with the banned (image) tokens at -inf: (..., V) -> (..., V)."""
-        logits = logits.float() / self.temperature
-        return logits.index_fill(-1, self.banned.to(logits.device), float("-inf"))
+        return scaled_logits(logits, self.temperature, self.banned)
 
     @property
     def device(self) -> torch.device:
@@ -69,7 +69,8 @@ class VLMPolicy(nn.Module):
 
     @torch.no_grad()
     def sample(self, contexts: Sequence, num_samples: int, greedy: bool = False) -> Rollout:
-        """Generate `num_samples` completions per context with a KV cache; stop each row at EOS.
+        """Generate `num_samples` completions per context with a KV cache (`generate.sample_tokens`); stop each
+        row at EOS.
 
         Returns:
             Rollout with logprobs/mask (B, T), B = len(contexts) * num_samples; state: input_ids, attention_mask,
@@ -80,28 +81,13 @@ class VLMPolicy(nn.Module):
         ids, attn, types, pos = rep(prompt.input_ids), rep(prompt.attention_mask), rep(prompt.token_types), \
             rep(prompt.position_ids)
         images = {k: [t for t in v for _ in range(num_samples)] for k, v in prompt.images.items()}
-        b, eos, pad = ids.shape[0], self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        out = self.model(input_ids=ids, attention_mask=attn, position_ids=_position_arg(pos), use_cache=True,
-                         logits_to_keep=1, **self.inputs.model_inputs(self.model, images, types, self.dtype))
-        step_pos = pos[:, :, -1:]
-        done = torch.zeros(b, dtype=torch.bool, device=ids.device)
-        toks, lps, masks = [], [], []
-        for _ in range(self.max_new_tokens):
-            logp = torch.log_softmax(self._logits(out.logits[:, -1]), -1)
-            tok = logp.argmax(-1) if greedy else torch.multinomial(logp.exp(), 1).squeeze(-1)
-            toks.append(torch.where(done, pad, tok))
-            lps.append(torch.where(done, 0.0, logp.gather(-1, tok[:, None]).squeeze(-1)))
-            masks.append(~done)
-            done = done | (tok == eos)
-            if bool(done.all()) or len(toks) == self.max_new_tokens:
-                break
-            attn = torch.cat([attn, attn.new_ones(b, 1)], 1)
-            step_pos = step_pos + 1  # text after the prompt: all three M-RoPE axes advance together
-            out = self.model(input_ids=toks[-1][:, None], attention_mask=attn, position_ids=_position_arg(step_pos),
-                             use_cache=True, **{_CACHE: getattr(out, _CACHE)})
-        completion, mask = torch.stack(toks, 1), torch.stack(masks, 1)
-        return self._rollout(len(contexts), num_samples, ids, prompt.attention_mask.repeat_interleave(num_samples, 0),
-                             types, pos, images, completion, mask, torch.stack(lps, 1))
+        inputs = {"input_ids": ids, "attention_mask": attn, "position_ids": _position_arg(pos),
+                  **self.inputs.model_inputs(self.model, images, types, self.dtype)}
+        # text after the prompt: all three M-RoPE axes advance together
+        completion, lps, mask = sample_tokens(self.model, inputs, pos[:, :, -1:], self.max_new_tokens,
+                                              self.tokenizer.eos_token_id, self.tokenizer.pad_token_id, self._logits,
+                                              greedy, _position_arg)
+        return self._rollout(len(contexts), num_samples, ids, attn, types, pos, images, completion, mask, lps)
 
     def _rollout(self, n_contexts: int, num_samples: int, ids: Tensor, attn: Tensor, types: Tensor, pos: Tensor,
                  images: dict, completion: Tensor, mask: Tensor, logprobs: Tensor) -> Rollout:
@@ -119,8 +105,10 @@ class VLMPolicy(nn.Module):
                    "position_ids": torch.cat([pos, comp_pos], 2), "prompt_length": ids.shape[1], **images},
         )
 
-    def rollout_from(self, contexts: Sequence, outputs: Sequence[str]) -> Rollout:
-        """A teacher-forced rollout of given completions (offline data), EOS appended; `logprobs` are left at 0."""
+    def rollout_from(self, contexts: Sequence, outputs: Sequence[str],
+                     generator: torch.Generator | None = None) -> Rollout:
+        """A teacher-forced rollout of given completions (offline data), EOS appended; `logprobs` are left at 0.
+        Scoring given text draws nothing, so `generator` is unused."""
         prompt = self.inputs.encode(contexts, self.device)
         comp, mask = encode_completions(self.tokenizer, outputs, self.device)
         roll = self._rollout(len(contexts), 1, prompt.input_ids, prompt.attention_mask, prompt.token_types,

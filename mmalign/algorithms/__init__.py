@@ -1,8 +1,13 @@
 """Algorithms: each is a config dataclass plus functions, bundled as an `Algorithm` and named in `ALGORITHMS`.
 
-Online algorithms have `prepare(policy, rollout, cfg) -> metrics` (advantages, reference log-probs, values into
-`rollout.extras`) and `loss(policy, batch, cfg, denom) -> (loss, metrics)`. Offline ones have no `prepare`; their
-`loss(policy, rows, cfg, denom)` reads dataset rows.
+Online algorithms have `prepare(policy, rollout, cfg, state) -> metrics` (advantages, reference log-probs, values
+into `rollout.extras`) and `loss(policy, batch, cfg, denom) -> (loss, metrics)`. Offline ones have no `prepare`;
+their `loss(policy, rows, cfg, denom)` reads dataset rows.
+
+Run state that outlives an iteration (DDPO's per-prompt reward statistics) belongs to the algorithm, never to the
+policy: `Algorithm.state(cfg)` makes it once per run, the Trainer hands it to every `prepare` and keeps its
+`state_dict()` (JSON) in each checkpoint, restoring it with `load_state_dict` on resume. Algorithms without run
+state have no factory and get `state=None`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ class Algorithm(NamedTuple):
     """Step 3 of the loop, or None for an offline algorithm."""
     loss: Callable
     """Step 4: the loss of one micro-batch."""
+    state: Callable | None = None
+    """`state(cfg)`: the run state `prepare` reads and updates, made once per run; None when there is none."""
 
 
 ALGORITHMS = {

@@ -54,7 +54,7 @@ class GRPOConfig:
             raise ValueError(f"GRPOConfig: invalid {bad[0]}={getattr(self, bad[0])!r}; see the field's docstring.")
 
 
-def grpo_prepare(policy: Policy, rollout: Rollout, cfg: GRPOConfig) -> dict[str, float]:
+def grpo_prepare(policy: Policy, rollout: Rollout, cfg: GRPOConfig, state: None = None) -> dict[str, float]:
     """Steps 3 of the loop: compute advantages (and reference log-probs when beta > 0) into `rollout.extras`."""
     rewards = rollout.rewards
     if rewards is None or rewards.dim() != 1:

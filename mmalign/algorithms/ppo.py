@@ -66,7 +66,7 @@ def last_step(mask: Tensor) -> Tensor:
     return torch.where(mask.bool(), idx, -1).amax(1).clamp(min=0)
 
 
-def ppo_prepare(policy: Policy, rollout: Rollout, cfg: PPOConfig) -> dict[str, float]:
+def ppo_prepare(policy: Policy, rollout: Rollout, cfg: PPOConfig, state: None = None) -> dict[str, float]:
     """Step 3: values, (KL-shaped) rewards, GAE advantages and returns into `rollout.extras`."""
     mask = rollout.mask.bool()
     with torch.no_grad():
