@@ -14,6 +14,7 @@ from torch import Tensor
 
 from mmalign import preference as P
 from mmalign.algorithms import Algorithm
+from mmalign.config import check_choice, check_numbers
 from mmalign.rollout import Rollout
 
 LOSSES = ("dpo", "ipo", "robust", "tpo", "tpo-l", "copg", "pro")
@@ -37,10 +38,11 @@ class PreferenceConfig:
     """PRO weight of the NLL of the best response."""
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"preference loss must be one of {LOSSES}, got {self.loss!r}.")
-        if self.beta <= 0:
-            raise ValueError(f"beta must be positive, got {self.beta}.")
+        check_choice(self, "loss", LOSSES)
+        check_numbers(self, "beta", gt=0)
+        check_numbers(self, "label_smoothing", ge=0, le=0.5)
+        check_numbers(self, "robust_eps", ge=0, lt=0.5)
+        check_numbers(self, "alpha", "sft_weight", ge=0)
 
 
 def sequence_logps(logprobs: Tensor, mask: Tensor, average: bool = False) -> Tensor:
