@@ -482,8 +482,8 @@ def resolve_reward(spec: str | Mapping[str, Any]) -> tuple[str, RewardFn, float]
     if "name" in spec:
         if spec["name"] not in REWARDS:
             raise RewardError(
-                f"unknown reward {spec['name']!r}{did_you_mean(spec['name'], REWARDS)}; use one of {sorted(REWARDS)} "
-                "or {'fn': 'package.module:attr'}."
+                f"unknown reward {spec['name']!r}; use one of {sorted(REWARDS)} or {{'fn': 'package.module:attr'}}"
+                f"{did_you_mean(spec['name'], REWARDS)}."
             )
         fn = build_reward(REWARDS[spec["name"]], kwargs, repr(spec["name"]))
     else:
