@@ -57,13 +57,13 @@ def run_recipe(argv: list[str] | None, usage: str, load_config, train) -> int:
         print(usage)
         return 0 if args else 2
     if "--resume" in args:
-        print("error: this recipe cannot resume; start the run again under a new name=.", file=sys.stderr)
+        print("mmalign: error: this recipe cannot resume; start the run again under a new name=.", file=sys.stderr)
         return 2
     try:
         cfg = load_config(args[0], args[1:])
         print(f"run folder: {train(cfg, 'mmalign train ' + ' '.join(args))}")
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"mmalign: error: {e}", file=sys.stderr)
         return 2
     return 0
 
