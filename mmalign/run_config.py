@@ -101,7 +101,8 @@ class RunConfig:
     algorithm: str = "grpo"
     """A name in ALGORITHMS or "package.module:NAME"; its settings are the YAML section of the same name."""
     algorithm_args: Any = None
-    """The algorithm's config dataclass (default settings when None)."""
+    """The algorithm's config dataclass (default settings when None). One with a `check_trainer(trainer)` method
+    refuses loop settings it cannot learn from when the run config is built (GRPO: groups of one sample)."""
 
     def __post_init__(self) -> None:
         if self.algorithm_args is None:

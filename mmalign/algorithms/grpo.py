@@ -8,6 +8,7 @@ per-sample difficulty weights in `rollout.extras["advantage_scale"]`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -17,6 +18,9 @@ from mmalign.algorithms import Algorithm
 from mmalign.config import ConfigError, check_choice, check_numbers
 from mmalign.losses import AGGREGATIONS, aggregate, clipped_surrogate, kl_estimate
 from mmalign.rollout import Policy, Rollout
+
+if TYPE_CHECKING:
+    from mmalign.run_config import TrainerConfig
 
 
 @dataclass
@@ -49,11 +53,12 @@ class GRPOConfig:
         check_numbers(self, "clip_high", gt=0)
         check_numbers(self, "beta", "fixed_length", "entropy_coef", ge=0)
 
-    def check_trainer(self, trainer) -> None:
+    def check_trainer(self, trainer: TrainerConfig) -> None:
         """Refuse loop settings GRPO cannot learn from (called when a `RunConfig` is built).
 
-        Advantages are relative to the group of samples of one context (Shao et al. 2024, Eq. 3; RLOO leaves one
-        out): a group of one sample has advantage 0, so the loss and its gradient are 0 at every step.
+        Advantages are relative to the group of samples of one context (Shao et al. 2024, Eq. 3; RLOO, Ahmadian et
+        al. 2024, Eq. 5, averages the n - 1 others): a group of one sample has advantage 0 (RLOO: no other sample),
+        so the loss and its gradient would be 0 at every step.
         """
         if trainer.num_samples < 2:
             raise ConfigError(
