@@ -135,8 +135,9 @@ def transformers_config(model_type: str, kwargs: dict, knobs: Collection[str] = 
     if unknown:
         key, fields = unknown[0]
         also = f" or one of {sorted(knobs)}" if knobs and "." not in key else ""
+        more = f" (unknown too: {[k for k, _ in unknown[1:]]})" if len(unknown) > 1 else ""
         raise ConfigError(f"unknown key{did_you_mean(key.rpartition('.')[2], [*fields, *knobs])}: not a field of "
-                          f"{type(config).__name__} (model_type {model_type!r}){also}; check its spelling.", key)
+                          f"{type(config).__name__} (model_type {model_type!r}){also}; check its spelling{more}.", key)
     return config
 
 

@@ -127,8 +127,8 @@ def test_an_unknown_algorithm_is_named_before_its_section(tmp_path):
 
 def test_text_model_config_is_checked_against_transformers():
     TextTaskConfig(model_config={**TINY_LM, "rope_theta": 100.0})  # converted by transformers, not unknown
-    with pytest.raises(ConfigError, match="did you mean 'hidden_size'") as e:
-        TextTaskConfig(model_config={**TINY_LM, "hiden_size": 8})
+    with pytest.raises(ConfigError, match=r"did you mean 'hidden_size'.*unknown too: \['num_layer'\]") as e:
+        TextTaskConfig(model_config={**TINY_LM, "hiden_size": 8, "num_layer": 2})
     assert e.value.key == "model_config.hiden_size"
     with pytest.raises(ConfigError, match="'qwen9' is not a causal LM model_type") as e:
         TextTaskConfig(model_config={**TINY_LM, "model_type": "qwen9"})
