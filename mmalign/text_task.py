@@ -73,6 +73,7 @@ def tiny_tokenizer(kind: str, rows: list[dict]):
 
 
 def _texts(value: str | list[str]) -> list[str]:
+    """A row's references as a list (a single reference may be a bare string)."""
     return [value] if isinstance(value, str) else value
 
 
