@@ -4,10 +4,49 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
 from mmalign.config import ConfigError
+
+
+class UsageError(ValueError):
+    """The command line is wrong (an argument's value, a missing argument); the message says which and what to do."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors end like every other bad input: one `mmalign: error:` line from `main` and exit status 2."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`).")
+
+
+def _whole(low: int):
+    """An argparse type: a whole number >= `low`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {low}")
+        return value
+
+    return parse
+
+
+def _finite(text: str) -> float:
+    """An argparse type: a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def run_recipe(argv: list[str] | None, usage: str, load_config, train) -> int:
@@ -18,19 +57,21 @@ def run_recipe(argv: list[str] | None, usage: str, load_config, train) -> int:
         print(usage)
         return 0 if args else 2
     if "--resume" in args:
-        print("error: this recipe cannot resume; start the run again under a new name=.", file=sys.stderr)
+        print("mmalign: error: this recipe cannot resume; start the run again under a new name=.", file=sys.stderr)
         return 2
     try:
         cfg = load_config(args[0], args[1:])
         print(f"run folder: {train(cfg, 'mmalign train ' + ' '.join(args))}")
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"mmalign: error: {e}", file=sys.stderr)
         return 2
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mmalign", description="RL alignment for multimodal and embodied policies.")
+    from mmalign.selection import SELECTION_MODES
+
+    p = _Parser(prog="mmalign", description="RL alignment for multimodal and embodied policies.")
     sub = p.add_subparsers(dest="command", required=True)
     for name, text in [("train", "train a policy"), ("eval", "evaluate on held-out contexts"),
                        ("sample", "sample from a (trained) policy"), ("select", "BLEUBERI data selection")]:
@@ -43,17 +84,18 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--checkpoint", help="checkpoint folder (runs/<name>/checkpoints/step_N)")
         if name == "sample":
             s.add_argument("--prompt", action="append", required=True, help="a context (repeatable)")
-            s.add_argument("--num-samples", type=int, default=1)
+            s.add_argument("--num-samples", type=_whole(1), default=1, help="samples per prompt")
             s.add_argument("--greedy", action="store_true", help="greedy decoding (text)")
-            s.add_argument("--seed", type=int, default=0)
+            s.add_argument("--seed", type=_whole(0), default=0)
             s.add_argument("--out", help="folder for image / video samples")
-            s.add_argument("--rlg-scale", type=float, help="RL guidance weight w (diffusion): base + w (tuned - base)")
-            s.add_argument("--rlg-start", type=int, default=0, help="first denoising step that uses RL guidance")
+            s.add_argument("--rlg-scale", type=_finite,
+                           help="RL guidance weight w (diffusion): base + w (tuned - base)")
+            s.add_argument("--rlg-start", type=_whole(0), default=0, help="first denoising step that uses RL guidance")
         if name == "select":
-            s.add_argument("--k", type=int, required=True, help="how many rows to keep")
-            s.add_argument("--mode", default="hard", choices=["hard", "easy", "medium", "random"])
-            s.add_argument("--out", required=True, help="output JSONL")
-            s.add_argument("--num-samples", type=int, default=1)
+            s.add_argument("--k", type=_whole(1), required=True, help="how many training rows to keep")
+            s.add_argument("--mode", default="hard", choices=SELECTION_MODES)
+            s.add_argument("--out", required=True, help="output JSONL (a new file)")
+            s.add_argument("--num-samples", type=_whole(1), default=1, help="samples scored per row")
     return p
 
 
@@ -112,26 +154,48 @@ def run(argv: list[str] | None = None) -> int:
         for g, out in zip(rollout.group.tolist(), rollout.outputs):
             print(json.dumps({"context": args.prompt[g], "output": out}))
     elif args.command == "select":
-        from mmalign.selection import score_rows, select_rows, write_jsonl
-
-        _, task = _task(args)
-        rows = list(task.train_contexts) + list(task.eval_contexts)
-        name, fn, _ = task.rewards[0]
-        scores = score_rows(task.policy.sample, rows, fn, num_samples=args.num_samples)
-        write_jsonl(select_rows(rows, scores, args.k, args.mode), args.out)
-        print(f"kept {args.k} {args.mode} rows of {len(rows)} by {name} -> {args.out}")
+        select(args)
     return 0
 
 
+def select(args: argparse.Namespace) -> None:
+    """`mmalign select`: score the task's training rows (never the held-out ones) and keep `--k` of them."""
+    from mmalign.selection import score_rows, select_rows, write_jsonl
+
+    out = _new_file(args.out, "--out")
+    _, task = _task(args)
+    rows = list(task.train_contexts)
+    if args.k > len(rows):
+        raise UsageError(f"--k {args.k} is more than the {len(rows)} training rows of this config (held-out rows are "
+                         f"never selected); pass --k {len(rows)} or less.")
+    name, fn, _ = task.rewards[0]
+    scores = score_rows(task.policy.sample, rows, fn, num_samples=args.num_samples)
+    write_jsonl(select_rows(rows, scores, args.k, args.mode), out)
+    print(f"kept {args.k} {args.mode} rows of {len(rows)} training rows by {name} -> {out}")
+
+
+def _new_file(path: str, flag: str) -> Path:
+    """`path` as a file this command may create: not an existing file or folder, in a folder it can write to."""
+    out = Path(path)
+    if out.is_dir():
+        raise UsageError(f"{flag} {path!r} is a folder; give the path of a new file.")
+    if out.exists():
+        raise UsageError(f"{flag} {path!r} already exists; give a new path or remove it first (nothing was changed).")
+    parent = next(p for p in out.absolute().parents if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"{flag} {path!r}: cannot create it under {str(parent)!r} (not a writable folder).")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: clear one-line errors for bad input, tracebacks for bugs."""
+    """Entry point: clear one-line errors for bad input (the project's error classes), tracebacks for bugs."""
     from mmalign.data import DataError
     from mmalign.rewards import RewardError
     from mmalign.trainer import RunExistsError
 
     try:
         return run(argv)
-    except (ConfigError, DataError, FileNotFoundError, RewardError, RunExistsError) as e:
+    except (ConfigError, DataError, FileNotFoundError, RewardError, RunExistsError, UsageError) as e:
         print(f"mmalign: error: {e}", file=sys.stderr)
         return 2
 

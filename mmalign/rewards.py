@@ -31,7 +31,7 @@ import torch
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 from torch import Tensor
 
-from mmalign.config import resolve
+from mmalign.config import did_you_mean, resolve
 from mmalign.rollout import RewardFn
 
 BLEU_SMOOTHINGS = ("add-one", "exp", "add-k", "floor", "none")
@@ -431,7 +431,24 @@ REWARDS: dict[str, Callable[..., RewardFn]] = {
 _SPEC_KEYS = ("name", "fn", "weight", "label")
 
 
-def _build(factory: Callable[..., Any], kwargs: dict, what: str) -> RewardFn:
+def reward_spec(spec: str | Mapping[str, Any]) -> dict:
+    """A reward spec as a new dict: a name "bleu" becomes {"name": "bleu"}.
+
+    Raises:
+        RewardError: the spec is neither a name nor a mapping, or its weight is not a finite number.
+    """
+    if isinstance(spec, str):
+        return {"name": spec}
+    if not isinstance(spec, Mapping):
+        raise RewardError(f"a reward spec is a name or a mapping such as {{name: bleu, weight: 1.0}}, got {spec!r}.")
+    weight = spec.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+        raise RewardError(f"reward {spec.get('name', spec.get('fn'))!r}: weight must be a finite number, got "
+                          f"{weight!r}.")
+    return dict(spec)
+
+
+def build_reward(factory: Callable[..., Any], kwargs: dict, what: str) -> RewardFn:
     """Call `factory(**kwargs)`, turning a bad keyword into a message that lists the accepted ones."""
     try:
         inspect.signature(factory).bind(**kwargs)
@@ -455,7 +472,7 @@ def resolve_reward(spec: str | Mapping[str, Any]) -> tuple[str, RewardFn, float]
         (label, fn, weight): label is the spec's "label", else its "name", else the function's own name; weight is
         the spec's "weight" (default 1.0).
     """
-    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+    spec = reward_spec(spec)
     if ("name" in spec) == ("fn" in spec):
         raise RewardError(
             f"a reward spec needs exactly one of 'name' (one of {sorted(REWARDS)}) or 'fn' "
@@ -465,13 +482,14 @@ def resolve_reward(spec: str | Mapping[str, Any]) -> tuple[str, RewardFn, float]
     if "name" in spec:
         if spec["name"] not in REWARDS:
             raise RewardError(
-                f"unknown reward {spec['name']!r}; use one of {sorted(REWARDS)} or {{'fn': 'package.module:attr'}}."
+                f"unknown reward {spec['name']!r}; use one of {sorted(REWARDS)} or {{'fn': 'package.module:attr'}}"
+                f"{did_you_mean(spec['name'], REWARDS)}."
             )
-        fn = _build(REWARDS[spec["name"]], kwargs, repr(spec["name"]))
+        fn = build_reward(REWARDS[spec["name"]], kwargs, repr(spec["name"]))
     else:
         target = resolve(spec["fn"])
         if not callable(target):
             raise RewardError(f"reward {spec['fn']!r} is a {type(target).__name__}, not a callable.")
-        fn = _build(target, kwargs, repr(spec["fn"])) if kwargs or inspect.isclass(target) else target
+        fn = build_reward(target, kwargs, repr(spec["fn"])) if kwargs or inspect.isclass(target) else target
     label = spec.get("label") or spec.get("name") or reward_name(fn)
     return str(label), fn, float(spec.get("weight", 1.0))

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from mmalign.algorithms import ALGORITHMS, Algorithm
-from mmalign.config import ConfigError, apply_overrides, from_dict, read_yaml, resolve, to_dict
+from mmalign.config import ConfigError, check_choice, check_numbers, from_dict, load_config, resolve, to_dict
 
 TASKS = {
     "text": "mmalign.text_task:TextTask",
@@ -79,13 +79,15 @@ class TrainerConfig:
     """How many of the newest checkpoints to keep."""
 
     def __post_init__(self) -> None:
-        if self.lr_schedule not in ("constant", "linear", "cosine"):
-            raise ValueError(f"lr_schedule must be constant, linear or cosine, got {self.lr_schedule!r}.")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}.")
-        for name in ("steps", "contexts_per_step", "num_samples", "epochs", "minibatches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        check_choice(self, "lr_schedule", ("constant", "linear", "cosine"))
+        check_choice(self, "mixed_precision", ("no", "bf16", "fp16"))
+        check_numbers(self, "steps", "contexts_per_step", "num_samples", "epochs", "minibatches", "log_every", ge=1)
+        check_numbers(self, "seed", "micro_batch_size", "micro_steps", "warmup_steps", "eval_every", "save_every",
+                      "keep_checkpoints", "weight_decay", "max_grad_norm", ge=0)
+        check_numbers(self, "lr", gt=0)
+        check_numbers(self, "adam_betas", ge=0, lt=1)
+        if len(self.adam_betas) != 2:
+            raise ConfigError(f"expected two numbers [beta1, beta2], got {self.adam_betas!r}.", "adam_betas")
 
 
 @dataclass
@@ -99,39 +101,57 @@ class RunConfig:
     algorithm: str = "grpo"
     """A name in ALGORITHMS or "package.module:NAME"; its settings are the YAML section of the same name."""
     algorithm_args: Any = None
-    """The algorithm's config dataclass (default settings when None)."""
+    """The algorithm's config dataclass (default settings when None). One with a `check_trainer(trainer)` method
+    refuses loop settings it cannot learn from when the run config is built (GRPO: groups of one sample)."""
 
     def __post_init__(self) -> None:
         if self.algorithm_args is None:
             self.algorithm_args = algorithm(self.algorithm).config()
+        check_trainer = getattr(self.algorithm_args, "check_trainer", None)  # settings the algorithm cannot use
+        if check_trainer is not None:
+            check_trainer(self.trainer)
 
 
 def algorithm(name: str) -> Algorithm:
     """The `Algorithm` a config's `algorithm` names."""
-    algo = resolve(name, ALGORITHMS)
+    try:
+        algo = resolve(name, ALGORITHMS)
+    except ConfigError as e:
+        raise ConfigError(e.problem, "algorithm") from e
     if not isinstance(algo, Algorithm):
-        raise ConfigError(f"algorithm {name!r} does not name an mmalign.algorithms.Algorithm.")
+        raise ConfigError(f"{name!r} does not name an mmalign.algorithms.Algorithm.", "algorithm")
     return algo
 
 
 def task_class(name: str) -> type:
     """The task class a config's `task` names."""
-    return resolve(name, TASKS)
+    try:
+        return resolve(name, TASKS)
+    except ConfigError as e:
+        raise ConfigError(e.problem, "task") from e
 
 
 def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a run config file, apply `key=value` overrides, validate everything; errors name key and file."""
-    data = apply_overrides(read_yaml(path), overrides or [])
+    """Read a run config file, apply `key=value` overrides, validate everything; errors name the key and the file
+    or override it came from."""
+    return load_config(path, overrides, run_config_from_dict)
+
+
+def run_config_from_dict(data: dict) -> RunConfig:
+    """Validate a run config's sections (task arguments, the algorithm's section, the trainer) into a `RunConfig`."""
+    data = dict(data)
     if "task" not in data:
-        raise ConfigError(f"{path}: missing key 'task' (one of {sorted(TASKS)} or 'package.module:Class').")
+        raise ConfigError(f"missing key; set it to one of {sorted(TASKS)} or 'package.module:Class'.", "task")
     name = data.get("algorithm", "grpo")
-    if not isinstance(name, str):
-        raise ConfigError(f"{path}.algorithm: expected a name such as 'grpo', got {name!r}.")
-    args = data.pop(name, None)  # the section named after the algorithm
-    cfg = from_dict(RunConfig, data, where=str(path))
-    cfg.algorithm_args = from_dict(algorithm(name).config, args, where=f"{path}: {name}")
-    cfg.task_args = from_dict(task_class(cfg.task).Config, cfg.task_args, where=f"{path}: task_args")
-    return cfg
+    algo = algorithm(name)
+    others = [k for k in (*ALGORITHMS, "algorithm_args") if k in data and k != name]
+    if others:
+        raise ConfigError(f"is {name!r}, but the config also has a section {others[0]!r}; the algorithm's settings "
+                          f"go in the section named after it: rename {others[0]!r} to {name!r} or remove it.",
+                          "algorithm")
+    data["algorithm_args"] = from_dict(algo.config, data.pop(name, None), where=name)
+    data["task_args"] = from_dict(task_class(data["task"]).Config, data.get("task_args"), where="task_args")
+    return from_dict(RunConfig, data)
 
 
 def dump_run_config(cfg: RunConfig, path: Path) -> None:

@@ -9,13 +9,14 @@ log-probs differ from the sampled ones; gradients flow all the same.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import partial
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from mmalign.config import ConfigError, did_you_mean, join_key
 from mmalign.generate import sample_tokens, scaled_logits
 from mmalign.rollout import Rollout
 
@@ -76,6 +77,81 @@ def with_lora(model, r: int, alpha: int, target_modules, reference: str = "auto"
     return model, (("lora" if r > 0 else "none") if reference == "auto" else reference)
 
 
+def check_model_folder(path: Path, spec: str) -> None:
+    """Refuse a folder that is not a `save_pretrained` model folder (no config.json, or no tokenizer files), before
+    transformers tries it and fails far from the cause.
+
+    Raises:
+        FileNotFoundError: naming the folder, what it lacks and what to pass instead.
+    """
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model {spec!r} is not a model folder: it has no config.json. Give a folder written "
+                                "by save_pretrained (config.json, weights, tokenizer files) or a .gguf file.")
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        raise FileNotFoundError(f"model folder {spec!r} has no tokenizer (tokenizer.json or tokenizer_config.json); "
+                                "save one there with tokenizer.save_pretrained(folder).")
+
+
+def check_model_type(model_type: str, known: Collection[str], what: str, examples: Sequence[str] = ()) -> None:
+    """Refuse a `model_type` outside `known` (e.g. the causal LM types transformers knows), naming the close ones.
+
+    Raises:
+        ConfigError: keyed "model_type"; it lists `examples` (or all of `known` when short), not hundreds of names.
+    """
+    if model_type not in known:
+        shown = sorted(known) if len(known) <= 12 else [e for e in examples if e in known]
+        raise ConfigError(f"{model_type!r} is not a {what} model_type transformers knows"
+                          f"{did_you_mean(model_type, known)}; use one of its {len(known)}, e.g. {', '.join(shown)}.",
+                          "model_type")
+
+
+def transformers_config(model_type: str, kwargs: dict, knobs: Collection[str] = ()):
+    """The transformers config of `model_type` built from `kwargs`, refusing keys its class does not know.
+
+    `PretrainedConfig` keeps any keyword as an attribute, so a misspelt key ("hiden_size") would be silently ignored;
+    here the built config's `to_dict()` is compared with its class's defaults, sub-configs included (keys that
+    transformers converts, such as "rope_theta", leave nothing behind and pass).
+
+    Args:
+        model_type: a transformers model type ("qwen2").
+        kwargs: the config's keys.
+        knobs: keys of `kwargs` that are not config fields but the caller's own (left out, allowed).
+
+    Raises:
+        ConfigError: keyed by the first unknown key, or when transformers refuses a value.
+    """
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.for_model(model_type, **{k: v for k, v in kwargs.items() if k not in knobs})
+    except (TypeError, ValueError, KeyError) as e:
+        raise ConfigError(f"transformers refuses this {model_type} config: {e}") from e
+    unknown = unknown_config_keys(config)
+    if unknown:
+        key, fields = unknown[0]
+        also = f" or one of {sorted(knobs)}" if knobs and "." not in key else ""
+        more = f" (unknown too: {[k for k, _ in unknown[1:]]})" if len(unknown) > 1 else ""
+        raise ConfigError(f"unknown key{did_you_mean(key.rpartition('.')[2], [*fields, *knobs])}: not a field of "
+                          f"{type(config).__name__} (model_type {model_type!r}){also}; check its spelling{more}.", key)
+    return config
+
+
+def unknown_config_keys(config, prefix: str = "", defaults: Sequence = ()) -> list[tuple[str, list[str]]]:
+    """(dotted key, the known keys beside it) of every attribute of transformers `config` that neither its class's
+    defaults nor `defaults` (the sub-config a composite config makes by default) have, sub-configs included."""
+    from transformers import PretrainedConfig
+
+    default = type(config)()
+    known = list(dict.fromkeys(k for d in (default, *defaults) for k in d.to_dict()))
+    found = [(join_key(prefix, k), known) for k in config.to_dict() if k not in known]
+    for name in getattr(config, "sub_configs", {}):
+        sub, base = getattr(config, name, None), getattr(default, name, None)
+        if isinstance(sub, PretrainedConfig):
+            same = (base,) if type(base) is type(sub) else ()
+            found += unknown_config_keys(sub, join_key(prefix, name), same)
+    return found
+
+
 @torch.no_grad()
 def reference_logprobs(policy, rollout: Rollout) -> Tensor:
     """(B, T) reference log-probs of a token policy with `model`, `reference` ("lora" | "copy" | "none"),
@@ -116,6 +192,8 @@ class CausalLMPolicy(nn.Module):
         super().__init__()
         if temperature <= 0:
             raise ValueError("temperature must be positive; use sample(..., greedy=True) for greedy decoding.")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1 (a completion of no tokens), got {max_new_tokens}.")
         self.model, self.tokenizer = model.eval(), tokenizer
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -9,9 +9,18 @@ from pathlib import Path
 
 import torch
 
+from mmalign.config import ConfigError, check_choice, check_numbers
 from mmalign.data import load_jsonl, shipped_dataset, train_eval_split
 from mmalign.rewards import check_rewards, resolve_reward
-from mmalign.text import CausalLMPolicy, char_tokenizer, with_lora, word_tokenizer
+from mmalign.text import (
+    CausalLMPolicy,
+    char_tokenizer,
+    check_model_folder,
+    check_model_type,
+    transformers_config,
+    with_lora,
+    word_tokenizer,
+)
 
 
 def resolve_model_path(spec: str) -> Path:
@@ -28,6 +37,11 @@ def resolve_model_path(spec: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"model {spec!r} not found: give a local save_pretrained folder, a .gguf file or "
                                 "pkg:<package>/<file>; nothing is downloaded.")
+    if path.is_dir():
+        check_model_folder(path, spec)
+    elif path.suffix != ".gguf":
+        raise FileNotFoundError(f"model {spec!r} is a file but not a .gguf file; give a .gguf file or the "
+                                "save_pretrained folder that holds the model.")
     return path
 
 
@@ -41,8 +55,12 @@ def load_causal_lm(spec: str, dtype: str = "float32", trust_remote_code: bool = 
         folder, kw["gguf_file"] = path.parent, path.name
     else:
         folder = path
-    tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), **kw)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), **kw)
+    except (OSError, ValueError) as e:  # files transformers cannot read, or a model type it does not know
+        raise ConfigError(f"transformers cannot load model {spec!r} as a causal LM: {str(e).splitlines()[0]}",
+                          "task_args.model") from e
     return model, tokenizer
 
 
@@ -50,22 +68,41 @@ def tiny_tokenizer(kind: str, rows: list[dict]):
     """"chars" (printable characters) or "words" (every whitespace-separated word of the rows' text)."""
     if kind in ("", "chars"):
         return char_tokenizer()
-    if kind == "words":
-        texts = [r["prompt"] for r in rows] + [ref for r in rows for ref in r.get("references", [])]
-        return word_tokenizer(sorted({w for t in texts for w in t.split()}))
-    raise ValueError(f"task_args.tokenizer must be 'chars' or 'words' with model_config, got {kind!r}.")
+    texts = [r["prompt"] for r in rows] + [ref for r in rows for ref in _texts(r.get("references", []))]
+    return word_tokenizer(sorted({w for t in texts for w in t.split()}))
+
+
+def _texts(value: str | list[str]) -> list[str]:
+    """A row's references as a list (a single reference may be a bare string)."""
+    return [value] if isinstance(value, str) else value
+
+
+CAUSAL_LM_EXAMPLES = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "smollm3")
+"""Causal LM model types named when a config gives an unknown one."""
+
+
+def causal_lm_config(model_config: dict, **defaults):
+    """The transformers config of a random-init causal LM from a config dict ({"model_type": "qwen2", ...}; qwen2
+    when absent), `defaults` filling keys it does not set.
+
+    Raises:
+        ConfigError: keyed inside the dict, for a model type that is not a causal LM transformers knows or a key its
+            config class does not know.
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    cfg = {**defaults, **model_config}
+    model_type = cfg.pop("model_type", "qwen2")
+    check_model_type(model_type, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, "causal LM", CAUSAL_LM_EXAMPLES)
+    return transformers_config(model_type, cfg)
 
 
 def build_causal_lm(model_config: dict, tokenizer):
     """A randomly initialised model from a transformers config dict ({"model_type": "qwen2", ...})."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    cfg = dict(model_config)
-    model_type = cfg.pop("model_type", "qwen2")
-    cfg.setdefault("vocab_size", len(tokenizer))
-    for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
-        cfg.setdefault(key, getattr(tokenizer, key))
-    return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **cfg))
+    ids = {key: getattr(tokenizer, key) for key in ("pad_token_id", "eos_token_id", "bos_token_id")}
+    return AutoModelForCausalLM.from_config(causal_lm_config(model_config, vocab_size=len(tokenizer), **ids))
 
 
 @dataclass
@@ -116,8 +153,20 @@ class TextTaskConfig:
     def __post_init__(self) -> None:
         if bool(self.model) == bool(self.model_config):
             raise ValueError("set exactly one of `model` (a local path, .gguf or pkg:...) or `model_config`.")
-        if self.reference not in ("auto", "lora", "copy", "none"):
-            raise ValueError(f"reference must be auto, lora, copy or none, got {self.reference!r}.")
+        check_choice(self, "reference", ("auto", "lora", "copy", "none"))
+        check_choice(self, "dtype", ("float32", "bfloat16", "float16"))
+        check_choice(self, "tokenizer", ("", "chars", "words"))
+        check_numbers(self, "max_new_tokens", "max_prompt_length", "lora_alpha", ge=1)
+        check_numbers(self, "lora_r", "logprob_chunk", "eval_size", ge=0)
+        check_numbers(self, "temperature", gt=0)
+        check_numbers(self, "eval_fraction", gt=0, lt=1)  # evaluation needs held-out rows
+        if not self.rewards:
+            raise ConfigError("is empty; give at least one reward spec, e.g. [{name: bleu}].", "rewards")
+        if self.model_config:
+            try:
+                causal_lm_config(self.model_config)
+            except ConfigError as e:
+                raise e.under("model_config") from e
 
 
 class TextTask:
@@ -127,11 +176,11 @@ class TextTask:
 
     def __init__(self, cfg: TextTaskConfig, device: torch.device | str = "cpu"):
         self.cfg = cfg
+        self.rewards = [resolve_reward(spec) for spec in cfg.rewards]  # bad specs fail before the model loads
         rows = load_jsonl(self.dataset_path(cfg.dataset), required=tuple(cfg.required_keys))
         self.policy = self.build_policy(cfg, device, rows)
         self.train_contexts, eval_rows = train_eval_split(rows, cfg.eval_fraction, seed=0)
         self.eval_contexts = eval_rows[: cfg.eval_size] if cfg.eval_size else eval_rows
-        self.rewards = [resolve_reward(spec) for spec in cfg.rewards]
         self.last_eval: list[dict] = []
 
     @staticmethod

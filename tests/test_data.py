@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mmalign.data import load_jsonl, shipped_dataset, train_eval_split, write_jsonl
+from mmalign.data import DataError, load_jsonl, shipped_dataset, train_eval_split, write_jsonl
 from mmalign.rewards import BleuReward
 from mmalign.selection import score_rows, select_rows
 
@@ -206,3 +206,23 @@ def test_write_jsonl_of_selected_rows(tmp_path):
     kept = select_rows(rows, [3.0, 1.0, 2.0, 0.0], 2, "hard")
     path = write_jsonl(kept, tmp_path / "hard.jsonl")
     assert [json.loads(line)["prompt"] for line in path.read_text().splitlines()] == ["3", "1"]
+
+
+# --- bytes and field types --------------------------------------------------------------------------------------
+
+
+def test_load_jsonl_names_the_line_of_bytes_that_are_not_utf8(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes('{"prompt": "a"}\n{"prompt": "caf\u00e9"}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match=r"d\.jsonl:2: not UTF-8 text \(byte 0xe9 at column 16\); save the file"):
+        load_jsonl(path)
+
+
+def test_load_jsonl_checks_that_text_fields_hold_text(tmp_path):
+    with pytest.raises(DataError, match=r"d\.jsonl:2: 'prompt' must be a string, got 5 \(int\)"):
+        load_jsonl(write_lines(tmp_path / "d.jsonl", ['{"prompt": "a"}', '{"prompt": 5}']))
+    with pytest.raises(DataError, match=r"'references' must be a string or a list of strings, got \[1\]"):
+        load_jsonl(write_lines(tmp_path / "e.jsonl", ['{"prompt": "a", "references": [1]}']))
+    one = write_lines(tmp_path / "f.jsonl", ['{"prompt": "a", "references": "b"}'])
+    assert load_jsonl(one, required=("prompt", "references")) == [{"prompt": "a", "references": "b"}]
+    assert load_jsonl(write_lines(tmp_path / "g.jsonl", ['{"prompt": 5}']), text_fields={}) == [{"prompt": 5}]

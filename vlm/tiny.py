@@ -6,7 +6,11 @@ Used by tests, the tiny configs and the benchmark; nothing is fetched from a hub
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
+
+from mmalign.config import ConfigError
+from mmalign.text import check_model_type, transformers_config
 
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                  "<|image_pad|>", "<|video_pad|>"]
@@ -47,8 +51,7 @@ def word_tokenizer(words: Sequence[str] = (), model_type: str = "qwen2_vl", mode
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    if model_type not in FAMILIES:
-        raise ValueError(f"no tiny tokenizer for model_type {model_type!r}; use one of {sorted(FAMILIES)}.")
+    check_model_type(model_type, FAMILIES, "tiny VLM")
     specials, pad, eos, image, roles = FAMILIES[model_type]
     vocab = {t: i for i, t in enumerate(specials)}
     for w in ["<unk>", *TAGS, *roles, *words]:
@@ -83,9 +86,7 @@ def tiny_qwen2_vl_config(tokenizer, hidden: int = 32, layers: int = 2, vision_de
                          vision_dim: int = 32, merge: int = 2, model_type: str = "qwen2_vl", **overrides) -> dict:
     """A transformers config dict for a tiny Qwen2-VL (or "qwen2_5_vl") matching `tokenizer`'s special ids."""
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
-    half = hidden // 4 // 2  # rotary half-dimension of a head (4 heads); M-RoPE splits it t:h:w = 2:1:1
-    if half < 4 or half % 4:
-        raise ValueError(f"hidden={hidden}: M-RoPE needs hidden / 4 heads / 2 divisible by 4 (e.g. 32, 64, 96).")
+    half = _mrope_half(hidden)
     text = dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
                 num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
@@ -103,6 +104,15 @@ def tiny_qwen2_vl_config(tokenizer, hidden: int = 32, layers: int = 2, vision_de
     cfg.update(overrides)
     return cfg
 
+
+
+def _mrope_half(hidden: int) -> int:
+    """The rotary half-dimension of a tiny Qwen2-VL head (4 heads), which M-RoPE splits t:h:w = 2:1:1."""
+    half = hidden // 4 // 2
+    if half < 4 or half % 4:
+        raise ConfigError(f"is {hidden}, but M-RoPE needs hidden / 4 heads / 2 divisible by 4 (e.g. 32, 64, 96).",
+                          "hidden")
+    return half
 
 
 def _llama_text(tokenizer, hidden: int, layers: int) -> dict:
@@ -144,21 +154,42 @@ def tiny_llava_config(tokenizer, hidden: int = 32, layers: int = 2, vision_depth
     return cfg
 
 
+TINY_CONFIGS = {"qwen2_vl": tiny_qwen2_vl_config, "qwen2_5_vl": tiny_qwen2_vl_config,
+                "idefics3": tiny_idefics3_config, "smolvlm": tiny_idefics3_config, "llava": tiny_llava_config}
+"""model_type -> the function that writes its tiny config."""
+
+
 def tiny_vlm_config(tokenizer, model_type: str = "qwen2_vl", **kwargs) -> dict:
     """The tiny config of `model_type`'s family (keyword arguments as in `tiny_<family>_config`)."""
-    if model_type in ("qwen2_vl", "qwen2_5_vl"):
-        return tiny_qwen2_vl_config(tokenizer, model_type=model_type, **kwargs)
-    if model_type in ("idefics3", "smolvlm"):
+    check_model_type(model_type, FAMILIES, "tiny VLM")
+    if not model_type.startswith("qwen"):
         kwargs.pop("merge", None)  # a Qwen knob; configs written for Qwen may carry it
-        return tiny_idefics3_config(tokenizer, model_type=model_type, **kwargs)
-    if model_type == "llava":
-        kwargs.pop("merge", None)
-        return tiny_llava_config(tokenizer, **kwargs)
-    raise ValueError(f"no tiny config for model_type {model_type!r}; use one of {sorted(FAMILIES)}.")
+    if model_type != "llava":
+        kwargs["model_type"] = model_type
+    return TINY_CONFIGS[model_type](tokenizer, **kwargs)
+
+
+def check_tiny_vlm_config(model_config: dict) -> None:
+    """Refuse a tiny-VLM `model_config` ({"model_type": ..., knobs of `tiny_<family>_config`, fields of the
+    transformers config}) whose family is unknown or that holds a key which is neither a knob nor a field.
+
+    Raises:
+        ConfigError: keyed inside `model_config` ("model_type", "hidden", the unknown key).
+    """
+    kwargs = dict(model_config)
+    model_type = kwargs.pop("model_type", "qwen2_vl")
+    check_model_type(model_type, FAMILIES, "tiny VLM")
+    params = inspect.signature(TINY_CONFIGS[model_type]).parameters
+    knobs = {name for name, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD} - {"tokenizer", "model_type"}
+    knobs.add("merge")
+    if model_type.startswith("qwen") and "hidden" in kwargs:
+        _mrope_half(kwargs["hidden"])
+    transformers_config(model_type, kwargs, knobs)
 
 
 def tiny_image_processor(model_type: str, side: int):
     """The PIL image processor (no torchvision) of a tiny model: images become `side` x `side` inputs."""
+    check_model_type(model_type, FAMILIES, "tiny VLM")
     if model_type in ("qwen2_vl", "qwen2_5_vl"):
         from mmalign.vlm.inputs import qwen2_vl_image_processor
 
@@ -169,14 +200,14 @@ def tiny_image_processor(model_type: str, side: int):
     if model_type in ("idefics3", "smolvlm"):
         return pil_image_processor(model_type, do_image_splitting=False, size={"longest_edge": side},
                                    max_image_size={"longest_edge": side})
-    if model_type == "llava":
-        return pil_image_processor(model_type, size={"shortest_edge": side}, crop_size={"height": side, "width": side})
-    raise ValueError(f"no tiny image processor for model_type {model_type!r}; use one of {sorted(FAMILIES)}.")
+    return pil_image_processor(model_type, size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+
 
 def build_vlm(model_config: dict):
-    """A random-init image-text-to-text model from a config dict ({"model_type": "qwen2_vl", ...})."""
-    from transformers import AutoConfig, AutoModelForImageTextToText
+    """A random-init image-text-to-text model from a config dict ({"model_type": "qwen2_vl", ...}); a key its
+    transformers config does not know is an error."""
+    from transformers import AutoModelForImageTextToText
 
     cfg = dict(model_config)
     model_type = cfg.pop("model_type")
-    return AutoModelForImageTextToText.from_config(AutoConfig.for_model(model_type, **cfg))
+    return AutoModelForImageTextToText.from_config(transformers_config(model_type, cfg))

@@ -8,14 +8,19 @@ per-sample difficulty weights in `rollout.extras["advantage_scale"]`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from mmalign.advantages import group_advantages, rloo_advantages, scale_advantages, zero_std_fraction
 from mmalign.algorithms import Algorithm
+from mmalign.config import ConfigError, check_choice, check_numbers
 from mmalign.losses import AGGREGATIONS, aggregate, clipped_surrogate, kl_estimate
 from mmalign.rollout import Policy, Rollout
+
+if TYPE_CHECKING:
+    from mmalign.run_config import TrainerConfig
 
 
 @dataclass
@@ -40,18 +45,26 @@ class GRPOConfig:
     """Entropy bonus coefficient (needs an adapter with `entropy`)."""
 
     def __post_init__(self) -> None:
-        checks = {
-            "estimator": self.estimator in ("grpo", "rloo"),
-            "scale_rewards": self.scale_rewards in ("group", "batch", "none"),
-            "loss_agg": self.loss_agg in AGGREGATIONS,
-            "kl_estimator": self.kl_estimator in ("k1", "k3"),
-            "clip_low": 0 < self.clip_low < 1,
-            "clip_high": self.clip_high > 0,
-            "beta": self.beta >= 0,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"GRPOConfig: invalid {bad[0]}={getattr(self, bad[0])!r}; see the field's docstring.")
+        check_choice(self, "estimator", ("grpo", "rloo"))
+        check_choice(self, "scale_rewards", ("group", "batch", "none"))
+        check_choice(self, "loss_agg", AGGREGATIONS)
+        check_choice(self, "kl_estimator", ("k1", "k3"))
+        check_numbers(self, "clip_low", gt=0, lt=1)
+        check_numbers(self, "clip_high", gt=0)
+        check_numbers(self, "beta", "fixed_length", "entropy_coef", ge=0)
+
+    def check_trainer(self, trainer: TrainerConfig) -> None:
+        """Refuse loop settings GRPO cannot learn from (called when a `RunConfig` is built).
+
+        Advantages are relative to the group of samples of one context (Shao et al. 2024, Eq. 3; RLOO, Ahmadian et
+        al. 2024, Eq. 5, averages the n - 1 others): a group of one sample has advantage 0 (RLOO: no other sample),
+        so the loss and its gradient would be 0 at every step.
+        """
+        if trainer.num_samples < 2:
+            raise ConfigError(
+                f"is {trainer.num_samples}, but GRPO ({self.estimator}) compares the samples of each context with "
+                "each other: one sample gets advantage 0 and nothing trains. Set trainer.num_samples to 2 or more "
+                "(GRPO uses 4-16), or use algorithm: ppo, which learns from single samples.", "trainer.num_samples")
 
 
 def grpo_prepare(policy: Policy, rollout: Rollout, cfg: GRPOConfig, state: None = None) -> dict[str, float]:

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from mmalign import preference as P
 from mmalign.algorithms import Algorithm
+from mmalign.config import check_choice, check_numbers
 from mmalign.rollout import Rollout
 
 
@@ -46,10 +47,11 @@ class PreferenceConfig:
     """GRAO alignment weight lambda (Wang et al. 2025: 0.6)."""
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"preference loss must be one of {sorted(LOSSES)}, got {self.loss!r}.")
-        if self.beta <= 0:
-            raise ValueError(f"beta must be positive, got {self.beta}.")
+        check_choice(self, "loss", LOSSES)
+        check_numbers(self, "beta", gt=0)
+        check_numbers(self, "label_smoothing", ge=0, le=0.5)
+        check_numbers(self, "robust_eps", ge=0, lt=0.5)
+        check_numbers(self, "alpha", "sft_weight", "grao_beta", "grao_lambda", ge=0)
 
 
 @dataclass

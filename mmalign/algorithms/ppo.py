@@ -15,6 +15,7 @@ from torch import Tensor
 
 from mmalign.advantages import gae, whiten
 from mmalign.algorithms import Algorithm
+from mmalign.config import check_choice, check_numbers
 from mmalign.losses import AGGREGATIONS, aggregate, clipped_surrogate, kl_estimate
 from mmalign.rollout import Policy, Rollout
 
@@ -43,12 +44,11 @@ class PPOConfig:
     """Step aggregation: "token-mean", "seq-mean" or "fixed"."""
 
     def __post_init__(self) -> None:
-        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
-            raise ValueError(f"PPOConfig: gamma and lam must lie in [0, 1], got {self.gamma}, {self.lam}.")
-        if self.loss_agg not in AGGREGATIONS:
-            raise ValueError(f"PPOConfig: loss_agg must be one of {AGGREGATIONS}, got {self.loss_agg!r}.")
-        if not 0 < self.clip_low < 1 or self.clip_high <= 0:
-            raise ValueError("PPOConfig: clip_low must lie in (0, 1) and clip_high be positive.")
+        check_numbers(self, "gamma", "lam", ge=0, le=1)
+        check_choice(self, "loss_agg", AGGREGATIONS)
+        check_numbers(self, "clip_low", gt=0, lt=1)
+        check_numbers(self, "clip_high", gt=0)
+        check_numbers(self, "vf_coef", "vf_clip", "entropy_coef", "kl_coef", ge=0)
 
 
 def step_rewards(rollout: Rollout) -> Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -38,26 +38,35 @@ def shipped_dataset(name: str) -> Path:
     return Path(str(path))
 
 
+TEXT_FIELDS = {"prompt": False, "references": True}
+"""Fields that hold text, checked in every row that has them: field -> whether a list of strings is allowed too."""
+
+
 def _missing(value: object) -> bool:
     """A required field counts as missing when absent, None, or an empty string or list."""
     return value is None or (isinstance(value, (str, list, dict)) and len(value) == 0)
 
 
-def load_jsonl(path: str | Path, required: Sequence[str] = ("prompt",)) -> list[dict]:
-    """Read a JSONL file of JSON objects, checking that every row has the `required` fields.
+def load_jsonl(path: str | Path, required: Sequence[str] = ("prompt",),
+               text_fields: Mapping[str, bool] = TEXT_FIELDS) -> list[dict]:
+    """Read a UTF-8 JSONL file of JSON objects, checking that every row has the `required` fields and that its text
+    fields hold text.
 
     Blank lines are skipped. A required field that is absent, null or empty counts as missing.
 
     Args:
         path: the .jsonl file.
         required: fields every row must have, e.g. ("prompt", "references") for reference-based rewards.
+        text_fields: field -> whether a list of strings is allowed besides a string (see `TEXT_FIELDS`); checked
+            in the rows that have the field.
 
     Returns:
         The rows, in file order.
 
     Raises:
         FileNotFoundError: the file does not exist (the message says what to pass instead).
-        ValueError: naming the file and line of a row that is not a JSON object or lacks a required field.
+        DataError: (a ValueError) naming the file and line of a row that is not UTF-8, not a JSON object, lacks a
+            required field or holds a non-text value in a text field.
     """
     path = Path(path)
     if not path.is_file():
@@ -66,16 +75,21 @@ def load_jsonl(path: str | Path, required: Sequence[str] = ("prompt",)) -> list[
             f'(e.g. {{"prompt": ..., "references": [...]}}), or a shipped dataset name: {shipped_datasets()}.'
         )
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                                "save the file as UTF-8.") from e
             if line.strip():
-                rows.append(_parse_row(line, path, lineno, required))
+                rows.append(_parse_row(line, path, lineno, required, text_fields))
     if not rows:
         raise DataError(f"{path}: the file has no rows; expected one JSON object per line.")
     return rows
 
 
-def _parse_row(line: str, path: Path, lineno: int, required: Sequence[str]) -> dict:
+def _parse_row(line: str, path: Path, lineno: int, required: Sequence[str], text_fields: Mapping[str, bool]) -> dict:
     """One JSONL line as a dict, with a message naming file and line when it is malformed or incomplete."""
     try:
         row = json.loads(line)
@@ -88,7 +102,18 @@ def _parse_row(line: str, path: Path, lineno: int, required: Sequence[str]) -> d
         raise DataError(
             f"{path}:{lineno}: row is missing {missing} (it has {sorted(row)}); every row needs {list(required)}."
         )
+    for key, many in text_fields.items():
+        value = row.get(key)
+        if value is not None and not _is_text(value, many):
+            kind = "a string or a list of strings" if many else "a string"
+            raise DataError(f"{path}:{lineno}: {key!r} must be {kind}, got {value!r} ({type(value).__name__}); "
+                            f"write it as {kind} in the file.")
     return row
+
+
+def _is_text(value: object, many: bool) -> bool:
+    """A string, or (when `many`) a list of strings."""
+    return isinstance(value, str) or (many and isinstance(value, list) and all(isinstance(v, str) for v in value))
 
 
 def write_jsonl(rows: Iterable[dict], path: str | Path) -> Path:
