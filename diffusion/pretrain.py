@@ -141,5 +141,11 @@ if __name__ == "__main__":
     ap.add_argument("--train-text-encoder", action="store_true", help="train the text encoder with the UNet")
     ap.add_argument("--caption-noise", type=float, default=PretrainConfig.caption_noise)
     args = ap.parse_args()
+    from mmalign.runs import RunExistsError, check_new_run
+
+    try:  # the model other runs load: never overwritten
+        check_new_run(Path(args.out_dir), resumable=False, markers=("model_index.json",))
+    except RunExistsError as e:
+        ap.error(str(e))
     print(pretrain(PretrainConfig(steps=args.steps, train_text_encoder=args.train_text_encoder,
                                   caption_noise=args.caption_noise), args.out_dir))

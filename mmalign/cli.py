@@ -125,13 +125,14 @@ def run(argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: clear one-line errors for bad input, tracebacks for bugs."""
+    from mmalign.checkpoint import CheckpointError
     from mmalign.data import DataError
     from mmalign.rewards import RewardError
-    from mmalign.trainer import RunExistsError
+    from mmalign.trainer import DivergedError
 
     try:
         return run(argv)
-    except (ConfigError, DataError, FileNotFoundError, RewardError, RunExistsError) as e:
+    except (CheckpointError, ConfigError, DataError, DivergedError, FileNotFoundError, RewardError) as e:
         print(f"mmalign: error: {e}", file=sys.stderr)
         return 2
 

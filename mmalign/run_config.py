@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mmalign.algorithms import ALGORITHMS, Algorithm
 from mmalign.config import ConfigError, apply_overrides, from_dict, read_yaml, resolve, to_dict
 
@@ -77,13 +75,16 @@ class TrainerConfig:
     """Checkpoint every this many iterations (and at the end); 0 = only at the end."""
     keep_checkpoints: int = 2
     """How many of the newest checkpoints to keep."""
+    max_skipped_steps: int = 10
+    """Optimizer steps in a row that may be skipped for a non-finite (NaN or inf) loss or gradient before the run
+    stops with an error; each skip leaves the weights unchanged and is counted in the `skipped_steps` metric."""
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in ("constant", "linear", "cosine"):
             raise ValueError(f"lr_schedule must be constant, linear or cosine, got {self.lr_schedule!r}.")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}.")
-        for name in ("steps", "contexts_per_step", "num_samples", "epochs", "minibatches"):
+        for name in ("steps", "contexts_per_step", "num_samples", "epochs", "minibatches", "max_skipped_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
 
@@ -134,8 +135,8 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None) -> Run
     return cfg
 
 
-def dump_run_config(cfg: RunConfig, path: Path) -> None:
-    """Write the resolved config (what actually ran) as YAML."""
+def run_config_dict(cfg: RunConfig) -> dict:
+    """The resolved config (what actually runs) as plain data, in the layout of a config file."""
     data = to_dict(cfg)
     data[cfg.algorithm] = data.pop("algorithm_args")
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return data
