@@ -189,13 +189,14 @@ def _new_file(path: str, flag: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: clear one-line errors for bad input (the project's error classes), tracebacks for bugs."""
+    from mmalign.checkpoint import CheckpointError
     from mmalign.data import DataError
     from mmalign.rewards import RewardError
-    from mmalign.trainer import RunExistsError
+    from mmalign.trainer import DivergedError
 
     try:
         return run(argv)
-    except (ConfigError, DataError, FileNotFoundError, RewardError, RunExistsError, UsageError) as e:
+    except (CheckpointError, ConfigError, DataError, DivergedError, FileNotFoundError, RewardError, UsageError) as e:
         print(f"mmalign: error: {e}", file=sys.stderr)
         return 2
 

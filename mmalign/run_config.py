@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mmalign.algorithms import ALGORITHMS, Algorithm
 from mmalign.config import ConfigError, check_choice, check_numbers, from_dict, load_config, resolve, to_dict
 
@@ -77,11 +75,15 @@ class TrainerConfig:
     """Checkpoint every this many iterations (and at the end); 0 = only at the end."""
     keep_checkpoints: int = 2
     """How many of the newest checkpoints to keep."""
+    max_skipped_steps: int = 10
+    """Optimizer steps in a row that may be skipped for a non-finite (NaN or inf) loss or gradient before the run
+    stops with an error; each skip leaves the weights unchanged and is counted in the `skipped_steps` metric."""
 
     def __post_init__(self) -> None:
         check_choice(self, "lr_schedule", ("constant", "linear", "cosine"))
         check_choice(self, "mixed_precision", ("no", "bf16", "fp16"))
-        check_numbers(self, "steps", "contexts_per_step", "num_samples", "epochs", "minibatches", "log_every", ge=1)
+        check_numbers(self, "steps", "contexts_per_step", "num_samples", "epochs", "minibatches", "log_every",
+                      "max_skipped_steps", ge=1)
         check_numbers(self, "seed", "micro_batch_size", "micro_steps", "warmup_steps", "eval_every", "save_every",
                       "keep_checkpoints", "weight_decay", "max_grad_norm", ge=0)
         check_numbers(self, "lr", gt=0)
@@ -154,8 +156,8 @@ def run_config_from_dict(data: dict) -> RunConfig:
     return from_dict(RunConfig, data)
 
 
-def dump_run_config(cfg: RunConfig, path: Path) -> None:
-    """Write the resolved config (what actually ran) as YAML."""
+def run_config_dict(cfg: RunConfig) -> dict:
+    """The resolved config (what actually runs) as plain data, in the layout of a config file."""
     data = to_dict(cfg)
     data[cfg.algorithm] = data.pop("algorithm_args")
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return data

@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, +-inf) replaced by None, so `json.dumps` writes strict JSON (null)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def json_line(row: dict) -> str:
+    """One strict-JSON line of a metrics file (non-finite numbers as null)."""
+    return json.dumps(json_safe(row), allow_nan=False) + "\n"
 
 
 class Tracker:
     """Append metrics rows {"step": k, ...} to metrics.jsonl and TensorBoard; no-op on non-main processes.
 
-    Resuming from step k drops the rows logged after k by the interrupted run, so the curve continues as if
-    the run had never stopped.
+    Strings and ints are written as they are, other numbers (0-d tensors too) as floats, a non-finite one as null:
+    the file stays strict JSON. TensorBoard gets the numbers. Resuming from step k drops the rows logged after k by
+    the interrupted run, so the curve continues as if the run had never stopped.
     """
 
     def __init__(self, run_dir: Path, enabled: bool = True, resume_step: int | None = None):
@@ -22,7 +41,7 @@ class Tracker:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
             rows = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            self.path.write_text("".join(json_line(r) for r in rows))
         elif resume_step is None:
             self.path.write_text("")
         from torch.utils.tensorboard import SummaryWriter
@@ -30,22 +49,30 @@ class Tracker:
         purge = None if resume_step is None else resume_step + 1
         self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
 
-    def log(self, step: int, metrics: dict[str, float]) -> None:
+    def log(self, step: int, metrics: dict[str, float | str]) -> None:
+        """Append one row at `step`: numbers (0-d tensors too) and strings."""
         if not self.enabled:
             return
-        row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
+        row = {"step": step, **{k: v if isinstance(v, (str, int)) else float(v) for k, v in metrics.items()}}
         with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        for k, v in metrics.items():
-            self.writer.add_scalar(k, float(v), step)
+            f.write(json_line(row))
+        for k, v in row.items():
+            if k != "step" and not isinstance(v, str):
+                self.writer.add_scalar(k, v, step)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
 
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def read_metrics(path: Path) -> list[dict]:
-    """All rows of a metrics.jsonl file."""
+    """All rows of a metrics.jsonl file (the tracker writes a non-finite value as null: it reads as None)."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
@@ -62,7 +89,9 @@ def plot_curves(path: Path, out: Path, keys: tuple[str, ...] = ("reward",), titl
         return None
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for name in names:
-        pts = [(r["step"], r[name]) for r in rows if name in r]
+        pts = [(r["step"], r[name]) for r in rows if r.get(name) is not None]
+        if not pts:
+            continue
         ax.plot(*zip(*pts), marker="o" if name.startswith("eval") else None, ms=3, label=name)
     ax.set_xlabel("step")
     ax.set_ylabel("value")
@@ -85,7 +114,7 @@ def compare_curves(runs: dict[str, Path], out: Path, key: str = "eval/reward", t
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for label, run in runs.items():
         path = Path(run) / "metrics.jsonl" if Path(run).is_dir() else Path(run)
-        pts = [(r["step"], r[key]) for r in read_metrics(path) if key in r]
+        pts = [(r["step"], r[key]) for r in read_metrics(path) if r.get(key) is not None]
         if not pts:
             raise ValueError(f"{path} has no metric {key!r}.")
         ax.plot(*zip(*pts), marker="o", ms=3, label=label)

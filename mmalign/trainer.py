@@ -3,13 +3,15 @@
 Each iteration: 1 sample, 2 score, 3 advantages, 4 epochs x minibatches of re-scored log-probs -> loss -> step,
 5 log, evaluate, checkpoint. Gradients of a minibatch are accumulated over micro-batches and summed over
 processes with one all-reduce; losses are normalised by the unit count of the whole minibatch on all processes,
-so 2 processes (or 4 micro-batches) give the same update as one process on the same global batch.
+so 2 processes (or 4 micro-batches) give the same update as one process on the same global batch. A step whose
+loss or gradient is non-finite on any process is skipped on all of them (and counted); too many in a row stop the run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -18,16 +20,24 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 
-from mmalign.checkpoint import finalize_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from mmalign.checkpoint import CheckpointError, finalize_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from mmalign.losses import agg_units
 from mmalign.rewards import check_rewards
 from mmalign.rollout import Rollout
-from mmalign.run_config import RunConfig, algorithm, dump_run_config, task_class
-from mmalign.tracking import Tracker, plot_curves
+from mmalign.run_config import RunConfig, algorithm, run_config_dict, task_class
+from mmalign.runs import check_new_run, check_resume_config, open_run
+from mmalign.tracking import plot_curves
+
+FIXED_ON_RESUME = ("task", "task_args", "algorithm", "trainer.seed")
+"""Config keys (and sections) a resumed run must keep: what the run is (model, data, seed). Everything else may
+change: learning rate and its schedule, AdamW settings, clipping, batch shape, cadences, steps, the algorithm's
+coefficients, and the rewards (`CHANGEABLE_ON_RESUME`)."""
+CHANGEABLE_ON_RESUME = ("task_args.rewards",)
+"""Keys inside `FIXED_ON_RESUME` sections that a resumed run may change."""
 
 
-class RunExistsError(RuntimeError):
-    """The run folder already holds checkpoints and --resume was not given."""
+class DivergedError(RuntimeError):
+    """The loss or gradients stayed non-finite for `trainer.max_skipped_steps` optimizer steps in a row."""
 
 
 def lr_lambda(schedule: str, warmup: int, total: int):
@@ -89,6 +99,7 @@ class Trainer:
             self.optimizer, lr_lambda(tc.lr_schedule, tc.warmup_steps, tc.steps))
         self.run_dir = Path(tc.output_dir) / tc.name
         self.ckpt_dir = self.run_dir / "checkpoints"
+        self.skipped = self.skipped_in_row = 0  # optimizer steps skipped for non-finite values: all, and in a row
         set_seed(tc.seed + self.rank)  # different samples on each process, reproducible per process
 
     # --- data -------------------------------------------------------------------------------------------
@@ -128,6 +139,7 @@ class Trainer:
             for mb_idx in torch.randperm(len(rollout)).chunk(tc.minibatches):
                 micro = mb_idx.split(tc.micro_batch_size or len(mb_idx))
                 denom = self._global_units(rollout, micro)
+                finite = True
                 for idx in micro:
                     parts = step_chunks(rollout[idx], tc.micro_steps)
                     for part in parts:
@@ -137,11 +149,12 @@ class Trainer:
                         metrics["loss"] = loss.detach() * len(micro) * len(parts)  # minibatch loss = sum of parts
                         for k, v in metrics.items():
                             sums[k] = sums.get(k, 0.0) + float(v)
+                        finite = finite and math.isfinite(float(metrics["loss"]))
                         n_micro += 1
-                sums["grad_norm"] = sums.get("grad_norm", 0.0) + self._step()
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + self._step(finite)
                 n_steps += 1
         out = {k: v / n_micro for k, v in sums.items()}
-        out["grad_norm"] = sums["grad_norm"] / n_steps
+        out.update(grad_norm=sums["grad_norm"] / n_steps, skipped_steps=self.skipped)
         return out
 
     def _global_units(self, rollout: Rollout, micro: tuple) -> torch.Tensor:
@@ -150,18 +163,36 @@ class Trainer:
         units = sum(agg_units(rollout.mask[idx], mode, fixed).float() for idx in micro)
         return self.acc.reduce(units.to(self.acc.device), "sum") if self.world > 1 else units
 
-    def _step(self) -> float:
+    def _step(self, finite_loss: bool = True) -> float:
+        """Sum the gradients over processes, clip, and step; returns the gradient norm (the same on every process).
+
+        A non-finite loss on any process (its flag rides along in the one all-reduce) or a non-finite gradient norm
+        skips the step on every process alike; `trainer.max_skipped_steps` skips in a row raise `DivergedError`.
+        """
+        bad = torch.tensor([0.0 if finite_loss else 1.0], device=self.acc.device)
         if self.world > 1:
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-            flat = torch.cat([g.reshape(-1) for g in grads])
+            flat = torch.cat([g.reshape(-1) for g in grads] + [bad.to(grads[0].dtype)])
             torch.distributed.all_reduce(flat)
+            flat, bad = flat[:-1], flat[-1:]
             for p, g in zip(self.params, flat.split([p.numel() for p in self.params])):
                 p.grad = g.view_as(p).to(p.dtype)
         tc = self.cfg.trainer
-        norm = torch.nn.utils.clip_grad_norm_(self.params, tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf"))
-        self.optimizer.step()
+        norm = float(torch.nn.utils.clip_grad_norm_(self.params, tc.max_grad_norm if tc.max_grad_norm > 0
+                                                    else float("inf")))
+        if bad.item() == 0 and math.isfinite(norm):
+            self.optimizer.step()
+            self.skipped_in_row = 0
+        else:
+            self.skipped, self.skipped_in_row = self.skipped + 1, self.skipped_in_row + 1
+            if self.skipped_in_row >= tc.max_skipped_steps:
+                raise DivergedError(
+                    f"the loss or gradients were non-finite (NaN or inf) for {self.skipped_in_row} optimizer steps in "
+                    f"a row (trainer.max_skipped_steps={tc.max_skipped_steps}), so the run stopped; the checkpoints "
+                    f"in {self.ckpt_dir} hold the last finite weights. Check the rewards' scale or lower trainer.lr, "
+                    "then continue with --resume.")
         self.optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+        return norm
 
     # --- one iteration ----------------------------------------------------------------------------------
     def set_progress(self, step: int) -> None:
@@ -186,9 +217,10 @@ class Trainer:
             metrics["loss"] = loss.detach() * self.world  # this process's share of the global mean
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * (1 if k == "loss" else len(m) / len(rows))
-        sums["grad_norm"] = self._step()
+        sums["grad_norm"] = self._step(math.isfinite(sums["loss"]))
         self.scheduler.step()
-        return {**sums, "lr": self.scheduler.get_last_lr()[0], "time_step": time.perf_counter() - t0}
+        return {**sums, "skipped_steps": self.skipped, "lr": self.scheduler.get_last_lr()[0],
+                "time_step": time.perf_counter() - t0}
 
     def step(self, step: int) -> dict[str, float]:
         """One iteration: 1 sample, 2 score, 3 advantages, 4 update. Returns its metrics."""
@@ -226,7 +258,9 @@ class Trainer:
 
     def save(self, step: int) -> None:
         directory = self.ckpt_dir / f"step_{step:06d}"
-        extra = None if self.algo_state is None else {"algorithm_state": gather_object([self.algo_state.state_dict()])}
+        extra = {"skipped_steps": self.skipped, "skipped_in_row": self.skipped_in_row}
+        if self.algo_state is not None:
+            extra["algorithm_state"] = gather_object([self.algo_state.state_dict()])
         save_checkpoint(directory, self.policy, self.optimizer, self.scheduler, step, self.rank, self.world, extra)
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
@@ -234,40 +268,64 @@ class Trainer:
         self.acc.wait_for_everyone()
 
     def resume_step(self) -> int:
-        """Load the newest checkpoint; returns the iteration to continue from."""
-        ckpts = list_checkpoints(self.ckpt_dir)
-        if not ckpts:
-            raise FileNotFoundError(f"--resume: no checkpoint in {self.ckpt_dir}; start the run without --resume.")
-        state = load_checkpoint(ckpts[-1], self.policy, self.optimizer, self.scheduler, self.rank)
-        if self.algo_state is not None and state.get("algorithm_state"):
-            self.algo_state.load_state_dict(state["algorithm_state"][self.rank])
-        return state["step"]
+        """Load the newest intact checkpoint (a damaged one is skipped with a warning that names its bad file) and
+        set the optimizer and schedule to this config's values; returns the iteration to continue from."""
+        for ckpt in reversed(list_checkpoints(self.ckpt_dir)):
+            try:
+                state = load_checkpoint(ckpt, self.policy, self.optimizer, self.scheduler, self.rank)
+            except CheckpointError as e:
+                if self.acc.is_main_process:
+                    print(f"mmalign: warning: skipping checkpoint {ckpt.name}: {e} Trying the one before it.",
+                          file=sys.stderr)
+                continue
+            self.skipped, self.skipped_in_row = state.get("skipped_steps", 0), state.get("skipped_in_row", 0)
+            if self.algo_state is not None and state.get("algorithm_state"):
+                self.algo_state.load_state_dict(state["algorithm_state"][self.rank])
+            self._apply_hyperparameters()
+            return state["step"]
+        raise CheckpointError(f"--resume: no intact checkpoint in {self.ckpt_dir} (each one's damage is named above); "
+                              "start a new run under a new trainer.name.")
+
+    def _apply_hyperparameters(self) -> None:
+        """Give the loaded optimizer this config's AdamW settings and peak lr, and rebuild the schedule from this
+        config at the loaded iteration, so a resumed run runs what its config.yaml records (unchanged values give
+        exactly the saved learning rate)."""
+        tc = self.cfg.trainer
+        for group in self.optimizer.param_groups:
+            group.update(initial_lr=tc.lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
+        schedule = lr_lambda(tc.lr_schedule, tc.warmup_steps, tc.steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule, self.scheduler.last_epoch - 1)
 
     # --- the loop ---------------------------------------------------------------------------------------
     def train(self, resume: bool = False) -> Path:
-        """Run (or continue) the loop; returns the run folder."""
-        tc = self.cfg.trainer
-        if not resume and list_checkpoints(self.ckpt_dir):
-            raise RunExistsError(f"{self.run_dir} already holds checkpoints: pass --resume to continue it, or set "
-                                 "trainer.name to start a new run (nothing was changed).")
+        """Run (or continue) the loop; returns the run folder.
+
+        A new run refuses a folder that holds one; a resumed run refuses changed settings of `FIXED_ON_RESUME`,
+        applies the others (printing each change) and records them in config.yaml.
+        """
+        tc, main, config = self.cfg.trainer, self.acc.is_main_process, run_config_dict(self.cfg)
+        if resume:
+            if not list_checkpoints(self.ckpt_dir):
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.ckpt_dir}; start the run without --resume "
+                                        "(under a new trainer.name if the folder holds a run).")
+            check_resume_config(self.run_dir, config, FIXED_ON_RESUME, CHANGEABLE_ON_RESUME, main)
+        else:
+            check_new_run(self.run_dir)
+        self.acc.wait_for_everyone()  # every process has checked before the main one writes
         done = self.resume_step() if resume else 0
-        main = self.acc.is_main_process
-        if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            dump_run_config(self.cfg, self.run_dir / "config.yaml")
-        tracker = Tracker(self.run_dir, main, resume_step=done if resume else None)
-        if not resume:
-            tracker.log(0, self.evaluate())
-        for step in tqdm(range(done, tc.steps), initial=done, total=tc.steps, disable=not main, desc=tc.name):
-            metrics = self.step(step)
-            k = step + 1
-            if k % tc.log_every == 0 or k == tc.steps:
-                tracker.log(k, metrics)
-            if (tc.eval_every and k % tc.eval_every == 0) or k == tc.steps:
-                tracker.log(k, self.evaluate())
-            if (tc.save_every and k % tc.save_every == 0) or k == tc.steps:
-                self.save(k)
-        tracker.close()
+        tracker = open_run(self.run_dir, config, main, resume_step=done if resume else None)
+        with tracker:
+            if not resume:
+                tracker.log(0, self.evaluate())
+            for step in tqdm(range(done, tc.steps), initial=done, total=tc.steps, disable=not main, desc=tc.name):
+                metrics = self.step(step)
+                k = step + 1
+                if k % tc.log_every == 0 or k == tc.steps:
+                    tracker.log(k, metrics)
+                if (tc.eval_every and k % tc.eval_every == 0) or k == tc.steps:
+                    tracker.log(k, self.evaluate())
+                if (tc.save_every and k % tc.save_every == 0) or k == tc.steps:
+                    self.save(k)
         if main:
             self.finish()
         return self.run_dir

@@ -5,7 +5,7 @@ IQL on the relabelled target dataset and evaluates it on the target task. The ru
 
 - config.yaml: the resolved config;
 - datasets/<task>.npz: the offline datasets (format of `mmalign.robotics.offline_data`);
-- metrics.jsonl: one row per (method, seed), written as each run ends;
+- metrics.jsonl (+ tb/): one row per (method, seed), written as each run ends (`step` counts them);
 - results.json: every row and, per method, mean and std over seeds of success, return, label accuracy and reward
   rank correlation;
 - comparison.png: those per-method means with their spread and every seed as a dot;
@@ -22,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from mmalign.robotics.offline_data import load_dataset, save_dataset
 from mmalign.robotics.pearl import METHODS, PearlConfig, check_method, get_dataset, run_pearl
 
 from mmalign.cli import run_recipe
-from mmalign.config import ConfigError, apply_overrides, from_dict, read_yaml, to_dict
+from mmalign.config import apply_overrides, from_dict, read_yaml, to_dict
+from mmalign.runs import check_new_run, open_run
+from mmalign.tracking import json_safe
 
 METRICS = ("success", "return", "label_accuracy", "reward_rank_corr")
 
@@ -125,12 +126,11 @@ def summary_markdown(cfg: PearlRunConfig, summary: dict, command: str) -> str:
 
 
 def train(cfg: PearlRunConfig, command: str = "") -> Path:
-    """Run the comparison and write the run folder (module docstring). Returns the folder."""
+    """Run the comparison and write a new run folder (module docstring; an existing one is refused untouched).
+    Returns the folder."""
     run_dir = Path(cfg.output_dir) / cfg.name
-    if (run_dir / "results.json").exists():
-        raise ConfigError(f"{run_dir} already holds results; pick another name= or delete the folder.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    check_new_run(run_dir, resumable=False)
+    tracker = open_run(run_dir, to_dict(cfg))
     torch.set_num_threads(cfg.torch_threads)
     data: dict = {}
     cache = Path(cfg.data_dir) if cfg.data_dir else None
@@ -142,18 +142,18 @@ def train(cfg: PearlRunConfig, command: str = "") -> Path:
             save_dataset(data[task], cache / f"{task}.npz")
         save_dataset(data[task], run_dir / "datasets" / f"{task}.npz")
     rows: list[dict] = []
-    (run_dir / "metrics.jsonl").write_text("")
     t0 = time.time()
-    for seed in cfg.seeds:
-        for method in cfg.methods:
-            row = run_pearl(cfg.source, cfg.target, method, seed, cfg.pearl, data)
-            rows.append(row)
-            with (run_dir / "metrics.jsonl").open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            print(f"[{time.time() - t0:6.0f}s] {method} seed {seed}: success {row['success']:.2f} return "
-                  f"{row['return']:.1f} label acc. {row['label_accuracy']:.3f}", flush=True)
+    with tracker:
+        for seed in cfg.seeds:
+            for method in cfg.methods:
+                row = run_pearl(cfg.source, cfg.target, method, seed, cfg.pearl, data)
+                rows.append(row)
+                tracker.log(len(rows), row)
+                print(f"[{time.time() - t0:6.0f}s] {method} seed {seed}: success {row['success']:.2f} return "
+                      f"{row['return']:.1f} label acc. {row['label_accuracy']:.3f}", flush=True)
     summary = summarise(rows)
-    (run_dir / "results.json").write_text(json.dumps({"runs": rows, "summary": summary}, indent=1))
+    results = json_safe({"runs": rows, "summary": summary})
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1, allow_nan=False))
     title = f"PEARL {' + '.join(cfg.source)} -> {cfg.target} ({len(cfg.seeds)} seeds)"
     plot_comparison(rows, summary, run_dir / "comparison.png", title)
     (run_dir / "summary.md").write_text(summary_markdown(cfg, summary, command))

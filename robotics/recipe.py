@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from mmalign.robotics.policy import GaussianActorCritic, GaussianPolicy
 from mmalign.robotics.queries import SELECTIONS, select_queries
 from mmalign.robotics.reward_ensemble import RewardEnsemble, RewardEnsembleConfig
@@ -29,7 +28,7 @@ from mmalign.robotics.teachers import ScriptedTeacher, TeacherConfig, teacher_co
 
 from mmalign.algorithms.ppo import PPOConfig, ppo_loss, ppo_prepare
 from mmalign.config import apply_overrides, from_dict, read_yaml, to_dict
-from mmalign.tracking import Tracker
+from mmalign.runs import check_new_run, open_run
 
 
 @dataclass
@@ -293,29 +292,28 @@ class PrefRL:
 
 
 def train(cfg: PrefRLConfig) -> Path:
-    """Run one experiment end to end; returns the run folder."""
+    """Run one experiment end to end in a new run folder (an existing one is refused untouched); returns it."""
     from mmalign.robotics.report import finish
 
-    run = PrefRL(cfg)
     run_dir = Path(cfg.output_dir) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tracker = Tracker(run_dir)
+    check_new_run(run_dir, resumable=False)
+    run = PrefRL(cfg)
+    tracker = open_run(run_dir, to_dict(cfg))
     step_fn = run.ppo_iteration if cfg.learner == "ppo" else run.sac_iteration
     t0, next_eval, metrics = time.perf_counter(), 0, {}
-    while True:
-        steps = run.sampler.env_steps
-        if steps >= next_eval or steps >= cfg.total_env_steps:
-            row = {f"eval/{k}": v for k, v in run.evaluate().items()}
-            tracker.log(steps, {**row, **metrics, "env_steps": steps, "feedback": run.feedback,
-                                "episode_return": _recent_return(run), "time": time.perf_counter() - t0})
-            next_eval += cfg.eval_every
-        if steps >= cfg.total_env_steps:
-            break
-        if run.feedback_due():
-            metrics.update(run.feedback_round())
-        metrics.update(step_fn())
-    tracker.close()
+    with tracker:
+        while True:
+            steps = run.sampler.env_steps
+            if steps >= next_eval or steps >= cfg.total_env_steps:
+                row = {f"eval/{k}": v for k, v in run.evaluate().items()}
+                tracker.log(steps, {**row, **metrics, "env_steps": steps, "feedback": run.feedback,
+                                    "episode_return": _recent_return(run), "time": time.perf_counter() - t0})
+                next_eval += cfg.eval_every
+            if steps >= cfg.total_env_steps:
+                break
+            if run.feedback_due():
+                metrics.update(run.feedback_round())
+            metrics.update(step_fn())
     finish(run, run_dir)
     return run_dir
 

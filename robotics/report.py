@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from mmalign.checkpoint import save_checkpoint
+from mmalign.checkpoint import finalize_checkpoint, save_checkpoint, staging_dir
 from mmalign.tracking import plot_curves, read_metrics
 
 
@@ -19,7 +19,7 @@ def plot_against(metrics_path: Path, out: Path, title: str = "") -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in read_metrics(metrics_path) if "eval/success_rate" in r]
+    rows = [r for r in read_metrics(metrics_path) if r.get("eval/success_rate") is not None]
     if not rows:
         return None
     fig, axes = plt.subplots(2, 2, figsize=(9, 6), dpi=110)
@@ -60,13 +60,14 @@ def finish(run, run_dir: Path) -> None:
     """Final weights (safetensors), curves (PNG) and a video of the final policy (MP4)."""
     cfg = run.cfg
     scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lambda k: 1.0)
-    save_checkpoint(run_dir / "final", run.net, run.optimizer, scheduler, run.sampler.env_steps,
+    final = run_dir / "final"
+    save_checkpoint(final, run.net, run.optimizer, scheduler, run.sampler.env_steps,
                     extra={"env_steps": run.sampler.env_steps, "feedback": run.feedback})
-    (run_dir / "final.tmp").rename(run_dir / "final") if (run_dir / "final.tmp").exists() else None
     if cfg.reward == "preference":
         # state_dict, not trainable_state: the input normaliser (buffers) is part of the reward model
         state = {k: v.contiguous() for k, v in run.ensemble.state_dict().items()}
-        save_file(state, run_dir / "final" / "reward_ensemble.safetensors")
+        save_file(state, staging_dir(final) / "reward_ensemble.safetensors")
+    finalize_checkpoint(final, keep=0)  # checksums every file, then renames into place
     plot_against(run_dir / "metrics.jsonl", run_dir / "curves.png", cfg.name)
     plot_curves(run_dir / "metrics.jsonl", run_dir / "success.png", ("success_rate", "accuracy"), cfg.name)
     if cfg.video:

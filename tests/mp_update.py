@@ -1,6 +1,8 @@
-"""Run by test_trainer.py under `accelerate launch --num_processes N --cpu`: one GRPO update on a fixed global
-batch, each process taking its share of the contexts; rank 0 saves the updated weights."""
+"""Run by test_trainer.py alone or under `torch.distributed.run --nproc_per_node N`: one GRPO update on a fixed global
+batch, each process taking its share of the contexts; rank 0 saves the updated weights, every rank its update's
+metrics (OUT.rank<r>.json). With `poison`, the last process's first advantage is NaN: every process must skip."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from mmalign.run_config import RunConfig, TrainerConfig
 from mmalign.trainer import Trainer
 
 
-def main(out: str, micro: int) -> None:
+def main(out: str, micro: int, poison: bool = False) -> None:
     acc = Accelerator(cpu=True)
     policy = tiny_policy(seed=0)
     torch.manual_seed(123)  # the same global rollout on every process
@@ -26,11 +28,14 @@ def main(out: str, micro: int) -> None:
                                                        micro_batch_size=micro, output_dir=str(Path(out).parent)))
     trainer = Trainer(cfg, task=tiny_task(policy), accelerator=acc)
     trainer.prepare(policy, local, cfg.algorithm_args)
-    trainer.update(local)
+    if poison and acc.process_index == acc.num_processes - 1:
+        local.extras["advantages"][0] = float("nan")
+    metrics = trainer.update(local)
+    Path(f"{out}.rank{acc.process_index}.json").write_text(json.dumps(metrics))
     if acc.is_main_process:
         save_file(trainable_state(policy), out)
     acc.wait_for_everyone()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3:] == ["poison"])

@@ -110,7 +110,7 @@ def test_micro_steps_give_the_same_gradient_as_all_steps_at_once(tmp_path):
         cfg = load_run_config(path, TINY + [f"trainer.output_dir={tmp_path}", "task_args.num_steps=3", "grpo.beta=0.1",
                                             f"trainer.micro_steps={chunk}", "task_args.reference=copy"])
         trainer = Trainer(cfg)
-        trainer._step = lambda t=trainer: grads.append(torch.cat([p.grad.flatten() for p in t.params])) or 0.0
+        trainer._step = lambda finite, t=trainer: grads.append(torch.cat([p.grad.flatten() for p in t.params])) or 0.0
         trainer.step(0)
     assert grads[0].norm() > 0
     assert torch.allclose(grads[0], grads[1], atol=1e-7) and torch.allclose(grads[0], grads[2], atol=1e-7)

@@ -1,6 +1,8 @@
-"""The loop end to end through the CLI: outputs, resume after SIGKILL, bad input, and 2 processes = 1 process."""
+"""The loop end to end through the CLI: outputs, resume after SIGKILL, bad input, non-finite steps, changed
+settings on resume, and 2 processes = 1 process."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -9,15 +11,24 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from files import strict_rows, tree_digest
 from safetensors.torch import load_file
+from tiny import tiny_policy
 
+from mmalign.checkpoint import trainable_state
 from mmalign.cli import main
+from mmalign.run_config import load_run_config
 from mmalign.tracking import compare_curves, read_metrics
+from mmalign.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+       "OMP_NUM_THREADS": "1"}
+TWO_PROCESSES = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+"""Two CPU processes (gloo), which accelerate picks up; `accelerate launch --cpu` starts only one without MPI."""
 
 
 @pytest.fixture
@@ -82,14 +93,18 @@ def test_sigkill_then_resume_continues_the_same_curve(config, tmp_path):
                 assert a[key] == pytest.approx(b[key], abs=1e-6), (a["step"], key)
 
 
-def test_existing_run_is_not_overwritten(config, capsys):
+def test_existing_run_is_not_overwritten(config, tmp_path, capsys):
     cfg = config()
     assert main(["train", str(cfg), "trainer.steps=2"]) == 0
-    before = load_file(next((Path(yaml.safe_load(cfg.read_text())["trainer"]["output_dir"]) / "tiny_grpo/checkpoints"
-                             ).iterdir()) / "trainable.safetensors")
+    run = tmp_path / "runs/tiny_grpo"
+    before = tree_digest(run)
+    weights = load_file(run / "checkpoints/step_000002/trainable.safetensors")
     assert main(["train", str(cfg), "trainer.steps=2"]) == 2
-    assert "--resume" in capsys.readouterr().err
-    assert before  # the checkpoint is still there and readable
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and "nothing was changed" in err, err
+    assert tree_digest(run) == before  # every file of the run, byte for byte
+    after = load_file(run / "checkpoints/step_000002/trainable.safetensors")
+    assert all(torch.equal(weights[k], after[k]) for k in weights)
 
 
 @pytest.mark.parametrize("override, message", [
@@ -149,11 +164,64 @@ def test_bad_reward_keeps_checkpoints(config, tmp_path, capsys, fn, message, mon
 def test_two_processes_make_the_same_update_as_one(tmp_path):
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
     subprocess.run([sys.executable, str(TESTS / "mp_update.py"), str(one), "0"], env=ENV, check=True, cwd=TESTS)
-    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                    str(TESTS / "mp_update.py"), str(two), "2"], env=ENV, check=True, cwd=TESTS)
+    subprocess.run([*TWO_PROCESSES, str(TESTS / "mp_update.py"), str(two), "2"], env=ENV, check=True, cwd=TESTS)
     a, b = load_file(one), load_file(two)
-    start = load_file(one)  # sanity: the update really moved the weights (compared against a fresh model below)
-    assert a.keys() == b.keys() and start
+    start = trainable_state(tiny_policy(seed=0))  # the weights before the update, as mp_update.py builds them
+    assert a.keys() == b.keys() == start.keys()
+    assert max(float((a[k] - start[k]).abs().max()) for k in a) > 1e-3, "the update did not move the weights"
     for k in a:
         assert (a[k] - b[k]).abs().max() < 1e-5, k
+    norms = [json.loads(Path(f"{two}.rank{r}.json").read_text())["grad_norm"] for r in (0, 1)]
+    assert norms[0] == norms[1] and math.isfinite(norms[0])  # the norm after the all-reduce, on every process
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_on_one_process_skips_the_step_on_all(tmp_path):
+    out = tmp_path / "poisoned.safetensors"
+    subprocess.run([*TWO_PROCESSES, str(TESTS / "mp_update.py"), str(out), "0", "poison"], env=ENV, check=True,
+                   cwd=TESTS)
+    ranks = [json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in (0, 1)]
+    assert [m["skipped_steps"] for m in ranks] == [1, 1], ranks
+    assert all(math.isnan(m["grad_norm"]) for m in ranks), ranks  # the same (non-finite) all-reduced norm
+    after, start = load_file(out), trainable_state(tiny_policy(seed=0))
+    assert all(torch.equal(after[k], start[k]) for k in start), "a skipped step changed the weights"
+
+
+def test_non_finite_steps_are_skipped_counted_and_stop_the_run(config, tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))
+    cfg = config(task_args={"rewards": [{"fn": "tiny:huge_reward"}]})
+    # 2 epochs x 2 minibatches = 4 optimizer steps per iteration: iteration 1 skips 4, iteration 2 reaches 6
+    code = main(["train", str(cfg), "trainer.steps=4", "trainer.save_every=1", "trainer.max_skipped_steps=6"])
+    err = capsys.readouterr().err
+    assert code == 2 and "non-finite" in err and "6 optimizer steps in a row" in err and "Traceback" not in err, err
+    run = tmp_path / "runs/tiny_grpo"
+    rows = strict_rows(run / "metrics.jsonl")  # valid JSON: non-finite values are null
+    train_rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train_rows] == [1]
+    assert train_rows[0]["skipped_steps"] == 4 and train_rows[0]["loss"] is None and train_rows[0]["reward"] is None
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_000001"]  # the last good checkpoint stays
+    saved = load_file(run / "checkpoints/step_000001/trainable.safetensors")
+    start = trainable_state(Trainer(load_run_config(cfg)).policy)  # the run's initial weights
+    assert all(torch.equal(saved[k], start[k]) for k in start), "a skipped step changed the weights"
+    assert not (run / "final").exists()
+
+
+def test_resume_applies_changed_hyperparameters_and_refuses_fixed_ones(config, tmp_path, capsys):
+    cfg = config()
+    run = tmp_path / "runs/tiny_grpo"
+    assert main(["train", str(cfg), "trainer.steps=2"]) == 0
+    before = tree_digest(run)
+    assert main(["train", str(cfg), "trainer.steps=4", "trainer.seed=1", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "trainer.seed: 0 -> 1" in err and "nothing was changed" in err, err
+    assert tree_digest(run) == before
+    assert main(["train", str(cfg), "trainer.steps=4", "trainer.lr=1e-6", "trainer.weight_decay=0.1",
+                 "trainer.adam_betas=[0.8, 0.9]", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "trainer.lr changed from 0.003 to 1e-06" in err and "trainer.weight_decay changed" in err, err
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [r["lr"] for r in rows if "lr" in r] == [3e-3, 3e-3, 1e-6, 1e-6]
+    recorded = yaml.safe_load((run / "config.yaml").read_text())["trainer"]
+    assert (recorded["lr"], recorded["weight_decay"], recorded["adam_betas"]) == (1e-6, 0.1, [0.8, 0.9])
+    groups = json.loads((run / "checkpoints/step_000004/trainer_state.json").read_text())["optimizer"]["param_groups"]
+    assert [(g["lr"], g["weight_decay"], list(g["betas"])) for g in groups] == [(1e-6, 0.1, [0.8, 0.9])]
