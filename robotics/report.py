@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 
 from mmalign.checkpoint import finalize_checkpoint, save_checkpoint, staging_dir
+from mmalign.mp4 import write_mp4
 from mmalign.tracking import plot_curves, read_metrics
 
 
@@ -38,22 +38,24 @@ def plot_against(metrics_path: Path, out: Path, title: str = "") -> Path | None:
 
 
 def write_video(policy, env_id: str, path: Path, seed: int = 0, size: int = 96, fps: int = 20) -> Path:
-    """One deterministic episode of `policy` (numpy obs -> action) rendered to MP4 with OpenCV."""
-    import cv2
+    """One deterministic episode of `policy` (numpy obs -> action) rendered to an H.264 MP4."""
     import gymnasium as gym
     import mmalign.envs  # noqa: F401
 
     env = gym.make(env_id, render_mode="rgb_array", width=size, height=size)
-    obs, _ = env.reset(seed=seed)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
-    done = False
-    while not done:
-        writer.write(cv2.cvtColor(np.ascontiguousarray(env.render()), cv2.COLOR_RGB2BGR))
-        obs, _, term, trunc, _ = env.step(policy(obs[None])[0])
-        done = term or trunc
-    writer.release()
-    env.close()
-    return path
+
+    def frames():
+        obs, _ = env.reset(seed=seed)
+        done = False
+        while not done:
+            yield env.render()
+            obs, _, term, trunc, _ = env.step(policy(obs[None])[0])
+            done = term or trunc
+
+    try:
+        return write_mp4(frames(), path, fps)
+    finally:
+        env.close()
 
 
 def finish(run, run_dir: Path) -> None:

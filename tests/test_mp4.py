@@ -42,3 +42,13 @@ def test_write_mp4_rejects_no_frames_and_mixed_sizes(tmp_path):
         write_mp4([np.zeros((4, 4, 3), np.uint8), np.zeros((6, 4, 3), np.uint8)], tmp_path / "mixed.mp4")
     with pytest.raises(ValueError, match="uint8 RGB"):
         write_mp4([np.zeros((4, 4, 3), np.float32)], tmp_path / "float.mp4")
+
+
+def test_robot_policy_video_is_h264_with_one_frame_per_step(tmp_path):
+    pytest.importorskip("mujoco")
+    from mmalign.robotics.report import write_video
+
+    meta, back = _read(write_video(lambda obs: np.zeros((1, 2), np.float32), "mmalign/Reach-v0", tmp_path / "p.mp4",
+                                   size=32))
+    assert meta["codec"].startswith("h264") and meta["size"] == (32, 32)
+    assert len(back) == 100 and back.std() > 0  # the episode's 100 steps (Reach's time limit), a rendered scene
