@@ -25,8 +25,9 @@ import torch
 from mmalign.robotics.offline_data import load_dataset, save_dataset
 from mmalign.robotics.pearl import METHODS, PearlConfig, check_method, get_dataset, run_pearl
 
+from mmalign import config
 from mmalign.cli import run_recipe
-from mmalign.config import apply_overrides, from_dict, read_yaml, to_dict
+from mmalign.config import from_dict, to_dict
 from mmalign.runs import check_new_run, open_run
 from mmalign.tracking import json_safe
 
@@ -67,11 +68,14 @@ class PearlRunConfig:
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PearlRunConfig:
     """A YAML file (and dotted key=value overrides) as a validated `PearlRunConfig`."""
-    data = apply_overrides(read_yaml(path), overrides or [])
-    data.pop("recipe", None)
-    if isinstance(data.get("source"), str):
-        data["source"] = [data["source"]]
-    return from_dict(PearlRunConfig, data, where=str(path))
+
+    def build(data: dict) -> PearlRunConfig:
+        data.pop("recipe", None)
+        if isinstance(data.get("source"), str):
+            data["source"] = [data["source"]]
+        return from_dict(PearlRunConfig, data)
+
+    return config.load_config(path, overrides, build)
 
 
 def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:

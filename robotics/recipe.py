@@ -26,8 +26,9 @@ from mmalign.robotics.sampler import VecEnvSampler, make_vec_env
 from mmalign.robotics.segments import EpisodeStore, Segments
 from mmalign.robotics.teachers import ScriptedTeacher, TeacherConfig, teacher_config
 
+from mmalign import config
 from mmalign.algorithms.ppo import PPOConfig, ppo_loss, ppo_prepare
-from mmalign.config import apply_overrides, from_dict, read_yaml, to_dict
+from mmalign.config import from_dict, to_dict
 from mmalign.runs import check_new_run, open_run
 
 
@@ -118,9 +119,12 @@ class PrefRLConfig:
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PrefRLConfig:
     """A YAML file (and dotted key=value overrides) as a validated `PrefRLConfig`."""
-    data = apply_overrides(read_yaml(path), overrides or [])
-    data.pop("recipe", None)  # the loop `mmalign train` dispatched to: this one
-    return from_dict(PrefRLConfig, data, where=str(path))
+
+    def build(data: dict) -> PrefRLConfig:
+        data.pop("recipe", None)  # the loop `mmalign train` dispatched to: this one
+        return from_dict(PrefRLConfig, data)
+
+    return config.load_config(path, overrides, build)
 
 
 def knn_state_entropy(obs: torch.Tensor, reference: torch.Tensor | None = None, k: int = 5) -> torch.Tensor:
