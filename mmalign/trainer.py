@@ -76,7 +76,9 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, task=None, accelerator: Accelerator | None = None):
         self.cfg, tc = cfg, cfg.trainer
-        self.acc = accelerator or Accelerator(mixed_precision=tc.mixed_precision, cpu=tc.cpu)
+        # on a machine without a GPU, accelerate forms a process group (gloo) under torchrun only when told `cpu`
+        cpu = tc.cpu or not torch.cuda.is_available()
+        self.acc = accelerator or Accelerator(mixed_precision=tc.mixed_precision, cpu=cpu)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         if tc.contexts_per_step % self.world:
             raise ValueError(f"contexts_per_step={tc.contexts_per_step} must divide among {self.world} processes.")

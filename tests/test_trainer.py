@@ -176,6 +176,19 @@ def test_two_processes_make_the_same_update_as_one(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only launch")
+def test_cli_under_torchrun_without_a_gpu_forms_one_two_process_run(config, tmp_path):
+    """`trainer.cpu` left false on a machine without a GPU: the two processes still form one process group, so they
+    share one run folder (a second, independent process would find the first one's run and refuse)."""
+    cfg = config(trainer={"steps": 2, "save_every": 0, "eval_every": 0, "contexts_per_step": 2})
+    proc = subprocess.run([*TWO_PROCESSES, "-m", "mmalign.cli", "train", str(cfg), "trainer.name=two"], env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = read_metrics(tmp_path / "runs/two/metrics.jsonl")
+    assert [r["step"] for r in rows if "reward" in r] == [1, 2]
+
+
 def test_a_non_finite_loss_on_one_process_skips_the_step_on_all(tmp_path):
     out = tmp_path / "poisoned.safetensors"
     subprocess.run([*TWO_PROCESSES, str(TESTS / "mp_update.py"), str(out), "0", "poison"], env=ENV, check=True,
