@@ -21,6 +21,8 @@ from mmalign.diffusion.rewards import PromptAlignmentReward, build_reward
 from mmalign.diffusion.rlg import generate
 from mmalign.diffusion.schedule import B2Schedule
 
+from mmalign.config import check_numbers
+
 
 @dataclass
 class DiffusionTaskConfig:
@@ -96,10 +98,24 @@ class DiffusionTaskConfig:
     """Offline (Diffusion-DPO) training: this many drawn (correct, wrong-attribute) pairs per train prompt."""
 
 
+@dataclass
+class SampleOptions:
+    """Options of `mmalign sample` for images (`--option key=value`)."""
+
+    rlg_scale: float | None = None
+    """RL guidance weight w: base + w (tuned - base) (`rlg.generate`); None samples the trained model alone."""
+    rlg_start: int = 0
+    """First denoising step that uses RL guidance."""
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "rlg_start", ge=0)
+
+
 class DiffusionTask:
     """Builds the diffusion policy, prompts and rewards for the trainer."""
 
     Config = DiffusionTaskConfig
+    SampleOptions = SampleOptions
 
     def __init__(self, cfg: DiffusionTaskConfig, device: torch.device | str = "cpu"):
         self.cfg = cfg
@@ -215,14 +231,16 @@ class DiffusionTask:
             plot_curves(run_dir / "metrics.jsonl", run_dir / "alignment.png", ("alignment_rate",), run_dir.name)
 
     def save_samples(self, prompts: list[str], out: Path, num_samples: int = 1, seed: int = 0,
-                     rlg_scale: float | None = None, rlg_start: int = 0) -> list[Path]:
+                     options: SampleOptions | None = None) -> list[Path]:
         """Seeded images for `prompts` as PNG files (and a grid), optionally with RL guidance (`rlg.generate`)."""
+        options = options or SampleOptions()
         import cv2
         from mmalign.diffusion.media import save_grid
 
         out.mkdir(parents=True, exist_ok=True)
         contexts = [p for p in prompts for _ in range(num_samples)]
-        images, _ = generate(self.policy, contexts, seed=seed, rlg_scale=rlg_scale, rlg_start=rlg_start)
+        images, _ = generate(self.policy, contexts, seed=seed, rlg_scale=options.rlg_scale,
+                             rlg_start=options.rlg_start)
         paths = []
         for i, image in enumerate(images):
             paths.append(out / f"sample_{i:03d}.png")

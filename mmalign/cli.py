@@ -85,12 +85,11 @@ def _parser() -> argparse.ArgumentParser:
         if name == "sample":
             s.add_argument("--prompt", action="append", required=True, help="a context (repeatable)")
             s.add_argument("--num-samples", type=_whole(1), default=1, help="samples per prompt")
-            s.add_argument("--greedy", action="store_true", help="greedy decoding (text)")
             s.add_argument("--seed", type=_whole(0), default=0)
             s.add_argument("--out", help="folder for image / video samples")
-            s.add_argument("--rlg-scale", type=_finite,
-                           help="RL guidance weight w (diffusion): base + w (tuned - base)")
-            s.add_argument("--rlg-start", type=_whole(0), default=0, help="first denoising step that uses RL guidance")
+            s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                           help="a sampling option of the task (repeatable): greedy=true (text, VLM), rlg_scale=1.5 "
+                                "and rlg_start=2 (diffusion: RL guidance, base + w (tuned - base))")
         if name == "select":
             s.add_argument("--k", type=_whole(1), required=True, help="how many training rows to keep")
             s.add_argument("--mode", default="hard", choices=SELECTION_MODES)
@@ -111,6 +110,36 @@ def _task(args):
     if getattr(args, "checkpoint", None):
         load_weights(Path(args.checkpoint), task.policy)
     return cfg, task
+
+
+def sample(args) -> None:
+    """`mmalign sample`: files for tasks that save samples (images, videos), else one JSON line per sample."""
+    import dataclasses
+
+    import torch
+
+    from mmalign.config import apply_overrides, from_dict
+    from mmalign.task import HasSampleOptions, SavesSamples
+
+    _, task = _task(args)
+    if args.option and not isinstance(task, HasSampleOptions):
+        raise UsageError(f"--option {args.option[0]}: the {type(task).__name__} task takes no sampling options.")
+    options = None
+    if isinstance(task, HasSampleOptions):
+        try:
+            options = from_dict(task.SampleOptions, apply_overrides({}, args.option))
+        except ConfigError as e:
+            raise UsageError(f"--option: {e}") from e
+    torch.manual_seed(args.seed)
+    with torch.no_grad():
+        if isinstance(task, SavesSamples):
+            paths = task.save_samples(args.prompt, Path(args.out or "samples"), args.num_samples, args.seed, options)
+            print(f"wrote {len(paths)} samples to {Path(args.out or 'samples')}")
+            return
+        kwargs = {} if options is None else dataclasses.asdict(options)
+        rollout = task.policy.sample(args.prompt, args.num_samples, **kwargs)
+    for g, out in zip(rollout.group.tolist(), rollout.outputs):
+        print(json.dumps({"context": args.prompt[g], "output": out}))
 
 
 def _device() -> str:
@@ -138,21 +167,7 @@ def run(argv: list[str] | None = None) -> int:
         cfg, task = _task(args)
         print(json.dumps(Trainer(cfg, task=task).evaluate(), indent=2))
     elif args.command == "sample":
-        import torch
-
-        _, task = _task(args)
-        if hasattr(task, "save_samples"):  # media tasks write files
-            with torch.no_grad():
-                paths = task.save_samples(args.prompt, Path(args.out or "samples"), args.num_samples, args.seed,
-                                          rlg_scale=args.rlg_scale, rlg_start=args.rlg_start)
-            print(f"wrote {len(paths)} samples to {Path(args.out or 'samples')}")
-            return 0
-        torch.manual_seed(args.seed)
-        kwargs = {"greedy": True} if args.greedy else {}
-        with torch.no_grad():
-            rollout = task.policy.sample(args.prompt, args.num_samples, **kwargs)
-        for g, out in zip(rollout.group.tolist(), rollout.outputs):
-            print(json.dumps({"context": args.prompt[g], "output": out}))
+        sample(args)
     elif args.command == "select":
         select(args)
     return 0
@@ -191,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: clear one-line errors for bad input (the project's error classes), tracebacks for bugs."""
     from mmalign.checkpoint import CheckpointError
     from mmalign.data import DataError
-    from mmalign.rewards import RewardError
+    from mmalign.task import RewardError
     from mmalign.trainer import DivergedError
 
     try:

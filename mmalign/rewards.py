@@ -11,9 +11,9 @@
 - `ChrfReward`, `ExactMatchReward`, `RegexReward`, `think_answer_format`.
 - `SequenceClassifierReward`: a learned reward model (transformers, num_labels=1) is just another callable.
 
-`combine_rewards` weights several rewards and validates every value with `check_rewards`; `resolve_reward` builds
-one from a YAML-friendly spec through the `REWARDS` registry (a plain dict) or a "package.module:attr" string, never
-`eval`. Bad specs and bad reward values raise `RewardError` (a `ValueError`).
+`combine_rewards` weights several rewards and validates every value with `mmalign.task.check_rewards`;
+`resolve_reward` builds one from a YAML-friendly spec through the `REWARDS` registry (a plain dict) or a
+"package.module:attr" string, never `eval`. Bad specs and bad reward values raise `mmalign.task.RewardError`.
 """
 
 from __future__ import annotations
@@ -33,15 +33,12 @@ from torch import Tensor
 
 from mmalign.config import did_you_mean, resolve
 from mmalign.rollout import RewardFn
+from mmalign.task import RewardError, check_rewards, reward_name
 
 BLEU_SMOOTHINGS = ("add-one", "exp", "add-k", "floor", "none")
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _FORMAT_RE = re.compile(r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*", re.DOTALL)
 _tokenize_13a = Tokenizer13a()
-
-
-class RewardError(ValueError):
-    """A reward spec, reward input or reward value is wrong; the message names the reward and what to do."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -340,39 +337,6 @@ class SequenceClassifierReward:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Validation and combination
-
-
-def reward_name(fn: RewardFn) -> str:
-    """A reward's display name: its `name` attribute, else its `__name__`, else its class name."""
-    return getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
-
-
-def check_rewards(values: Any, n: int, name: str) -> Tensor:
-    """Validate what reward function `name` returned for `n` outputs and return it as a float32 (n,) tensor.
-
-    Raises:
-        RewardError: (a ValueError) naming the function, when the values are not n finite numbers.
-    """
-    preview = repr(values if not isinstance(values, (list, tuple)) or len(values) <= 8 else list(values[:8]) + ["..."])
-    try:
-        tensor = torch.as_tensor(values, dtype=torch.float32).detach().cpu()
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise RewardError(
-            f"reward function {name!r} returned {preview}; expected {n} numbers, one per output ({e})."
-        ) from e
-    if tensor.shape != (n,):
-        got = f"{len(tensor)} values" if tensor.dim() == 1 else f"shape {tuple(tensor.shape)}"
-        raise RewardError(
-            f"reward function {name!r} returned {got} ({preview}) for {n} outputs; expected {n} numbers, one per "
-            f"output, in the order of `outputs`."
-        )
-    bad = (~torch.isfinite(tensor)).nonzero().flatten().tolist()
-    if bad:
-        raise RewardError(
-            f"reward function {name!r} returned non-finite values at positions {bad[:8]} ({preview}); "
-            f"expected {n} finite numbers."
-        )
-    return tensor
 
 
 class CombinedReward:

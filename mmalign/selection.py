@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from mmalign.data import write_jsonl
-from mmalign.rewards import check_rewards, reward_name
 from mmalign.rollout import RewardFn
+from mmalign.task import check_rewards, reward_name
 
 __all__ = ["SELECTION_MODES", "score_rows", "select_rows", "write_jsonl"]
 

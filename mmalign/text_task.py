@@ -11,7 +11,8 @@ import torch
 
 from mmalign.config import ConfigError, check_choice, check_numbers
 from mmalign.data import load_jsonl, shipped_dataset, train_eval_split
-from mmalign.rewards import check_rewards, resolve_reward
+from mmalign.rewards import resolve_reward
+from mmalign.task import check_rewards
 from mmalign.text import (
     CausalLMPolicy,
     char_tokenizer,
@@ -169,10 +170,19 @@ class TextTaskConfig:
                 raise e.under("model_config") from e
 
 
+@dataclass
+class SampleOptions:
+    """Options of `mmalign sample` for text (`--option key=value`)."""
+
+    greedy: bool = False
+    """Take the most likely token at each step instead of sampling."""
+
+
 class TextTask:
     """Builds the text policy, data and rewards for the trainer."""
 
     Config = TextTaskConfig
+    SampleOptions = SampleOptions
 
     def __init__(self, cfg: TextTaskConfig, device: torch.device | str = "cpu"):
         self.cfg = cfg

@@ -22,10 +22,10 @@ from tqdm.auto import tqdm
 
 from mmalign.checkpoint import CheckpointError, finalize_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from mmalign.losses import agg_units
-from mmalign.rewards import check_rewards
 from mmalign.rollout import Rollout
 from mmalign.run_config import RunConfig, algorithm, run_config_dict, task_class
 from mmalign.runs import check_new_run, check_resume_config, open_run
+from mmalign.task import Saveable, check_rewards, check_task, progress_hooks
 from mmalign.tracking import plot_curves
 
 FIXED_ON_RESUME = ("task", "task_args", "algorithm", "trainer.seed")
@@ -71,6 +71,16 @@ def step_chunks(batch: Rollout, k: int) -> list[Rollout]:
     return chunks
 
 
+def loss_aggregation(name: str, cfg) -> tuple[str, int | None]:
+    """(mode, fixed length) of an online algorithm's step aggregation (`mmalign.losses.aggregate`): the Trainer
+    normalises a whole minibatch by it. Every online algorithm's config has `loss_agg` and `fixed_length`."""
+    try:
+        return cfg.loss_agg, cfg.fixed_length or None
+    except AttributeError as e:
+        raise TypeError(f"the config of algorithm {name!r} ({type(cfg).__name__}) lacks {e.name!r}: an online "
+                        "algorithm's config has loss_agg and fixed_length (mmalign.losses.aggregate).") from e
+
+
 class Trainer:
     """Owns the loop; the task owns the policy, rewards and data; the algorithm owns prepare + loss."""
 
@@ -84,12 +94,15 @@ class Trainer:
             raise ValueError(f"contexts_per_step={tc.contexts_per_step} must divide among {self.world} processes.")
         set_seed(tc.seed)
         self.task = task if task is not None else task_class(cfg.task)(cfg.task_args, self.acc.device)
+        check_task(self.task)
         self.policy = self.task.policy
+        self.progress_hooks = progress_hooks(self.task, self.policy)
         self.algo_cfg = cfg.algorithm_args
         algo = algorithm(cfg.algorithm)
         self.prepare, self.loss_fn = algo.prepare, algo.loss
         self.algo_state = algo.state(self.algo_cfg) if algo.state else None  # run state, kept in checkpoints
-        if tc.micro_steps and getattr(self.algo_cfg, "loss_agg", "token-mean") == "seq-mean":
+        self.loss_agg = loss_aggregation(cfg.algorithm, self.algo_cfg) if self.prepare else ("token-mean", None)
+        if tc.micro_steps and self.loss_agg[0] == "seq-mean":
             raise ValueError("trainer.micro_steps needs a loss that sums over steps (loss_agg token-mean or fixed); "
                              "seq-mean divides each sample by its own length. Set micro_steps: 0 or change loss_agg.")
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
@@ -160,9 +173,7 @@ class Trainer:
         return out
 
     def _global_units(self, rollout: Rollout, micro: tuple) -> torch.Tensor:
-        mode = getattr(self.algo_cfg, "loss_agg", "token-mean")
-        fixed = getattr(self.algo_cfg, "fixed_length", 0) or None
-        units = sum(agg_units(rollout.mask[idx], mode, fixed).float() for idx in micro)
+        units = sum(agg_units(rollout.mask[idx], *self.loss_agg).float() for idx in micro)
         return self.acc.reduce(units.to(self.acc.device), "sum") if self.world > 1 else units
 
     def _step(self, finite_loss: bool = True) -> float:
@@ -200,9 +211,8 @@ class Trainer:
     def set_progress(self, step: int) -> None:
         """Schedules over training (B2-DiffuRL stages, LMM-R1's text-then-image stages) follow the iteration, so a
         resumed run continues them: task and policy get `set_progress(step)` before the step's contexts are drawn."""
-        for obj in (self.task, self.policy):
-            if hasattr(obj, "set_progress"):
-                obj.set_progress(step)
+        for hook in self.progress_hooks:
+            hook(step)
 
     def offline_step(self, step: int) -> dict[str, float]:
         """One offline iteration: a batch of preference rows, micro-batched, one optimizer step."""
@@ -246,16 +256,10 @@ class Trainer:
 
     # --- 5 evaluate, checkpoint -------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
-        """Held-out metrics (the task's `evaluate`, else mean rewards of one sample per eval context)."""
+        """Held-out metrics of the task's `evaluate`, prefixed "eval/"."""
         gpus = list(range(torch.cuda.device_count()))  # evaluation must not move the training RNG streams
         with torch.random.fork_rng(devices=gpus), torch.no_grad(), self.acc.autocast():
-            if hasattr(self.task, "evaluate"):
-                metrics = self.task.evaluate(self.policy)
-            else:
-                contexts = list(self.task.eval_contexts)
-                rollout = self.policy.sample(contexts, 1)
-                self.score(contexts, rollout)
-                metrics = {"reward": float(rollout.rewards.mean())}
+            metrics = self.task.evaluate(self.policy)
         return {f"eval/{k}": v for k, v in metrics.items()}
 
     def save(self, step: int) -> None:
@@ -334,8 +338,7 @@ class Trainer:
 
     def finish(self) -> None:
         """Final weights for people (save_pretrained / PEFT adapter), curves as PNG, the task's media."""
-        if hasattr(self.policy, "save_pretrained"):
+        if isinstance(self.policy, Saveable):
             self.policy.save_pretrained(self.run_dir / "final")
         plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "rewards.png", ("reward",), self.cfg.trainer.name)
-        if hasattr(self.task, "finish"):
-            self.task.finish(self.policy, self.run_dir)
+        self.task.finish(self.policy, self.run_dir)

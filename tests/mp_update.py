@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from safetensors.torch import save_file
-from tiny import ROWS, tiny_policy, tiny_task
+from tiny import ROWS, TinyTask, tiny_policy
 
 from mmalign.checkpoint import trainable_state
 from mmalign.run_config import RunConfig, TrainerConfig
@@ -26,7 +26,7 @@ def main(out: str, micro: int, poison: bool = False) -> None:
     local = rollout[torch.arange(acc.process_index * share, (acc.process_index + 1) * share)]
     cfg = RunConfig(task="text", trainer=TrainerConfig(contexts_per_step=4, num_samples=4, lr=1e-2,
                                                        micro_batch_size=micro, output_dir=str(Path(out).parent)))
-    trainer = Trainer(cfg, task=tiny_task(policy), accelerator=acc)
+    trainer = Trainer(cfg, task=TinyTask(policy), accelerator=acc)
     trainer.prepare(policy, local, cfg.algorithm_args)
     if poison and acc.process_index == acc.num_processes - 1:
         local.extras["advantages"][0] = float("nan")

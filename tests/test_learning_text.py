@@ -5,7 +5,7 @@ A sign flip in an advantage, a dropped mask or a swapped chosen/rejected makes t
 
 import pytest
 import torch
-from tiny import ROWS, tiny_policy, tiny_task
+from tiny import ROWS, TinyTask, tiny_policy
 
 from mmalign.algorithms.offline import PreferenceConfig
 from mmalign.algorithms.ppo import PPOConfig
@@ -20,7 +20,7 @@ def train_rewards(tmp_path, algorithm: str, policy, steps: int, rows=ROWS, args=
     cfg = RunConfig(task="text", algorithm=algorithm, algorithm_args=args, trainer=TrainerConfig(
         output_dir=str(tmp_path), steps=steps, contexts_per_step=2, num_samples=8, lr=3e-3, max_grad_norm=0.0,
         epochs=2, minibatches=2, save_every=0, seed=0))
-    trainer = Trainer(cfg, task=tiny_task(policy, rows))
+    trainer = Trainer(cfg, task=TinyTask(policy, rows))
     return [trainer.step(k)["reward"] for k in range(steps)] if algorithm != "preference" else [
         trainer.step(k)["loss"] for k in range(steps)]
 

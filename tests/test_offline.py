@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_policy, tiny_task
+from tiny import TinyTask, tiny_policy
 
 from mmalign.algorithms.offline import LOSSES, PreferenceConfig, preference_loss
 from mmalign.cli import main
@@ -35,7 +35,7 @@ def test_every_registered_loss_trains_through_the_offline_step(loss, tmp_path):
     cfg = RunConfig("text", trainer=TrainerConfig(contexts_per_step=2, micro_batch_size=1, lr=1e-2, cpu=True,
                                                   output_dir=str(tmp_path)),
                     algorithm="preference", algorithm_args=PreferenceConfig(loss=loss, sft_weight=0.1))
-    trainer = Trainer(cfg, task=tiny_task(policy, ROWS))
+    trainer = Trainer(cfg, task=TinyTask(policy, ROWS))
     before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
     metrics = trainer.step(0)
     assert torch.isfinite(torch.tensor(metrics["loss"])) and metrics["grad_norm"] > 0, metrics

@@ -12,15 +12,14 @@ from mmalign.rewards import (
     ChrfReward,
     ExactMatchReward,
     RegexReward,
-    RewardError,
     SequenceClassifierReward,
     bleu,
-    check_rewards,
     combine_rewards,
     extract_answer,
     resolve_reward,
     think_answer_format,
 )
+from mmalign.task import RewardError, check_rewards
 
 HYP = "the cat sat on a mat today"
 REFS = ["the cat sat on the mat", "a cat sat on the mat"]

@@ -1,6 +1,5 @@
 """Tiny real models and tasks for tests: a Qwen2 causal LM built from config, word-level tokenizer, BLEU reward."""
 
-from types import SimpleNamespace
 
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -36,9 +35,19 @@ def tiny_policy(seed: int = 0, lora: bool = False, **kwargs) -> CausalLMPolicy:
     return CausalLMPolicy(model, word_tokenizer(WORDS), **kwargs)
 
 
-def tiny_task(policy: CausalLMPolicy, rows=ROWS) -> SimpleNamespace:
-    return SimpleNamespace(policy=policy, rewards=[("bleu", BleuReward(), 1.0)], train_contexts=list(rows),
-                           eval_contexts=list(rows))
+class TinyTask:
+    """A Task (mmalign.task) over `rows` with a BLEU reward: evaluation is the mean BLEU of one sample per row."""
+
+    def __init__(self, policy: CausalLMPolicy, rows=ROWS):
+        self.policy, self.rewards = policy, [("bleu", BleuReward(), 1.0)]
+        self.train_contexts = self.eval_contexts = list(rows)
+
+    def evaluate(self, policy: CausalLMPolicy) -> dict[str, float]:
+        outputs = policy.sample(self.eval_contexts, 1).outputs
+        return {"reward": sum(BleuReward()(self.eval_contexts, outputs)) / len(outputs)}
+
+    def finish(self, policy: CausalLMPolicy, run_dir) -> None:
+        pass
 
 
 def slow_bleu(contexts, outputs):

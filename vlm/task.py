@@ -24,7 +24,8 @@ from mmalign.vlm.ssl_tasks import SSLGenerator, build_ssl_task
 from mmalign.vlm.tiny import check_tiny_vlm_config
 
 from mmalign.config import ConfigError, check_choice, check_numbers, did_you_mean
-from mmalign.rewards import RewardError, build_reward, check_rewards, reward_spec
+from mmalign.rewards import build_reward, reward_spec
+from mmalign.task import RewardError, check_rewards
 from mmalign.text import check_model_folder, with_lora
 
 

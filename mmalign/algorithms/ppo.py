@@ -42,9 +42,12 @@ class PPOConfig:
     """Normalise advantages over the batch's real steps."""
     loss_agg: str = "token-mean"
     """Step aggregation: "token-mean", "seq-mean" or "fixed"."""
+    fixed_length: int = 0
+    """Normaliser of "fixed" aggregation (0 = the rollout's T)."""
 
     def __post_init__(self) -> None:
         check_numbers(self, "gamma", "lam", ge=0, le=1)
+        check_numbers(self, "fixed_length", ge=0)
         check_choice(self, "loss_agg", AGGREGATIONS)
         check_numbers(self, "clip_low", gt=0, lt=1)
         check_numbers(self, "clip_high", gt=0)
@@ -106,7 +109,7 @@ def ppo_loss(policy: Policy, batch: Rollout, cfg: PPOConfig, denom: Tensor | Non
         ent = policy.entropy(batch)
         per_step = per_step - cfg.entropy_coef * ent
         metrics["entropy"] = aggregate(ent.detach(), batch.mask)
-    loss = aggregate(per_step, batch.mask, cfg.loss_agg, denom)
+    loss = aggregate(per_step, batch.mask, cfg.loss_agg, denom, cfg.fixed_length or None)
     metrics["clip_frac"] = aggregate(surr.clipped.float(), batch.mask)
     metrics["value_loss"] = aggregate(v_loss.detach(), batch.mask)
     return loss, metrics

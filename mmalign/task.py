@@ -1,0 +1,129 @@
+"""The Task contract: what a domain brings to a run, beside the `Policy` it trains (docs/architecture.md).
+
+A Task holds the policy, its reward functions, the train and held-out contexts, and two hooks: `evaluate(policy)`
+(held-out metrics) and `finish(policy, run_dir)` (what a person looks at after the run: samples, media). Optional
+parts are small protocols, resolved once when a run is built: `Scheduled.set_progress(step)` for schedules that
+follow the training iteration, `HasSampleOptions.SampleOptions` for the task's own options of `mmalign sample`,
+`SavesSamples.save_samples(...)` for tasks whose samples are files.
+
+Rewards are `(name, fn, weight)` triples; `check_rewards` validates what a reward function returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from mmalign.rollout import Policy, RewardFn
+
+
+class RewardError(ValueError):
+    """A reward spec, reward input or reward value is wrong; the message names the reward and what to do."""
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What every task provides. `Config` (a class attribute) is the dataclass of its `task_args`."""
+
+    policy: Policy
+    rewards: Sequence[tuple[str, RewardFn, float]]
+    """(name, fn, weight) per reward function; the trainer's reward is the weighted sum."""
+    train_contexts: Sequence
+    """What `policy.sample` takes: prompts, dataset rows, env ids."""
+    eval_contexts: Sequence
+    """Held-out contexts, read by `evaluate`."""
+
+    def evaluate(self, policy: Policy) -> dict[str, float]:
+        """Held-out metrics of `policy` (run without grad, on an RNG stream of its own)."""
+        ...
+
+    def finish(self, policy: Policy, run_dir: Path) -> None:
+        """Write what people look at after the run into `run_dir` (held-out samples, image grids, videos)."""
+        ...
+
+
+TASK_MEMBERS = ("policy", "rewards", "train_contexts", "eval_contexts", "evaluate", "finish")
+
+
+@runtime_checkable
+class Scheduled(Protocol):
+    """Optional, for a task or policy: something follows the training iteration (B2-DiffuRL's branch point, LMM-R1's
+    stages). Called before each iteration's contexts are drawn, so a resumed run continues the schedule."""
+
+    def set_progress(self, step: int) -> None: ...
+
+
+@runtime_checkable
+class HasSampleOptions(Protocol):
+    """Optional: `SampleOptions`, a dataclass of the task's sampling options (`mmalign sample ... --option key=value`),
+    handed to `save_samples`, or as keyword arguments to `policy.sample` when the task saves no files."""
+
+    SampleOptions: type
+
+
+@runtime_checkable
+class SavesSamples(Protocol):
+    """Optional: a task whose samples are files (images, videos); `mmalign sample` writes them to `out`."""
+
+    def save_samples(self, prompts: list[str], out: Path, num_samples: int, seed: int, options: Any) -> list[Path]:
+        ...
+
+
+@runtime_checkable
+class Saveable(Protocol):
+    """Optional, for a policy: its trained weights as a folder people load (`save_pretrained`, a PEFT adapter)."""
+
+    def save_pretrained(self, path: str | Path) -> None: ...
+
+
+def check_task(task: Any) -> None:
+    """Raise a TypeError naming what `task` lacks of the `Task` contract (members, or a policy that is no Policy)."""
+    missing = [name for name in TASK_MEMBERS if not hasattr(task, name)]
+    if missing:
+        raise TypeError(f"{type(task).__name__} is not an mmalign Task: it lacks {missing}. A task provides "
+                        f"{list(TASK_MEMBERS)} (mmalign.task.Task; docs/architecture.md).")
+    if not isinstance(task.policy, Policy):
+        raise TypeError(f"{type(task).__name__}.policy ({type(task.policy).__name__}) is not an mmalign Policy: it "
+                        "needs sample(contexts, num_samples), logprobs(rollout) and parameters() (mmalign.rollout).")
+
+
+def progress_hooks(*objs: Any) -> list[Callable[[int], None]]:
+    """The `set_progress` of each of `objs` (task, policy) that is `Scheduled`."""
+    return [obj.set_progress for obj in objs if isinstance(obj, Scheduled)]
+
+
+def reward_name(fn: RewardFn) -> str:
+    """A reward's display name: its `name` attribute, else its `__name__`, else its class name."""
+    return getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def check_rewards(values: Any, n: int, name: str) -> Tensor:
+    """Validate what reward function `name` returned for `n` outputs and return it as a float32 (n,) tensor.
+
+    Raises:
+        RewardError: (a ValueError) naming the function, when the values are not n finite numbers.
+    """
+    preview = repr(values if not isinstance(values, (list, tuple)) or len(values) <= 8 else list(values[:8]) + ["..."])
+    try:
+        tensor = torch.as_tensor(values, dtype=torch.float32).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise RewardError(
+            f"reward function {name!r} returned {preview}; expected {n} numbers, one per output ({e})."
+        ) from e
+    if tensor.shape != (n,):
+        got = f"{len(tensor)} values" if tensor.dim() == 1 else f"shape {tuple(tensor.shape)}"
+        raise RewardError(
+            f"reward function {name!r} returned {got} ({preview}) for {n} outputs; expected {n} numbers, one per "
+            f"output, in the order of `outputs`."
+        )
+    bad = (~torch.isfinite(tensor)).nonzero().flatten().tolist()
+    if bad:
+        raise RewardError(
+            f"reward function {name!r} returned non-finite values at positions {bad[:8]} ({preview}); "
+            f"expected {n} finite numbers."
+        )
+    return tensor

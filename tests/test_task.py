@@ -1,0 +1,74 @@
+"""The Task contract: a task that lacks a member is named when the run is built; optional parts (schedules, sampling
+options) are found once, through their protocols, and the CLI's `sample` takes the task's own options."""
+
+from pathlib import Path
+
+import pytest
+from tiny import ROWS, TinyTask, tiny_policy
+
+from mmalign.cli import main
+from mmalign.run_config import RunConfig, TrainerConfig
+from mmalign.task import Task, check_task
+from mmalign.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class NoFinish:
+    def __init__(self):
+        self.policy, self.rewards, self.train_contexts, self.eval_contexts = tiny_policy(), [], ROWS, ROWS
+
+    def evaluate(self, policy):
+        return {}
+
+
+class Staged(TinyTask):
+    """A task with a schedule: records the steps the trainer announced."""
+
+    def __init__(self, policy):
+        super().__init__(policy)
+        self.seen: list[int] = []
+
+    def set_progress(self, step: int) -> None:
+        self.seen.append(step)
+
+
+def test_a_task_that_lacks_a_member_is_named_when_the_run_is_built(tmp_path):
+    cfg = RunConfig(task="text", trainer=TrainerConfig(output_dir=str(tmp_path), contexts_per_step=2))
+    with pytest.raises(TypeError, match=r"NoFinish is not an mmalign Task: it lacks \['finish'\]"):
+        Trainer(cfg, task=NoFinish())
+    task = TinyTask(tiny_policy())
+    task.policy = "not a policy"
+    with pytest.raises(TypeError, match="is not an mmalign Policy"):
+        check_task(task)
+    assert isinstance(TinyTask(tiny_policy()), Task)
+
+
+def test_scheduled_tasks_hear_every_step_before_it_is_sampled(tmp_path):
+    cfg = RunConfig(task="text", trainer=TrainerConfig(output_dir=str(tmp_path), contexts_per_step=2, num_samples=2,
+                                                       save_every=0))
+    task = Staged(tiny_policy())
+    trainer = Trainer(cfg, task=task)
+    for k in (0, 1, 2):
+        trainer.step(k)
+    assert task.seen == [0, 1, 2]
+
+
+def test_sample_takes_the_tasks_own_options(capsys):
+    cfg = str(ROOT / "configs/text/tiny_grpo.yaml")
+    prompt = ["--prompt", "Give the plural of 'mouse'."]
+    assert main(["sample", cfg, *prompt, "--num-samples", "2", "--option", "greedy=true"]) == 0
+    first, second = capsys.readouterr().out.splitlines()
+    assert first == second  # greedy: the same completion twice
+    assert main(["sample", cfg, *prompt, "--option", "greedyy=true"]) == 2
+    assert "--option: " in (err := capsys.readouterr().err) and "'greedyy'" in err and "greedy" in err
+
+
+def test_image_tasks_take_rl_guidance_options(tmp_path, capsys):
+    cfg = str(ROOT / "configs/diffusion/shapes_grpo.yaml")
+    args = ["sample", cfg, "task_args.tiny=true", "task_args.num_steps=2", "--prompt", "a red circle",
+            "--out", str(tmp_path)]
+    assert main([*args, "--num-samples", "2", "--option", "rlg_start=1"]) == 0
+    assert len(list(tmp_path.glob("sample_*.png"))) == 2 and (tmp_path / "grid.png").exists()
+    assert main([*args, "--option", "rlg_start=-1"]) == 2
+    assert "rlg_start" in capsys.readouterr().err
