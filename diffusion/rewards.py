@@ -186,7 +186,7 @@ def check_reward_specs(specs: list, extra: Sequence[str] = ()) -> None:
         ConfigError: keyed "rewards" when there is none, else "rewards[i]" for the first bad spec.
     """
     if not specs:
-        raise ConfigError("is empty; give at least one reward spec, e.g. [{name: alignment}].", "rewards")
+        raise ConfigError("is empty; give at least one reward spec such as {name: ..., weight: 1.0}.", "rewards")
     registry = {**TEXT_REWARDS, **REWARDS, **dict.fromkeys(extra, _no_options)}
     for i, spec in enumerate(specs):
         try:

@@ -481,12 +481,12 @@ def check_reward_spec(spec: str | Mapping[str, Any], registry: Mapping[str, Call
             f"('package.module:attr'); got {spec}."
         )
     name = spec.get("name")
-    if name is not None and name not in registry:
-        raise RewardError(
-            f"unknown reward {name!r}; use one of {sorted(registry)} or {{'fn': 'package.module:attr'}}"
-            f"{did_you_mean(name, registry)}."
-        )
     if name is not None:
+        if name not in registry:
+            raise RewardError(
+                f"unknown reward {name!r}; use one of {sorted(registry)} or {{'fn': 'package.module:attr'}}"
+                f"{did_you_mean(name, registry)}."
+            )
         check_options(registry[name], _options(spec), repr(name))
     return spec
 
