@@ -21,6 +21,8 @@ from mmalign.diffusion.schedule import PerPromptStats, b2_select
 from mmalign.advantages import group_advantages, zero_std_fraction
 from mmalign.algorithms import Algorithm
 from mmalign.algorithms.grpo import grpo_loss
+from mmalign.config import check_choice, check_numbers
+from mmalign.losses import AGGREGATIONS
 from mmalign.rollout import Rollout
 
 
@@ -47,6 +49,14 @@ class DDPOConfig:
     entropy_coef: float = 0.0
     """Unused (the Gaussian step entropy does not depend on the weights); kept for `grpo_loss`."""
 
+    def __post_init__(self) -> None:
+        check_choice(self, "kl_estimator", ("k1", "k3"))
+        check_choice(self, "loss_agg", AGGREGATIONS)
+        check_numbers(self, "history", ge=1)
+        check_numbers(self, "min_count", "beta", "fixed_length", "entropy_coef", ge=0)
+        check_numbers(self, "adv_clip", "clip_high", gt=0)
+        check_numbers(self, "clip_low", gt=0, lt=1)
+
 
 @dataclass
 class B2Config(DDPOConfig):
@@ -66,8 +76,8 @@ class B2Config(DDPOConfig):
     """B2-DiffuRL's clip range."""
 
     def __post_init__(self) -> None:
-        if self.mode not in ("select", "grpo"):
-            raise ValueError(f"B2Config.mode must be 'select' or 'grpo', got {self.mode!r}.")
+        super().__post_init__()
+        check_choice(self, "mode", ("select", "grpo"))
 
 
 def reward_stats(cfg: DDPOConfig) -> PerPromptStats:

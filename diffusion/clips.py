@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmalign.config import check_choice, check_nonempty, check_numbers
+
 CROP = (slice(8, 56), slice(8, 56))
 """The table in a 64 x 64 overview render."""
 
@@ -47,6 +49,12 @@ class ClipConfig:
     """Action noise of the scripted controller."""
     seed: int = 0
     """Seed offset of the episodes and the clip offsets."""
+
+    def __post_init__(self) -> None:
+        check_nonempty(self, "tasks")
+        check_choice(self, "tasks", tuple(VERBS))
+        check_numbers(self, "episodes", "clips_per_episode", "frames", "frame_every", "episode_steps", "size", ge=1)
+        check_numbers(self, "noise_std", "seed", ge=0)
 
 
 def instruction(task: str, obs: np.ndarray) -> str:

@@ -26,6 +26,7 @@ from mmalign.diffusion import shapes
 from mmalign.diffusion.models import Components, ddim_scheduler, save_components
 
 from mmalign.cache import cached, made_with
+from mmalign.config import check_choice, check_nonempty, check_numbers
 
 
 @dataclass
@@ -54,6 +55,14 @@ class PretrainConfig:
     (docs/diffusion.md); frozen at its random initialisation the words stay apart."""
     seed: int = 0
     """Seed of weights and data."""
+
+    def __post_init__(self) -> None:
+        check_nonempty(self, "counts")
+        check_choice(self, "counts", tuple(shapes.NUMBERS))
+        check_numbers(self, "steps", "batch_size", "size", "width", "text_hidden", ge=1)
+        check_numbers(self, "lr", gt=0)
+        check_numbers(self, "uncond_prob", "caption_noise", ge=0, le=1)
+        check_numbers(self, "seed", ge=0)
 
 
 def embedded_components(cfg: PretrainConfig) -> Components:

@@ -17,6 +17,10 @@ import numpy as np
 import torch
 from mmalign.diffusion import shapes
 
+from mmalign.config import ConfigError
+from mmalign.rewards import REWARDS as TEXT_REWARDS
+from mmalign.rewards import RewardError, check_reward_spec
+
 
 def _images(outputs: Sequence) -> list[np.ndarray]:
     out = []
@@ -171,3 +175,25 @@ def build_reward(spec: str | dict) -> tuple[str, object, float]:
     from mmalign.rewards import resolve_reward
 
     return resolve_reward(spec)
+
+
+def check_reward_specs(specs: list, extra: Sequence[str] = ()) -> None:
+    """Check a task config's `rewards` as `build_reward` reads them, without building any (no model loads, no code
+    imports): names of the image rewards above, of `mmalign.rewards` or of `extra` (which take no options), each
+    with options its factory accepts, or {"fn": "package.module:attr"}.
+
+    Raises:
+        ConfigError: keyed "rewards" when there is none, else "rewards[i]" for the first bad spec.
+    """
+    if not specs:
+        raise ConfigError("is empty; give at least one reward spec such as {name: ..., weight: 1.0}.", "rewards")
+    registry = {**TEXT_REWARDS, **REWARDS, **dict.fromkeys(extra, _no_options)}
+    for i, spec in enumerate(specs):
+        try:
+            check_reward_spec(spec, registry)
+        except RewardError as e:
+            raise ConfigError(str(e), f"rewards[{i}]") from e
+
+
+def _no_options() -> None:
+    """The factory signature of a reward that takes no options."""

@@ -17,9 +17,11 @@ import torch
 from mmalign.diffusion import shapes
 from mmalign.diffusion.models import load_components, tiny_components
 from mmalign.diffusion.policy import DiffusionPolicy, add_lora
-from mmalign.diffusion.rewards import PromptAlignmentReward, build_reward
+from mmalign.diffusion.rewards import PromptAlignmentReward, build_reward, check_reward_specs
 from mmalign.diffusion.rlg import generate
-from mmalign.diffusion.schedule import B2Schedule
+from mmalign.diffusion.schedule import B2Schedule, check_trained_steps
+
+from mmalign.config import ConfigError, check_choice, check_nonempty, check_numbers
 
 from mmalign.config import check_numbers
 
@@ -97,6 +99,29 @@ class DiffusionTaskConfig:
     preference_pairs: int = 0
     """Offline (Diffusion-DPO) training: this many drawn (correct, wrong-attribute) pairs per train prompt."""
 
+    def __post_init__(self) -> None:
+        check_choice(self, "scheduler", ("", "ddim", "flow"))
+        check_choice(self, "dtype", ("float32", "bfloat16", "float16"))
+        check_choice(self, "reduce", ("mean", "sum"))
+        check_choice(self, "reference", ("auto", "lora", "copy", "none"))
+        check_choice(self, "eval_split", ("prompt", "pair"))
+        check_nonempty(self, "counts")
+        check_choice(self, "counts", tuple(shapes.NUMBERS))
+        check_numbers(self, "pretrain_steps", "num_steps", "max_text_length", "lora_alpha", "eval_samples",
+                      "b2_split_left", "b2_split_right", "b2_stages", ge=1)
+        check_numbers(self, "resolution", "lora_r", "train_start", "train_end", "b2_branches", "preference_pairs",
+                      "eval_seed", "guidance_scale", "eta", "noise_level", ge=0)
+        check_numbers(self, "timestep_fraction", gt=0, le=1)
+        check_numbers(self, "eval_fraction", gt=0, lt=1)  # evaluation needs held-out prompts
+        check_trained_steps(self)
+        if self.trainable and self.lora_r:
+            raise ConfigError("picks parameters of the full denoiser; with LoRA (lora_r > 0) choose the adapted "
+                              "modules with lora_target_modules instead.", "trainable")
+        if self.b2_branches and self.b2_split_left > min(self.b2_split_right, self.num_steps):
+            raise ConfigError(f"must be <= b2_split_right and num_steps (B2Schedule), got {self.b2_split_left}.",
+                              "b2_split_left")
+        check_reward_specs(self.rewards)
+
 
 @dataclass
 class SampleOptions:
@@ -132,8 +157,6 @@ class DiffusionTask:
     @staticmethod
     def split(rows: list[dict], cfg: DiffusionTaskConfig) -> tuple[list[dict], list[dict]]:
         """(train, held-out) rows: a seeded random `eval_fraction` of the prompts, or of the colour-shape pairs."""
-        if cfg.eval_split not in ("prompt", "pair"):
-            raise ValueError(f"eval_split must be 'prompt' or 'pair', got {cfg.eval_split!r}.")
         keys = [r["prompt"] for r in rows]
         if cfg.eval_split == "pair":
             if not all("color" in r and "shape" in r for r in rows):
@@ -183,9 +206,6 @@ class DiffusionTask:
         policy = DiffusionPolicy(comp, cfg.num_steps, cfg.guidance_scale, cfg.eta, cfg.noise_level, cfg.reduce,
                                  cfg.resolution, cfg.max_text_length, reference, cfg.timestep_fraction,
                                  cfg.train_start, cfg.detach_uncond, cfg.train_end).to(device)
-        if cfg.trainable and cfg.lora_r:
-            raise ValueError("trainable picks parameters of the full denoiser; with LoRA (lora_r > 0) choose the "
-                             "adapted modules with lora_target_modules instead.")
         if cfg.trainable:
             for name, p in policy.denoiser.named_parameters():
                 p.requires_grad_(any(t in name for t in cfg.trainable))

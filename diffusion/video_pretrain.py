@@ -23,6 +23,7 @@ from mmalign.diffusion.pretrain import train_denoiser
 from mmalign.diffusion.video import tiny_video_components
 
 from mmalign.cache import cached, made_with
+from mmalign.config import check_numbers
 
 
 @dataclass
@@ -41,6 +42,12 @@ class VideoPretrainConfig:
     """Fraction of empty instructions."""
     seed: int = 0
     """Seed of weights and batches."""
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "steps", "batch_size", "width", "text_hidden", ge=1)
+        check_numbers(self, "lr", gt=0)
+        check_numbers(self, "uncond_prob", ge=0, le=1)
+        check_numbers(self, "seed", ge=0)
 
 
 def embedded_video_components(cfg: VideoPretrainConfig, frames: int, size: int) -> Components:

@@ -19,10 +19,12 @@ import numpy as np
 import torch
 from mmalign.diffusion.clips import ClipConfig, load_clips, motion_continuity, split_episodes
 from mmalign.diffusion.models import load_components
+from mmalign.diffusion.rewards import check_reward_specs
+from mmalign.diffusion.schedule import check_trained_steps
 from mmalign.diffusion.video import VideoPolicy, generate_clips
 from mmalign.diffusion.world_model import PFCReward, load_world_model
 
-from mmalign.config import ConfigError
+from mmalign.config import ConfigError, check_choice, check_numbers
 
 
 @dataclass
@@ -83,6 +85,20 @@ class VideoTaskConfig:
     tiny: bool = False
     """Tests: few episodes, few steps, a tiny model."""
 
+    def __post_init__(self) -> None:
+        check_choice(self, "reduce", ("mean", "sum"))
+        check_numbers(self, "episodes", "pretrain_steps", "world_model_steps", "num_steps", "max_text_length",
+                      "context", "future", "stride", "eval_conditions", ge=1)
+        check_numbers(self, "world_model_extra_episodes", "num_frames", "train_start", "train_end", "eval_seed",
+                      "guidance_scale", "eta", ge=0)
+        check_numbers(self, "timestep_fraction", gt=0, le=1)
+        check_numbers(self, "tau", gt=0)
+        check_trained_steps(self)
+        if self.world_model == "embedded" and self.world_model_loader:
+            raise ConfigError("loads a world_model folder; the embedded world model is the project's own: set "
+                              "world_model: <folder> with it, or drop world_model_loader.", "world_model_loader")
+        check_reward_specs(self.rewards, extra=("pfc",))
+
 
 class FramewiseReward:
     """An image reward `fn(contexts, images)` applied to every frame of each clip, averaged per clip."""
@@ -108,9 +124,6 @@ class VideoTask:
         root = Path(cfg.embedded_dir)
         if cfg.world_model != "embedded":  # fail before any rendering or training, with the fix in the message
             load_world_model(cfg.world_model, cfg.world_model_loader)
-        elif cfg.world_model_loader:
-            raise ConfigError("world_model_loader loads a world_model folder; the embedded world model is the "
-                              "project's own: set world_model: <folder> with it, or drop world_model_loader.")
         self.clip_cfg = ClipConfig(episodes=6 if cfg.tiny else cfg.episodes)
         data = load_clips(self.clip_cfg, root)
         train, held = split_episodes(data)

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmalign.config import check_numbers
+
 
 @dataclass
 class PFCConfig:
@@ -43,6 +45,10 @@ class PFCConfig:
     """Frames between window starts."""
     tau: float = 0.3
     """Softmax temperature of Eq. 5: lower focuses on the worst window."""
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "context", "future", "stride", ge=1)
+        check_numbers(self, "tau", gt=0)
 
 
 @dataclass
@@ -64,6 +70,10 @@ class JEPAConfig:
     norm: bool = True
     """End the encoder with a batch norm without affine (frozen statistics at scoring): embeddings centred on the
     data's mean, so the cosine of Eq. 4 compares what changes rather than the shared component."""
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "size", ge=4)  # two stride-2 convolutions
+        check_numbers(self, "dim", "width", "context", "future", "hidden", ge=1)
 
 
 class JEPA(nn.Module):
@@ -147,6 +157,12 @@ class WorldModelTrainConfig:
     """Temperature of that term's logistic loss on the cosine gap."""
     seed: int = 0
     """Seed of weights and batches."""
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "steps", "batch_size", ge=1)
+        check_numbers(self, "lr", "order_temp", gt=0)
+        check_numbers(self, "weight_decay", "var_weight", "order_weight", "seed", ge=0)
+        check_numbers(self, "ema", ge=0, le=1)
 
 
 def train_world_model(clips: np.ndarray, cfg: JEPAConfig, tc: WorldModelTrainConfig, out_dir: str | Path | None = None,

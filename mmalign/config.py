@@ -2,8 +2,8 @@
 
 Unknown keys, wrong types, non-finite floats and out-of-range values raise `ConfigError` naming the dotted key and
 where its value came from: the YAML file, or the command-line override that set it (`load_config`). Dataclasses
-check their own fields in `__post_init__` with `check_numbers` and `check_choice`. Components named in configs
-resolve through registries (plain dicts) or "module:attr" strings, never `eval`.
+check their own fields in `__post_init__` with `check_numbers`, `check_choice` and `check_nonempty`. Components named
+in configs resolve through registries (plain dicts) or "module:attr" strings, never `eval`.
 """
 
 from __future__ import annotations
@@ -154,10 +154,21 @@ def check_numbers(obj: Any, *names: str, ge: float | None = None, gt: float | No
 
 
 def check_choice(obj: Any, name: str, choices: Sequence) -> None:
-    """Check that field `name` of `obj` is one of `choices`; the error lists them (and the closest one)."""
+    """Check that field `name` of `obj` (a value, or a list of values) is one of `choices`; the error lists them
+    (and the closest one)."""
     value = getattr(obj, name)
-    if value not in choices:
-        raise ConfigError(f"must be one of {list(choices)}, got {value!r}{did_you_mean(value, choices)}.", name)
+    items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+    for i, v in items:
+        if v not in choices:
+            raise ConfigError(f"must be one of {list(choices)}, got {v!r}{did_you_mean(v, choices)}.",
+                              name if i is None else f"{name}[{i}]")
+
+
+def check_nonempty(obj: Any, *names: str) -> None:
+    """Check that fields `names` of `obj` (lists) have at least one entry."""
+    for name in names:
+        if not getattr(obj, name):
+            raise ConfigError("is empty; give at least one entry.", name)
 
 
 def to_dict(obj: Any) -> Any:

@@ -412,8 +412,8 @@ def reward_spec(spec: str | Mapping[str, Any]) -> dict:
     return dict(spec)
 
 
-def build_reward(factory: Callable[..., Any], kwargs: dict, what: str) -> RewardFn:
-    """Call `factory(**kwargs)`, turning a bad keyword into a message that lists the accepted ones."""
+def check_options(factory: Callable[..., Any], kwargs: dict, what: str) -> None:
+    """Check that `factory(**kwargs)` binds, without calling it; a bad keyword is named with the accepted ones."""
     try:
         inspect.signature(factory).bind(**kwargs)
     except TypeError as e:
@@ -422,7 +422,42 @@ def build_reward(factory: Callable[..., Any], kwargs: dict, what: str) -> Reward
         except (TypeError, ValueError):
             accepted = []
         raise RewardError(f"reward {what}: bad options {sorted(kwargs)} ({e}); it accepts {accepted}.") from e
+
+
+def build_reward(factory: Callable[..., Any], kwargs: dict, what: str) -> RewardFn:
+    """Call `factory(**kwargs)`, turning a bad keyword into a message that lists the accepted ones."""
+    check_options(factory, kwargs, what)
     return factory(**kwargs)
+
+
+def check_reward_spec(spec: str | Mapping[str, Any], registry: Mapping[str, Callable] | None = None) -> dict:
+    """A reward spec (`reward_spec`) checked without building anything: exactly one of a "name" of `registry`
+    (default `REWARDS`) with options its factory accepts, or an "fn" (imported only when the reward is built).
+
+    Raises:
+        RewardError: naming the problem.
+    """
+    registry = REWARDS if registry is None else registry
+    spec = reward_spec(spec)
+    if ("name" in spec) == ("fn" in spec):
+        raise RewardError(
+            f"a reward spec needs exactly one of 'name' (one of {sorted(registry)}) or 'fn' "
+            f"('package.module:attr'); got {spec}."
+        )
+    name = spec.get("name")
+    if name is not None:
+        if name not in registry:
+            raise RewardError(
+                f"unknown reward {name!r}; use one of {sorted(registry)} or {{'fn': 'package.module:attr'}}"
+                f"{did_you_mean(name, registry)}."
+            )
+        check_options(registry[name], _options(spec), repr(name))
+    return spec
+
+
+def _options(spec: dict) -> dict:
+    """The keys of a spec that are its reward's options."""
+    return {k: v for k, v in spec.items() if k not in _SPEC_KEYS}
 
 
 def resolve_reward(spec: str | Mapping[str, Any]) -> tuple[str, RewardFn, float]:
@@ -436,20 +471,10 @@ def resolve_reward(spec: str | Mapping[str, Any]) -> tuple[str, RewardFn, float]
         (label, fn, weight): label is the spec's "label", else its "name", else the function's own name; weight is
         the spec's "weight" (default 1.0).
     """
-    spec = reward_spec(spec)
-    if ("name" in spec) == ("fn" in spec):
-        raise RewardError(
-            f"a reward spec needs exactly one of 'name' (one of {sorted(REWARDS)}) or 'fn' "
-            f"('package.module:attr'); got {spec}."
-        )
-    kwargs = {k: v for k, v in spec.items() if k not in _SPEC_KEYS}
+    spec = check_reward_spec(spec)
+    kwargs = _options(spec)
     if "name" in spec:
-        if spec["name"] not in REWARDS:
-            raise RewardError(
-                f"unknown reward {spec['name']!r}; use one of {sorted(REWARDS)} or {{'fn': 'package.module:attr'}}"
-                f"{did_you_mean(spec['name'], REWARDS)}."
-            )
-        fn = build_reward(REWARDS[spec["name"]], kwargs, repr(spec["name"]))
+        fn = REWARDS[spec["name"]](**kwargs)
     else:
         target = resolve(spec["fn"])
         if not callable(target):

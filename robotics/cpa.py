@@ -28,11 +28,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 import ot
 from mmalign.envs.layout import OBS_LAYOUT
+
+from mmalign.config import check_choice, check_numbers
 
 Representation = Literal["flat", "relative"]
 
@@ -55,12 +57,10 @@ class CPAConfig:
     """Outer iterations of the GW solver."""
 
     def __post_init__(self) -> None:
-        if self.representation not in ("flat", "relative"):
-            raise ValueError(f"representation must be 'flat' or 'relative', got {self.representation!r}.")
-        if self.method not in ("exact", "entropic"):
-            raise ValueError(f"method must be 'exact' or 'entropic', got {self.method!r}.")
-        if self.epsilon <= 0:
-            raise ValueError(f"epsilon must be > 0, got {self.epsilon}; 1e-3 keeps the plan sharp on [0, 1] costs.")
+        check_choice(self, "representation", get_args(Representation))
+        check_choice(self, "method", ("exact", "entropic"))
+        check_numbers(self, "epsilon", gt=0)  # 1e-3 keeps the plan sharp on [0, 1] costs
+        check_numbers(self, "max_iter", ge=1)
 
 
 class CPAResult(NamedTuple):

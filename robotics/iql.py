@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mmalign.config import check_numbers
+
 
 @dataclass
 class IQLConfig:
@@ -50,6 +52,14 @@ class IQLConfig:
     normalize_obs: bool = False
     """Standardise observations with the dataset's mean and std (per dimension) in every network; the actor keeps
     the statistics, so it acts on raw observations. Meta-World's 39-d observations need it."""
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "hidden", "batch_size", "steps", ge=1)
+        check_numbers(self, "expectile", gt=0, lt=1)
+        check_numbers(self, "beta", "seed", ge=0)
+        check_numbers(self, "max_weight", "lr", gt=0)
+        check_numbers(self, "gamma", ge=0, le=1)
+        check_numbers(self, "polyak", gt=0, le=1)
 
 
 def _mlp(d_in: int, d_out: int, hidden: tuple[int, ...]) -> nn.Sequential:

@@ -36,6 +36,8 @@ from mmalign.robotics.iql import IQLConfig, evaluate, train_iql, transitions
 from mmalign.robotics.offline_data import OfflineDataset, check_dataset, collect_dataset, dataset_record
 from mmalign.robotics.rrl import RRLConfig, fit_reward
 
+from mmalign.config import ConfigError, check_numbers
+
 LABELS = ("oracle", "cpa", "cpa-few", "few", "random")
 """Where the target labels come from (see the module docstring)."""
 METHODS = tuple(f"{lab}-{model}" for lab in LABELS for model in ("rrl", "bt"))
@@ -68,17 +70,17 @@ class PearlConfig:
     """Evaluation episodes of the IQL actor (reset seeds 10000, 10001, ...)."""
 
     def __post_init__(self) -> None:
-        if self.segments < 2 or self.segment_length < 1 or self.reward_pairs < 1 or self.eval_episodes < 1:
-            raise ValueError("segments must be >= 2 and segment_length, reward_pairs, eval_episodes >= 1; got "
-                             f"{self.segments}, {self.segment_length}, {self.reward_pairs}, {self.eval_episodes}.")
-        if not 1 <= self.few_labels <= self.segments * (self.segments - 1) // 2:
-            raise ValueError(f"few_labels must be in [1, segments (segments - 1) / 2], got {self.few_labels}.")
+        check_numbers(self, "episodes_per_policy", "segment_length", "reward_pairs", "eval_episodes", ge=1)
+        if self.max_episode_steps is not None:
+            check_numbers(self, "max_episode_steps", ge=1)
+        check_numbers(self, "segments", ge=2)
+        check_numbers(self, "few_labels", ge=1, le=self.segments * (self.segments - 1) // 2)  # the target pairs
 
 
-def check_method(method: str) -> None:
-    """Raise a ValueError naming the known methods if `method` is not one."""
+def check_method(method: str, key: str = "") -> None:
+    """Raise a ConfigError (keyed `key`) naming the known methods if `method` is not one."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}.")
+        raise ConfigError(f"unknown method {method!r}; choose from {list(METHODS)}.", key)
 
 
 def oracle_labels(ret_a: np.ndarray, ret_b: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from mmalign.robotics.pearl import METHODS, PearlConfig, check_method, get_datas
 
 from mmalign import config
 from mmalign.cli import run_recipe
-from mmalign.config import from_dict, to_dict
+from mmalign.config import ConfigError, check_nonempty, check_numbers, from_dict, to_dict
 from mmalign.runs import check_new_run, open_run
 from mmalign.tracking import json_safe
 
@@ -58,12 +58,13 @@ class PearlRunConfig:
     """Budget of each (method, seed) run."""
 
     def __post_init__(self) -> None:
-        if not self.source or not self.methods or not self.seeds:
-            raise ValueError("source, methods and seeds must each name at least one entry.")
-        for m in self.methods:
-            check_method(m)
+        check_nonempty(self, "source", "methods", "seeds")
+        for i, method in enumerate(self.methods):
+            check_method(method, f"methods[{i}]")
+        check_numbers(self, "seeds", ge=0)
+        check_numbers(self, "torch_threads", ge=1)
         if self.target in self.source:
-            raise ValueError(f"target {self.target!r} is also a source; zero-shot transfer needs another task.")
+            raise ConfigError(f"{self.target!r} is also a source; zero-shot transfer needs another task.", "target")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PearlRunConfig:

@@ -13,7 +13,7 @@ return against env steps and against feedback), final/ (safetensors via mmalign.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +24,11 @@ from mmalign.robotics.reward_ensemble import RewardEnsemble, RewardEnsembleConfi
 from mmalign.robotics.sac import SAC, ReplayBuffer, SACConfig
 from mmalign.robotics.sampler import VecEnvSampler, make_vec_env
 from mmalign.robotics.segments import EpisodeStore, Segments
-from mmalign.robotics.teachers import ScriptedTeacher, TeacherConfig, teacher_config
+from mmalign.robotics.teachers import TEACHERS, ScriptedTeacher, TeacherConfig, teacher_config
 
 from mmalign import config
 from mmalign.algorithms.ppo import PPOConfig, ppo_loss, ppo_prepare
-from mmalign.config import from_dict, to_dict
+from mmalign.config import ConfigError, check_choice, check_numbers, did_you_mean, from_dict, to_dict
 from mmalign.runs import check_new_run, open_run
 
 
@@ -109,12 +109,28 @@ class PrefRLConfig:
     """torch CPU threads; small networks run fastest on one (more threads cost ~10x on a loaded 2-core machine)."""
 
     def __post_init__(self) -> None:
-        if self.learner not in ("ppo", "sac"):
-            raise ValueError(f"learner must be 'ppo' or 'sac', got {self.learner!r}.")
-        if self.reward not in ("preference", "ground_truth"):
-            raise ValueError(f"reward must be 'preference' or 'ground_truth', got {self.reward!r}.")
-        if self.selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}.")
+        check_choice(self, "learner", ("ppo", "sac"))
+        check_choice(self, "reward", ("preference", "ground_truth"))
+        check_choice(self, "selection", SELECTIONS)
+        check_choice(self, "teacher", tuple(TEACHERS))
+        check_numbers(self, "num_envs", "total_env_steps", "segment_length", "queries_per_round", "query_every",
+                      "large_batch", "store_episodes", "heldout_every", "ppo_steps", "ppo_epochs", "ppo_minibatches",
+                      "eval_every", "eval_episodes", "heldout_pairs", "torch_threads", "hidden", ge=1)
+        check_numbers(self, "seed", "unsup_steps", "max_feedback", "surf_unlabelled", ge=0)
+        check_numbers(self, "lr", "max_grad_norm", gt=0)
+        self._check_teacher_overrides()
+
+    def _check_teacher_overrides(self) -> None:
+        """The preset with `teacher_overrides` applied must be a valid `TeacherConfig`."""
+        knobs = [f.name for f in fields(TeacherConfig)]
+        for key in self.teacher_overrides:
+            if key not in knobs:
+                raise ConfigError(f"unknown teacher knob{did_you_mean(key, knobs)}; knobs: {knobs}.",
+                                  f"teacher_overrides.{key}")
+        try:
+            teacher_config(self.teacher, **self.teacher_overrides)
+        except ConfigError as e:
+            raise e.under("teacher_overrides") from e
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PrefRLConfig:

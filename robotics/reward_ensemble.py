@@ -17,6 +17,7 @@ from mmalign.robotics.segments import Segments, temporal_crop
 from torch import Tensor, nn
 
 from mmalign.algorithms.reward_model import RewardModelConfig, reward_model_update
+from mmalign.config import ConfigError, check_numbers
 
 
 @dataclass
@@ -47,10 +48,13 @@ class RewardEnsembleConfig:
     """Floor of the input std (constant dimensions, e.g. Reach's object slots, stay near 0 instead of exploding)."""
 
     def __post_init__(self) -> None:
-        if self.members < 1:
-            raise ValueError("RewardEnsembleConfig.members must be at least 1.")
-        if self.crop_min and not 0 < self.crop_min <= self.crop_max:
-            raise ValueError("RewardEnsembleConfig: set 0 < crop_min <= crop_max to crop (SURF), or crop_min = 0.")
+        check_numbers(self, "members", "hidden", "batch_size", "epochs", ge=1)
+        check_numbers(self, "lr", "min_std", gt=0)
+        check_numbers(self, "surf_threshold", ge=0, le=1)
+        check_numbers(self, "surf_ratio", "crop_min", "crop_max", ge=0)
+        if self.crop_min > self.crop_max:
+            raise ConfigError(f"must be <= crop_max ({self.crop_max}) to crop (SURF), or 0 not to crop; got "
+                              f"{self.crop_min}.", "crop_min")
 
 
 class RewardEnsemble(nn.Module):

@@ -27,6 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from mmalign.config import check_choice, check_numbers
 from mmalign.preference import bradley_terry_loss
 
 
@@ -64,11 +65,10 @@ class RRLConfig:
     """Seed of the initialisation, the shuffling and the noise draws."""
 
     def __post_init__(self) -> None:
-        if self.likelihood not in ("predictive", "expected"):
-            raise ValueError(f"likelihood must be 'predictive' or 'expected', got {self.likelihood!r}.")
-        if self.sigma0 <= 0 or self.num_samples < 1 or self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("sigma0 must be > 0 and num_samples, epochs, batch_size >= 1; got "
-                             f"{self.sigma0}, {self.num_samples}, {self.epochs}, {self.batch_size}.")
+        check_choice(self, "likelihood", ("predictive", "expected"))
+        check_numbers(self, "hidden", "num_samples", "epochs", "batch_size", ge=1)
+        check_numbers(self, "sigma0", "lr", gt=0)
+        check_numbers(self, "beta", "mean_bound", "weight_decay", "seed", ge=0)
 
 
 class StepReward(NamedTuple):

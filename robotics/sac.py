@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from mmalign.robotics.policy import mlp
 from torch import Tensor, nn
 
+from mmalign.config import check_numbers
 from mmalign.rollout import Rollout
 
 
@@ -41,6 +42,13 @@ class SACConfig:
     """Env steps of uniform random actions before updates start."""
     updates_per_step: float = 1.0
     """Gradient updates per env step."""
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "hidden", "batch_size", "buffer_size", ge=1)
+        check_numbers(self, "lr", "init_alpha", "updates_per_step", gt=0)
+        check_numbers(self, "learning_starts", ge=0)
+        check_numbers(self, "gamma", ge=0, le=1)
+        check_numbers(self, "tau", gt=0, le=1)
 
 
 class ReplayBuffer:

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmalign.config import check_numbers
+
 
 @dataclass
 class TeacherConfig:
@@ -41,11 +43,8 @@ class TeacherConfig:
     """"Equally preferable" threshold as a fraction of the return margin; 0 = never equal."""
 
     def __post_init__(self) -> None:
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"TeacherConfig.gamma must lie in (0, 1], got {self.gamma}.")
-        for name in ("eps_mistake", "eps_skip", "eps_equal"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"TeacherConfig.{name} must lie in [0, 1], got {getattr(self, name)}.")
+        check_numbers(self, "gamma", gt=0, le=1)
+        check_numbers(self, "eps_mistake", "eps_skip", "eps_equal", ge=0, le=1)
 
 
 TEACHERS: dict[str, TeacherConfig] = {

@@ -11,7 +11,7 @@ from mmalign.vlm.task import SSLTaskConfig
 from mmalign.algorithms.grpo import GRPOConfig
 from mmalign.algorithms.offline import PreferenceConfig
 from mmalign.algorithms.ppo import PPOConfig
-from mmalign.config import ConfigError, check_choice, check_numbers, from_dict
+from mmalign.config import ConfigError, check_choice, check_nonempty, check_numbers, from_dict
 from mmalign.run_config import RunConfig, TrainerConfig, load_run_config
 from mmalign.text_task import TextTaskConfig, build_causal_lm
 
@@ -43,6 +43,17 @@ def test_check_numbers_and_check_choice_key_their_errors():
         check_numbers(Knobs(count="x"), "count", ge=0)
     with pytest.raises(ConfigError, match=r"one of \['fast', 'slow'\], got 'fsat' \(did you mean 'fast'\?\)"):
         check_choice(Knobs(mode="fsat"), "mode", ("fast", "slow"))
+
+
+def test_check_choice_checks_each_entry_of_a_list_and_check_nonempty_refuses_empty_lists():
+    check_choice(Knobs(pair=("fast", "slow")), "pair", ("fast", "slow"))
+    with pytest.raises(ConfigError, match=r"got 'slwo' \(did you mean 'slow'\?\)") as e:
+        check_choice(Knobs(pair=("fast", "slwo")), "pair", ("fast", "slow"))
+    assert e.value.key == "pair[1]"
+    check_nonempty(Knobs(), "pair")
+    with pytest.raises(ConfigError, match="is empty") as e:
+        check_nonempty(Knobs(pair=()), "pair")
+    assert e.value.key == "pair"
 
 
 def test_from_dict_refuses_non_finite_floats_and_keys_nested_errors():

@@ -36,7 +36,7 @@ def test_missing_world_model_names_the_fix(tmp_path):
 
 
 def test_world_model_loader_needs_a_world_model_folder(tmp_path):
-    with pytest.raises(ConfigError, match="world_model_loader loads a world_model folder"):
+    with pytest.raises(ConfigError, match="world_model_loader: loads a world_model folder"):
         VideoTask(VideoTask.Config(tiny=True, embedded_dir=str(tmp_path), world_model_loader="pkg.mod:Loader"))
 
 
