@@ -29,15 +29,22 @@ def raw_steps_per_s(steps: int, num_envs: int) -> float:
 
 
 def mmalign_steps_per_s(steps: int, num_envs: int) -> float:
-    from mmalign.robotics.recipe import PrefRL, PrefRLConfig
+    """PPO on the ground-truth reward through the Trainer (the robot task of configs/robotics/reach_prefppo.yaml)."""
+    from pathlib import Path
 
-    run = PrefRL(PrefRLConfig(reward="ground_truth", num_envs=num_envs, ppo_steps=128, ppo_epochs=10,
-                              ppo_minibatches=4, hidden=[64, 64], video=False))
-    run.ppo_iteration()  # warm-up
-    start, t = run.sampler.env_steps, time.perf_counter()
-    while run.sampler.env_steps - start < steps:
-        run.ppo_iteration()
-    return (run.sampler.env_steps - start) / (time.perf_counter() - t)
+    from mmalign.run_config import load_run_config
+    from mmalign.trainer import Trainer
+
+    config = Path(__file__).parents[1] / "configs" / "robotics" / "reach_prefppo.yaml"
+    overrides = ["task_args.feedback.reward=ground_truth", f"task_args.num_envs={num_envs}", "task_args.video=false"]
+    trainer = Trainer(load_run_config(config, overrides))
+    sampler = trainer.task.sampler
+    trainer.step(0)  # warm-up
+    start, t, k = sampler.env_steps, time.perf_counter(), 1
+    while sampler.env_steps - start < steps:
+        trainer.step(k)
+        k += 1
+    return (sampler.env_steps - start) / (time.perf_counter() - t)
 
 
 def sb3_steps_per_s(steps: int, num_envs: int) -> float:

@@ -23,8 +23,6 @@ from mmalign.diffusion.schedule import B2Schedule, check_trained_steps
 
 from mmalign.config import ConfigError, check_choice, check_nonempty, check_numbers
 
-from mmalign.config import check_numbers
-
 
 @dataclass
 class DiffusionTaskConfig:

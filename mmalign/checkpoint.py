@@ -1,4 +1,4 @@
-"""Checkpoints as safetensors + JSON (never pickles): trainable weights, optimizer, scheduler, step and RNG states.
+"""Checkpoints as safetensors + JSON (never pickles): named state dicts (weights, optimizer, trainer, RNG, task).
 
 A checkpoint is written into a temporary folder and renamed into place, so a crash mid-save never leaves a
 half-written checkpoint and never touches the previous ones. `manifest.json` records the SHA-256 of every file at
@@ -13,6 +13,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,49 +32,69 @@ class CheckpointError(ValueError):
     """A checkpoint is damaged, incomplete or does not fit the policy; the message names the file."""
 
 
-def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for pid, state in sd["state"].items():
-        for k, v in state.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
-        pid, _, name = key.partition(".")
-        state.setdefault(int(pid), {})[name] = v
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
-    """Capture the torch (CPU and CUDA), numpy and python RNG states of this process."""
-    tensors = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"cuda{i}"] = s
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    tensors["numpy"] = torch.from_numpy(keys.astype(np.int64))
-    py = random.getstate()
-    meta = {"numpy": [kind, int(pos), int(has_gauss), float(gauss)], "python": [py[0], list(py[1]), py[2]]}
+def split_state(state: dict[str, Any], prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A nested state dict as (tensors, JSON): tensors keyed by their "/"-joined path, the rest kept nested."""
+    tensors, meta = {}, {}
+    for k, v in state.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, torch.Tensor):
+            tensors[path] = v.detach().cpu().contiguous()
+        elif isinstance(v, dict):
+            sub_tensors, sub_meta = split_state(v, path + "/")
+            tensors.update(sub_tensors)
+            meta[k] = sub_meta
+        else:
+            meta[k] = v
     return tensors, meta
 
 
-def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def join_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """The nested state dict `split_state` split (JSON object keys come back as strings)."""
+    state = json.loads(json.dumps(meta))
+    for path, value in tensors.items():
+        *parents, leaf = path.split("/")
+        node = state
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return state
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """An optimizer's state dict with integer keys made strings, ready for `split_state`."""
+    sd = optimizer.state_dict()
+    return {"state": {str(pid): dict(s) for pid, s in sd["state"].items()}, "param_groups": sd["param_groups"]}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Restore what `optimizer_state` captured."""
+    optimizer.load_state_dict({"state": {int(pid): s for pid, s in state["state"].items()},
+                               "param_groups": state["param_groups"]})
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch (CPU and CUDA), numpy and python RNG states of this process, as a state dict."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = {str(i): s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    py = random.getstate()
+    state["numpy"] = {"keys": torch.from_numpy(keys.astype(np.int64)), "rest": [kind, int(pos), int(has_gauss),
+                                                                              float(gauss)]}
+    state["python"] = [py[0], list(py[1]), py[2]]
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what `rng_state` captured."""
-    torch.set_rng_state(tensors["torch"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda"))]
+    torch.set_rng_state(state["torch"])
+    cuda = [state.get("cuda", {})[k] for k in sorted(state.get("cuda", {}), key=int)]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
-    kind, pos, has_gauss, gauss = meta["numpy"]
-    np.random.set_state((kind, tensors["numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, state, gauss_next = meta["python"]
-    random.setstate((version, tuple(state), gauss_next))
+    kind, pos, has_gauss, gauss = state["numpy"]["rest"]
+    np.random.set_state((kind, state["numpy"]["keys"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, py, gauss_next = state["python"]
+    random.setstate((version, tuple(py), gauss_next))
 
 
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -86,25 +107,21 @@ def staging_dir(directory: Path) -> Path:
     return directory.with_name(directory.name + ".tmp")
 
 
-def save_checkpoint(directory: Path, module: nn.Module, optimizer, scheduler, step: int, rank: int = 0,
-                    world_size: int = 1, extra: dict | None = None) -> None:
-    """Write checkpoint `directory` atomically. Rank 0 writes the shared files; every rank its RNG state.
+def save_checkpoint(directory: Path, parts: dict[str, dict[str, Any]]) -> None:
+    """Write named state dicts into checkpoint `directory`'s staging folder: part `name` becomes `name.safetensors`
+    (its tensors) and `name.json` (everything else, JSON). `finalize_checkpoint` then records the checksums and
+    renames the folder into place, so a crash mid-save never leaves a half-written checkpoint.
 
-    With several processes, call on every rank with the same `directory`; rank 0 renames after a barrier
-    (the caller's), so pass `rank` and let `finalize_checkpoint` do the rename.
+    With several processes, every process writes its own parts (named with its rank) into the same folder, and the
+    main one finalizes after a barrier.
     """
     tmp = staging_dir(directory)
     tmp.mkdir(parents=True, exist_ok=True)
-    tensors, meta = rng_state()
-    save_file(tensors, tmp / f"rng_{rank}.safetensors")
-    (tmp / f"rng_{rank}.json").write_text(json.dumps(meta))
-    if rank == 0:
-        save_file(trainable_state(module), tmp / "trainable.safetensors")
-        opt_tensors, opt_meta = _flatten_optimizer(optimizer)
-        save_file(opt_tensors, tmp / "optimizer.safetensors")
-        state = {"step": step, "world_size": world_size, "optimizer": opt_meta,
-                 "scheduler": scheduler.state_dict(), **(extra or {})}
-        (tmp / "trainer_state.json").write_text(json.dumps(state))
+    for name, state in parts.items():
+        tensors, meta = split_state(state)
+        if tensors:
+            save_file(tensors, tmp / f"{name}.safetensors")
+        (tmp / f"{name}.json").write_text(json.dumps(meta))
 
 
 def sha256(path: Path) -> str:
@@ -178,10 +195,9 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}).") from e
 
 
-def _read_weights(directory: Path, module: nn.Module) -> dict[str, torch.Tensor]:
-    """A verified checkpoint's trainable weights, checked against `module`'s parameters (names, shapes, finite)."""
-    path = Path(directory) / "trainable.safetensors"
-    weights = _read_tensors(path)
+def check_weights(weights: dict[str, torch.Tensor], module: nn.Module, path: Path) -> None:
+    """Raise a `CheckpointError` (naming `path`) unless `weights` fit `module`'s parameters (names, shapes) and are
+    finite."""
     params = dict(module.named_parameters())
     missing = sorted(set(weights) - set(params))
     if missing:
@@ -194,45 +210,39 @@ def _read_weights(directory: Path, module: nn.Module) -> dict[str, torch.Tensor]
                                   "use the config that wrote it.")
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise CheckpointError(f"{path}: {name} holds non-finite values; the checkpoint is damaged.")
-    return weights
 
 
-def load_weights(directory: Path, module: nn.Module) -> None:
-    """Verify a checkpoint and copy its trainable weights into `module` (by parameter name)."""
-    verify_checkpoint(directory)
-    _copy_weights(_read_weights(directory, module), module)
-
-
-def _copy_weights(weights: dict[str, torch.Tensor], module: nn.Module) -> None:
+def copy_weights(weights: dict[str, torch.Tensor], module: nn.Module) -> None:
+    """Copy `weights` (checked by `check_weights`) into `module`'s parameters of the same names."""
     params = dict(module.named_parameters())
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value)
 
 
-def load_checkpoint(directory: Path, module: nn.Module, optimizer, scheduler, rank: int = 0) -> dict:
-    """Restore a checkpoint written by `save_checkpoint`; returns its trainer state (step, ...).
+def load_weights(directory: Path, module: nn.Module) -> None:
+    """Verify a checkpoint and copy its trainable weights into `module` (by parameter name)."""
+    verify_checkpoint(directory)
+    path = Path(directory) / "trainable.safetensors"
+    weights = _read_tensors(path)
+    check_weights(weights, module, path)
+    copy_weights(weights, module)
 
-    Every file is verified and read before anything is restored, so a `CheckpointError` (naming the bad file)
-    leaves the module, optimizer, scheduler and RNG states as they were.
+
+def load_checkpoint(directory: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Verify checkpoint `directory` and read its parts `names` (each a state dict, as `save_checkpoint` wrote it).
+
+    Everything is verified and read before the caller restores anything, so a `CheckpointError` (naming the bad
+    file) leaves the caller's state as it was.
     """
     directory = Path(directory)
     verify_checkpoint(directory)
-    state = _read_json(directory / "trainer_state.json")
-    if not isinstance(state, dict) or not {"step", "optimizer", "scheduler"} <= set(state):
-        raise CheckpointError(f"{directory / 'trainer_state.json'} lacks step, optimizer or scheduler state.")
-    weights = _read_weights(directory, module)
-    opt_tensors = _read_tensors(directory / "optimizer.safetensors")
-    try:
-        opt_state = _unflatten_optimizer(opt_tensors, state["optimizer"])
-    except (KeyError, ValueError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"{directory / 'trainer_state.json'}: its optimizer state does not fit "
-                              f"optimizer.safetensors ({type(e).__name__}: {e}).") from e
-    rng_file = directory / f"rng_{rank}.safetensors"
-    rng = (_read_tensors(rng_file), _read_json(directory / f"rng_{rank}.json")) if rng_file.exists() else None
-    _copy_weights(weights, module)
-    optimizer.load_state_dict(opt_state)
-    scheduler.load_state_dict(state["scheduler"])
-    if rng is not None:
-        set_rng_state(*rng)
-    return state
+    parts = {}
+    for name in names:
+        meta = _read_json(directory / f"{name}.json")
+        tensors = _read_tensors(directory / f"{name}.safetensors") if (directory / f"{name}.safetensors").exists() \
+            else {}
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{directory / (name + '.json')} does not hold a state mapping; it is damaged.")
+        parts[name] = join_state(tensors, meta)
+    return parts

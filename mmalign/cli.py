@@ -49,23 +49,12 @@ def _finite(text: str) -> float:
     return value
 
 
-def run_recipe(argv: list[str] | None, usage: str, load_config, train) -> int:
-    """The `main` of a recipe with a loop of its own (`recipe: package.module:main` in a config): help, a strict
-    config with overrides, one run folder. `train(cfg, command)` returns the folder; recipes do not resume."""
-    args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help"):
-        print(usage)
-        return 0 if args else 2
-    if "--resume" in args:
-        print("mmalign: error: this recipe cannot resume; start the run again under a new name=.", file=sys.stderr)
-        return 2
-    try:
-        cfg = load_config(args[0], args[1:])
-        print(f"run folder: {train(cfg, 'mmalign train ' + ' '.join(args))}")
-    except ConfigError as e:
-        print(f"mmalign: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+LOOPS = {
+    "pebble": "mmalign.robotics.pebble:main",
+    "pearl": "mmalign.robotics.pearl_run:main",
+}
+"""Experiments whose loop is not the Trainer's, named by a config's `loop:` key (or "package.module:main"): each
+`main(config_path, overrides, resume) -> run folder` runs on the shared run helper (`mmalign.runs.Run`)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -155,11 +144,11 @@ def run(argv: list[str] | None = None) -> int:
         from mmalign.run_config import load_run_config
         from mmalign.trainer import Trainer
 
-        recipe = read_yaml(args.config).get("recipe")
-        if recipe:  # experiments with a loop of their own (online preference RL) name it: "package.module:main"
-            return resolve(recipe)([args.config, *args.overrides, *(["--resume"] if args.resume else [])])
-
-        run_dir = Trainer(load_run_config(args.config, args.overrides)).train(resume=args.resume)
+        loop = read_yaml(args.config).get("loop")
+        if loop:
+            run_dir = resolve(loop, LOOPS)(args.config, args.overrides, args.resume)
+        else:
+            run_dir = Trainer(load_run_config(args.config, args.overrides)).train(resume=args.resume)
         print(f"run folder: {run_dir}")
     elif args.command == "eval":
         from mmalign.trainer import Trainer

@@ -23,6 +23,7 @@ TASKS = {
     "diffusion": "mmalign.diffusion.task:DiffusionTask",
     "vlm": "mmalign.vlm.task:SSLTask",
     "video": "mmalign.diffusion.video_task:VideoTask",
+    "robot": "mmalign.robotics.task:RobotTask",
 }
 """Task names usable in configs; anything else is a "package.module:Class" string."""
 
@@ -56,6 +57,8 @@ class TrainerConfig:
     """AdamW weight decay."""
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     """AdamW betas."""
+    adam_eps: float = 1e-8
+    """AdamW epsilon (PPO implementations for control use 1e-5)."""
     lr_schedule: str = "constant"
     """"constant", "linear" (decay to 0) or "cosine", after warmup."""
     warmup_steps: int = 0
@@ -88,6 +91,7 @@ class TrainerConfig:
                       "keep_checkpoints", "weight_decay", "max_grad_norm", ge=0)
         check_numbers(self, "lr", gt=0)
         check_numbers(self, "adam_betas", ge=0, lt=1)
+        check_numbers(self, "adam_eps", gt=0)
         if len(self.adam_betas) != 2:
             raise ConfigError(f"expected two numbers [beta1, beta2], got {self.adam_betas!r}.", "adam_betas")
 

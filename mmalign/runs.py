@@ -1,19 +1,23 @@
-"""A run folder `<output_dir>/<name>/`, for every loop that writes one: the guard that keeps a new run out of an
-existing one, the resolved config it records (`config.yaml`), the tracker it logs to, and the settings a resumed
-run may change.
+"""A run folder `<output_dir>/<name>/`, one helper for every loop that writes one (the Trainer, the SAC / PEBBLE
+loop, PEARL's comparison): the guard that keeps a new run out of an existing one, the resolved config it records
+(`config.yaml`), the settings a resumed run may change, the tracker it logs to, checksummed checkpoints with resume
+from the newest intact one, and the `final/` folder.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
+from mmalign.checkpoint import CheckpointError, finalize_checkpoint, list_checkpoints, save_checkpoint
 from mmalign.config import ConfigError
 from mmalign.tracking import Tracker
+
+T = TypeVar("T")
 
 RUN_MARKERS = ("config.yaml", "metrics.jsonl", "checkpoints", "final")
 """What a run folder holds once a run has started in it."""
@@ -106,3 +110,73 @@ def check_resume_config(run_dir: Path, config: dict, fixed: Iterable[str], chang
         for k, (a, b) in changes.items():
             print(f"resume: {k} changed from {a!r} to {b!r}", file=sys.stderr)
     return changes
+
+
+class Run:
+    """A run folder as a loop uses it: checked when built, then a tracker, checkpoints and the final folder.
+
+    A new run refuses a folder that holds one (`check_new_run`); a resumed run needs a checkpoint and refuses changes
+    to `fixed` settings (`check_resume_config`). With several processes, pass `main` (the process that writes the
+    shared files) and `barrier` (waits for every process); each process saves its own parts under its own names.
+
+    Args:
+        run_dir: the run folder.
+        config: the resolved config as plain data (what runs; written as config.yaml when the tracker opens).
+        resume: continue the run in `run_dir`.
+        fixed: dotted keys (or sections) a resumed run must keep.
+        changeable: keys inside `fixed` sections that may change all the same.
+        main: whether this process writes the shared files.
+        barrier: waits for every process (a no-op for one process).
+        keep: how many of the newest checkpoints to keep.
+    """
+
+    def __init__(self, run_dir: Path, config: dict, resume: bool = False, fixed: Iterable[str] = (),
+                 changeable: Iterable[str] = (), main: bool = True, barrier: Callable[[], None] = lambda: None,
+                 keep: int = 2):
+        self.dir, self.ckpt_dir = Path(run_dir), Path(run_dir) / "checkpoints"
+        self.config, self.main, self.barrier, self.keep = config, main, barrier, keep
+        if resume:
+            if not (self.dir / "config.yaml").exists():
+                raise FileNotFoundError(f"--resume: {self.dir} holds no run to continue; start it without --resume.")
+            check_resume_config(self.dir, config, fixed, changeable, main)
+        else:
+            check_new_run(self.dir)
+        barrier()  # every process has checked before the main one writes
+
+    def tracker(self, resume_step: int | None = None) -> Tracker:
+        """Write config.yaml (main process) and open the tracker; `resume_step` drops rows logged after it."""
+        return open_run(self.dir, self.config, self.main, resume_step)
+
+    def save(self, step: int, parts: dict[str, dict[str, Any]]) -> Path:
+        """Checkpoint `step`: this process's named state dicts (`mmalign.checkpoint.save_checkpoint`), then the main
+        process records checksums, renames the folder into place and prunes old checkpoints."""
+        directory = self.ckpt_dir / f"step_{step:06d}"
+        save_checkpoint(directory, parts)
+        self.barrier()
+        if self.main:
+            finalize_checkpoint(directory, self.keep)
+        self.barrier()
+        return directory
+
+    def restore(self, load: Callable[[Path], T]) -> T:
+        """`load(checkpoint)` of the newest intact checkpoint: one that raises `CheckpointError` is skipped with a
+        warning naming its bad file, and the one before it is tried."""
+        if not list_checkpoints(self.ckpt_dir):
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.ckpt_dir}; start the run again under a new "
+                                    "name (nothing was changed).")
+        for ckpt in reversed(list_checkpoints(self.ckpt_dir)):
+            try:
+                return load(ckpt)
+            except CheckpointError as e:
+                if self.main:
+                    print(f"mmalign: warning: skipping checkpoint {ckpt.name}: {e} Trying the one before it.",
+                          file=sys.stderr)
+        raise CheckpointError(f"--resume: no intact checkpoint in {self.ckpt_dir} (each one's damage is named above); "
+                              "start a new run under a new name.")
+
+    def save_final(self, parts: dict[str, dict[str, Any]]) -> Path:
+        """`final/`: named state dicts, checksummed like a checkpoint (main process only)."""
+        final = self.dir / "final"
+        save_checkpoint(final, parts)
+        finalize_checkpoint(final, keep=0)
+        return final

@@ -3,7 +3,8 @@
 A Task holds the policy, its reward functions, the train and held-out contexts, and two hooks: `evaluate(policy)`
 (held-out metrics) and `finish(policy, run_dir)` (what a person looks at after the run: samples, media). Optional
 parts are small protocols, resolved once when a run is built: `Scheduled.set_progress(step)` for schedules that
-follow the training iteration, `HasSampleOptions.SampleOptions` for the task's own options of `mmalign sample`,
+follow the training iteration, `Checkpointed` for tasks with run state of their own (a robot task's environments,
+episodes and learned reward), `HasSampleOptions.SampleOptions` for the task's own options of `mmalign sample`,
 `SavesSamples.save_samples(...)` for tasks whose samples are files.
 
 Rewards are `(name, fn, weight)` triples; `check_rewards` validates what a reward function returns.
@@ -52,9 +53,25 @@ TASK_MEMBERS = ("policy", "rewards", "train_contexts", "eval_contexts", "evaluat
 @runtime_checkable
 class Scheduled(Protocol):
     """Optional, for a task or policy: something follows the training iteration (B2-DiffuRL's branch point, LMM-R1's
-    stages). Called before each iteration's contexts are drawn, so a resumed run continues the schedule."""
+    stages, a robot task's feedback rounds). Called before each iteration's contexts are drawn, so a resumed run
+    continues the schedule; metrics it returns are logged with the iteration's."""
 
-    def set_progress(self, step: int) -> None: ...
+    def set_progress(self, step: int) -> dict[str, float] | None: ...
+
+
+@runtime_checkable
+class Checkpointed(Protocol):
+    """Optional, for a task: run state of its own that a checkpoint keeps, so a resumed run continues the same curve.
+
+    `checkpoint_state()` is called at every checkpoint and returns a state dict (tensors and JSON values, nested
+    dicts allowed); a checkpoint is a synchronisation point, where the task may bring its state to a form it can
+    save (a robot task restarts its environments there, seeded by the step). `restore_state(state)` is called on
+    resume with what the checkpoint holds.
+    """
+
+    def checkpoint_state(self) -> dict[str, Any]: ...
+
+    def restore_state(self, state: dict[str, Any]) -> None: ...
 
 
 @runtime_checkable
@@ -101,11 +118,12 @@ def reward_name(fn: RewardFn) -> str:
     return getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
 
 
-def check_rewards(values: Any, n: int, name: str) -> Tensor:
-    """Validate what reward function `name` returned for `n` outputs and return it as a float32 (n,) tensor.
+def check_rewards(values: Any, n: int, name: str, steps: int | None = None) -> Tensor:
+    """Validate what reward function `name` returned for `n` outputs and return it as a float32 tensor: (n,), one
+    per output, or (n, steps) per step where `steps` is given (a robot rollout's per-step rewards).
 
     Raises:
-        RewardError: (a ValueError) naming the function, when the values are not n finite numbers.
+        RewardError: (a ValueError) naming the function, when the values are not n (x steps) finite numbers.
     """
     preview = repr(values if not isinstance(values, (list, tuple)) or len(values) <= 8 else list(values[:8]) + ["..."])
     try:
@@ -114,11 +132,11 @@ def check_rewards(values: Any, n: int, name: str) -> Tensor:
         raise RewardError(
             f"reward function {name!r} returned {preview}; expected {n} numbers, one per output ({e})."
         ) from e
-    if tensor.shape != (n,):
+    if tensor.shape != (n,) and (steps is None or tensor.shape != (n, steps)):
         got = f"{len(tensor)} values" if tensor.dim() == 1 else f"shape {tuple(tensor.shape)}"
         raise RewardError(
             f"reward function {name!r} returned {got} ({preview}) for {n} outputs; expected {n} numbers, one per "
-            f"output, in the order of `outputs`."
+            f"output, in the order of `outputs`" + (f" (or ({n}, {steps}) per-step rewards)." if steps else ".")
         )
     bad = (~torch.isfinite(tensor)).nonzero().flatten().tolist()
     if bad:

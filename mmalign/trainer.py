@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -20,12 +19,22 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 
-from mmalign.checkpoint import CheckpointError, finalize_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from mmalign.checkpoint import (
+    CheckpointError,
+    check_weights,
+    copy_weights,
+    load_checkpoint,
+    load_optimizer_state,
+    optimizer_state,
+    rng_state,
+    set_rng_state,
+    trainable_state,
+)
 from mmalign.losses import agg_units
 from mmalign.rollout import Rollout
 from mmalign.run_config import RunConfig, algorithm, run_config_dict, task_class
-from mmalign.runs import check_new_run, check_resume_config, open_run
-from mmalign.task import Saveable, check_rewards, check_task, progress_hooks
+from mmalign.runs import Run
+from mmalign.task import Checkpointed, Saveable, check_rewards, check_task, progress_hooks
 from mmalign.tracking import plot_curves
 
 FIXED_ON_RESUME = ("task", "task_args", "algorithm", "trainer.seed")
@@ -34,6 +43,10 @@ change: learning rate and its schedule, AdamW settings, clipping, batch shape, c
 coefficients, and the rewards (`CHANGEABLE_ON_RESUME`)."""
 CHANGEABLE_ON_RESUME = ("task_args.rewards",)
 """Keys inside `FIXED_ON_RESUME` sections that a resumed run may change."""
+
+
+TRAINER_STATE = {"step", "scheduler", "skipped_steps", "skipped_in_row"}
+"""What a checkpoint's trainer_state.json holds besides the algorithm's state."""
 
 
 class DivergedError(RuntimeError):
@@ -69,6 +82,13 @@ def step_chunks(batch: Rollout, k: int) -> list[Rollout]:
         if mask.any():
             chunks.append(dataclasses.replace(batch, mask=mask))
     return chunks
+
+
+def per_sample_mean(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) rewards as they are; (B, T) per-step rewards averaged over each sample's real steps."""
+    if rewards.dim() == 1:
+        return rewards
+    return (rewards * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 def loss_aggregation(name: str, cfg) -> tuple[str, int | None]:
@@ -108,7 +128,7 @@ class Trainer:
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the policy has no trainable parameters.")
-        self.optimizer = torch.optim.AdamW(self.params, lr=tc.lr, betas=tuple(tc.adam_betas),
+        self.optimizer = torch.optim.AdamW(self.params, lr=tc.lr, betas=tuple(tc.adam_betas), eps=tc.adam_eps,
                                            weight_decay=tc.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(tc.lr_schedule, tc.warmup_steps, tc.steps))
@@ -131,16 +151,18 @@ class Trainer:
 
     # --- 1 sample, 2 score ------------------------------------------------------------------------------
     def score(self, contexts: list, rollout: Rollout) -> dict[str, float]:
-        """Call each reward function on (per-sample contexts, outputs); store the weighted sum in rollout.rewards."""
+        """Call each reward function on (per-sample contexts, outputs); store the weighted sum in rollout.rewards:
+        (B,) per sample, or (B, T) per step (logged as each sample's mean over its real steps)."""
         per_sample = [contexts[int(g)] for g in rollout.group]
+        mask = rollout.mask.float()
         total, metrics = 0.0, {}
         for name, fn, weight in self.task.rewards:
-            values = check_rewards(fn(per_sample, rollout.outputs), len(rollout), name)
+            values = check_rewards(fn(per_sample, rollout.outputs), len(rollout), name, steps=mask.shape[1])
             values = values.to(rollout.logprobs.device)
             total = total + weight * values
-            metrics[f"reward/{name}"] = float(self.acc.gather(values).mean())
+            metrics[f"reward/{name}"] = float(self.acc.gather(per_sample_mean(values, mask)).mean())
         rollout.rewards = total
-        gathered = self.acc.gather(total)
+        gathered = self.acc.gather(per_sample_mean(total, mask))
         metrics.update(reward=float(gathered.mean()), reward_std=float(gathered.std()) if len(gathered) > 1 else 0.)
         return metrics
 
@@ -208,11 +230,14 @@ class Trainer:
         return norm
 
     # --- one iteration ----------------------------------------------------------------------------------
-    def set_progress(self, step: int) -> None:
-        """Schedules over training (B2-DiffuRL stages, LMM-R1's text-then-image stages) follow the iteration, so a
-        resumed run continues them: task and policy get `set_progress(step)` before the step's contexts are drawn."""
+    def set_progress(self, step: int) -> dict[str, float]:
+        """Schedules over training (B2-DiffuRL stages, LMM-R1's text-then-image stages, a robot task's feedback
+        rounds) follow the iteration, so a resumed run continues them: task and policy get `set_progress(step)`
+        before the step's contexts are drawn. Returns the metrics the hooks report."""
+        metrics: dict[str, float] = {}
         for hook in self.progress_hooks:
-            hook(step)
+            metrics.update(hook(step) or {})
+        return metrics
 
     def offline_step(self, step: int) -> dict[str, float]:
         """One offline iteration: a batch of preference rows, micro-batched, one optimizer step."""
@@ -239,12 +264,12 @@ class Trainer:
         if self.prepare is None:
             return self.offline_step(step)
         t0 = time.perf_counter()
-        self.set_progress(step)
+        progress = self.set_progress(step)
         contexts = self.contexts_for(step)
         with torch.no_grad(), self.acc.autocast():
             rollout = self.policy.sample(contexts, self.cfg.trainer.num_samples)  # 1 sample
         t1 = time.perf_counter()
-        metrics = self.score(contexts, rollout)  # 2 score
+        metrics = {**progress, **self.score(contexts, rollout)}  # 2 score
         metrics.update(self.prepare(self.policy, rollout, self.algo_cfg, self.algo_state))  # 3 advantages (+ ref)
         t2 = time.perf_counter()
         metrics.update(self.update(rollout))  # 4 epochs x minibatches
@@ -262,35 +287,42 @@ class Trainer:
             metrics = self.task.evaluate(self.policy)
         return {f"eval/{k}": v for k, v in metrics.items()}
 
-    def save(self, step: int) -> None:
-        directory = self.ckpt_dir / f"step_{step:06d}"
-        extra = {"skipped_steps": self.skipped, "skipped_in_row": self.skipped_in_row}
-        if self.algo_state is not None:
-            extra["algorithm_state"] = gather_object([self.algo_state.state_dict()])
-        save_checkpoint(directory, self.policy, self.optimizer, self.scheduler, step, self.rank, self.world, extra)
-        self.acc.wait_for_everyone()
+    def checkpoint_parts(self, step: int) -> dict[str, dict]:
+        """This process's state dicts of a checkpoint: the main process writes the weights, optimizer and trainer
+        state; every process its RNG streams and, for a `Checkpointed` task, the task's run state."""
+        parts: dict[str, dict] = {f"rng_{self.rank}": rng_state()}
+        if isinstance(self.task, Checkpointed):
+            parts[f"task_{self.rank}"] = self.task.checkpoint_state()
+        algo = None if self.algo_state is None else gather_object([self.algo_state.state_dict()])
         if self.acc.is_main_process:
-            finalize_checkpoint(directory, self.cfg.trainer.keep_checkpoints)
-        self.acc.wait_for_everyone()
+            parts["trainable"] = trainable_state(self.policy)
+            parts["optimizer"] = optimizer_state(self.optimizer)
+            parts["trainer_state"] = {"step": step, "world_size": self.world, "scheduler": self.scheduler.state_dict(),
+                                      "skipped_steps": self.skipped, "skipped_in_row": self.skipped_in_row,
+                                      "algorithm_state": algo}
+        return parts
 
-    def resume_step(self) -> int:
-        """Load the newest intact checkpoint (a damaged one is skipped with a warning that names its bad file) and
-        set the optimizer and schedule to this config's values; returns the iteration to continue from."""
-        for ckpt in reversed(list_checkpoints(self.ckpt_dir)):
-            try:
-                state = load_checkpoint(ckpt, self.policy, self.optimizer, self.scheduler, self.rank)
-            except CheckpointError as e:
-                if self.acc.is_main_process:
-                    print(f"mmalign: warning: skipping checkpoint {ckpt.name}: {e} Trying the one before it.",
-                          file=sys.stderr)
-                continue
-            self.skipped, self.skipped_in_row = state.get("skipped_steps", 0), state.get("skipped_in_row", 0)
-            if self.algo_state is not None and state.get("algorithm_state"):
-                self.algo_state.load_state_dict(state["algorithm_state"][self.rank])
-            self._apply_hyperparameters()
-            return state["step"]
-        raise CheckpointError(f"--resume: no intact checkpoint in {self.ckpt_dir} (each one's damage is named above); "
-                              "start a new run under a new trainer.name.")
+    def load_checkpoint(self, ckpt: Path) -> int:
+        """Restore checkpoint `ckpt` (every part read and checked before anything changes); returns its step."""
+        names = ["trainable", "optimizer", "trainer_state", f"rng_{self.rank}"]
+        if isinstance(self.task, Checkpointed):
+            names.append(f"task_{self.rank}")
+        parts = load_checkpoint(ckpt, names)
+        check_weights(parts["trainable"], self.policy, ckpt / "trainable.safetensors")
+        state = parts["trainer_state"]
+        if missing := TRAINER_STATE - set(state):
+            raise CheckpointError(f"{ckpt / 'trainer_state.json'} lacks {sorted(missing)}; it is damaged.")
+        copy_weights(parts["trainable"], self.policy)
+        load_optimizer_state(self.optimizer, parts["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(parts[f"rng_{self.rank}"])
+        if isinstance(self.task, Checkpointed):
+            self.task.restore_state(parts[f"task_{self.rank}"])
+        self.skipped, self.skipped_in_row = state["skipped_steps"], state["skipped_in_row"]
+        if self.algo_state is not None and state.get("algorithm_state"):
+            self.algo_state.load_state_dict(state["algorithm_state"][self.rank])
+        self._apply_hyperparameters()
+        return state["step"]
 
     def _apply_hyperparameters(self) -> None:
         """Give the loaded optimizer this config's AdamW settings and peak lr, and rebuild the schedule from this
@@ -298,7 +330,7 @@ class Trainer:
         exactly the saved learning rate)."""
         tc = self.cfg.trainer
         for group in self.optimizer.param_groups:
-            group.update(initial_lr=tc.lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
+            group.update(initial_lr=tc.lr, betas=tuple(tc.adam_betas), eps=tc.adam_eps, weight_decay=tc.weight_decay)
         schedule = lr_lambda(tc.lr_schedule, tc.warmup_steps, tc.steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule, self.scheduler.last_epoch - 1)
 
@@ -306,21 +338,15 @@ class Trainer:
     def train(self, resume: bool = False) -> Path:
         """Run (or continue) the loop; returns the run folder.
 
-        A new run refuses a folder that holds one; a resumed run refuses changed settings of `FIXED_ON_RESUME`,
-        applies the others (printing each change) and records them in config.yaml.
+        A new run refuses a folder that holds one; a resumed run continues from the newest intact checkpoint,
+        refuses changed settings of `FIXED_ON_RESUME`, applies the others (printing each change) and records them
+        in config.yaml.
         """
-        tc, main, config = self.cfg.trainer, self.acc.is_main_process, run_config_dict(self.cfg)
-        if resume:
-            if not list_checkpoints(self.ckpt_dir):
-                raise FileNotFoundError(f"--resume: no checkpoint in {self.ckpt_dir}; start the run without --resume "
-                                        "(under a new trainer.name if the folder holds a run).")
-            check_resume_config(self.run_dir, config, FIXED_ON_RESUME, CHANGEABLE_ON_RESUME, main)
-        else:
-            check_new_run(self.run_dir)
-        self.acc.wait_for_everyone()  # every process has checked before the main one writes
-        done = self.resume_step() if resume else 0
-        tracker = open_run(self.run_dir, config, main, resume_step=done if resume else None)
-        with tracker:
+        tc, main = self.cfg.trainer, self.acc.is_main_process
+        run = Run(self.run_dir, run_config_dict(self.cfg), resume, FIXED_ON_RESUME, CHANGEABLE_ON_RESUME, main,
+                  self.acc.wait_for_everyone, tc.keep_checkpoints)
+        done = run.restore(self.load_checkpoint) if resume else 0
+        with run.tracker(done if resume else None) as tracker:
             if not resume:
                 tracker.log(0, self.evaluate())
             for step in tqdm(range(done, tc.steps), initial=done, total=tc.steps, disable=not main, desc=tc.name):
@@ -331,7 +357,7 @@ class Trainer:
                 if (tc.eval_every and k % tc.eval_every == 0) or k == tc.steps:
                     tracker.log(k, self.evaluate())
                 if (tc.save_every and k % tc.save_every == 0) or k == tc.steps:
-                    self.save(k)
+                    run.save(k, self.checkpoint_parts(k))
         if main:
             self.finish()
         return self.run_dir

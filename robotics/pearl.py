@@ -1,7 +1,7 @@
 """PEARL end to end: CPA labels -> reward model -> IQL on the relabelled target dataset -> target-task success.
 
     python -m mmalign.robotics.pearl --source reach --target button-press --methods cpa-rrl random-rrl --seeds 0
-    mmalign train configs/robotics/pearl_planar.yaml          # the comparison as a recipe (pearl_recipe.py)
+    mmalign train configs/robotics/pearl_planar.yaml          # the comparison as a run (pearl_run.py)
 
 Pipeline of `run_pearl(source, target, method, seed)`:
 

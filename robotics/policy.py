@@ -8,10 +8,13 @@ over action dimensions (as CleanRL and Stable-Baselines3 do). `Rollout.state` ho
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.distributions import Normal
 
@@ -42,6 +45,7 @@ class GaussianActorCritic(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (64, 64), log_std_init: float = -0.5):
         super().__init__()
+        self.sizes = {"obs_dim": obs_dim, "act_dim": act_dim, "hidden": list(hidden), "log_std_init": log_std_init}
         self.actor = mlp([obs_dim, *hidden, act_dim], out_gain=0.01)
         self.critic = mlp([obs_dim, *hidden, 1], out_gain=1.0)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
@@ -78,15 +82,29 @@ class GaussianPolicy:
 
     @torch.no_grad()
     def act(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-        """One step for a batch of observations (N, obs_dim): raw action (N, act_dim), log-prob (N,), V (N,)."""
+        """One step for CPU observations (N, obs_dim): raw action (N, act_dim), log-prob (N,), V (N,), on the CPU (the
+        envs' side), computed on the network's device."""
+        obs = obs.to(self.device)
         d = self.net.dist(obs)
         action = d.mean if deterministic else d.sample()
-        return action, d.log_prob(action).sum(-1), self.net.value(obs)
+        return action.cpu(), d.log_prob(action).sum(-1).cpu(), self.net.value(obs).cpu()
 
     @torch.no_grad()
     def state_value(self, obs: Tensor) -> Tensor:
-        """V(obs) without grad: (..., obs_dim) -> (...); the sampler's bootstrap values."""
-        return self.net.value(obs)
+        """V(obs) without grad: (..., obs_dim) -> (...) on the CPU; the sampler's bootstrap values."""
+        return self.net.value(obs.to(self.device)).cpu()
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.log_std.device
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """The actor-critic's weights (`policy.safetensors`) and sizes (`config.json`), for `load_pretrained`."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()},
+                  path / "policy.safetensors")
+        (path / "config.json").write_text(json.dumps(self.net.sizes))
 
     def sample(self, contexts: Sequence, num_samples: int) -> Rollout:
         """Collect `num_samples` steps per env (continuing the envs' episodes); see `VecEnvSampler.collect`."""
@@ -96,17 +114,26 @@ class GaussianPolicy:
 
     def logprobs(self, rollout: Rollout) -> Tensor:
         """(B, T) log N(a_t | mu(s_t), sigma), summed over action dimensions, with grad."""
-        return self.net.dist(rollout.state["obs"]).log_prob(rollout.state["actions"]).sum(-1)
+        obs, actions = rollout.state["obs"].to(self.device), rollout.state["actions"].to(self.device)
+        return self.net.dist(obs).log_prob(actions).sum(-1)
 
     def values(self, rollout: Rollout) -> Tensor:
         """(B, T) V(s_t), with grad."""
-        return self.net.value(rollout.state["obs"])
+        return self.net.value(rollout.state["obs"].to(self.device))
 
     def entropy(self, rollout: Rollout) -> Tensor:
         """(B, T) entropy of the action distribution at each step, with grad."""
-        return self.net.dist(rollout.state["obs"]).entropy().sum(-1)
+        return self.net.dist(rollout.state["obs"].to(self.device)).entropy().sum(-1)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic (mean) action for one or a batch of numpy observations, clipped to [-1, 1]."""
         action, _, _ = self.act(torch.as_tensor(obs, dtype=torch.float32), deterministic=True)
         return action.clamp(-1, 1).numpy()
+
+
+def load_pretrained(path: str | Path) -> GaussianPolicy:
+    """The policy `GaussianPolicy.save_pretrained` wrote (for acting: no sampler attached)."""
+    path = Path(path)
+    net = GaussianActorCritic(**json.loads((path / "config.json").read_text()))
+    net.load_state_dict(load_file(path / "policy.safetensors"))
+    return GaussianPolicy(net)

@@ -1,13 +1,11 @@
-"""What a preference-RL run leaves for people: curves against env steps and feedback, checkpoint, video."""
+"""What a robot run leaves for people: curves against env steps and feedback, the reward model, a video."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from safetensors.torch import save_file
 
-from mmalign.checkpoint import finalize_checkpoint, save_checkpoint, staging_dir
 from mmalign.mp4 import write_mp4
 from mmalign.tracking import plot_curves, read_metrics
 
@@ -23,7 +21,7 @@ def plot_against(metrics_path: Path, out: Path, title: str = "") -> Path | None:
     if not rows:
         return None
     fig, axes = plt.subplots(2, 2, figsize=(9, 6), dpi=110)
-    for j, x in enumerate(("env_steps", "feedback")):
+    for j, x in enumerate(("eval/env_steps", "eval/feedback")):
         for i, y in enumerate(("eval/success_rate", "eval/return")):
             ax = axes[i, j]
             ax.plot([r[x] for r in rows], [r[y] for r in rows], marker="o", ms=3)
@@ -37,12 +35,12 @@ def plot_against(metrics_path: Path, out: Path, title: str = "") -> Path | None:
     return out
 
 
-def write_video(policy, env_id: str, path: Path, seed: int = 0, size: int = 96, fps: int = 20) -> Path:
+def write_video(policy, env_id: str, path: Path, seed: int = 0, size: int = 96, fps: int = 20, **env_kwargs) -> Path:
     """One deterministic episode of `policy` (numpy obs -> action) rendered to an H.264 MP4."""
     import gymnasium as gym
     import mmalign.envs  # noqa: F401
 
-    env = gym.make(env_id, render_mode="rgb_array", width=size, height=size)
+    env = gym.make(env_id, render_mode="rgb_array", width=size, height=size, **env_kwargs)
 
     def frames():
         obs, _ = env.reset(seed=seed)
@@ -58,19 +56,24 @@ def write_video(policy, env_id: str, path: Path, seed: int = 0, size: int = 96, 
         env.close()
 
 
-def finish(run, run_dir: Path) -> None:
-    """Final weights (safetensors), curves (PNG) and a video of the final policy (MP4)."""
-    cfg = run.cfg
-    scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lambda k: 1.0)
-    final = run_dir / "final"
-    save_checkpoint(final, run.net, run.optimizer, scheduler, run.sampler.env_steps,
-                    extra={"env_steps": run.sampler.env_steps, "feedback": run.feedback})
-    if cfg.reward == "preference":
-        # state_dict, not trainable_state: the input normaliser (buffers) is part of the reward model
-        state = {k: v.contiguous() for k, v in run.ensemble.state_dict().items()}
-        save_file(state, staging_dir(final) / "reward_ensemble.safetensors")
-    finalize_checkpoint(final, keep=0)  # checksums every file, then renames into place
-    plot_against(run_dir / "metrics.jsonl", run_dir / "curves.png", cfg.name)
-    plot_curves(run_dir / "metrics.jsonl", run_dir / "success.png", ("success_rate", "accuracy"), cfg.name)
-    if cfg.video:
-        write_video(run.agent, cfg.env_id, run_dir / "final_policy.mp4", seed=cfg.seed)
+def write_report(run_dir: Path, feedback, agent, env_id: str, seed: int, video: bool = True,
+                 env_kwargs: dict | None = None) -> None:
+    """What a robot run leaves beside its metrics: the reward ensemble in final/ (with its input normaliser), curves
+    against env steps and feedback (curves.png, success.png) and a video of the final policy (final_policy.mp4).
+
+    Args:
+        run_dir: the run folder (metrics.jsonl is read from it).
+        feedback: the run's `PreferenceFeedback`.
+        agent: the final policy, numpy obs -> action.
+        env_id: the env of the video; `env_kwargs` its keyword arguments.
+        seed: the video episode's seed.
+        video: write the video.
+    """
+    if feedback.cfg.reward == "preference":
+        (run_dir / "final").mkdir(parents=True, exist_ok=True)
+        state = {k: v.contiguous() for k, v in feedback.ensemble.state_dict().items()}
+        save_file(state, run_dir / "final" / "reward_ensemble.safetensors")
+    plot_against(run_dir / "metrics.jsonl", run_dir / "curves.png", run_dir.name)
+    plot_curves(run_dir / "metrics.jsonl", run_dir / "success.png", ("success_rate", "accuracy"), run_dir.name)
+    if video:
+        write_video(agent, env_id, run_dir / "final_policy.mp4", seed=seed, **(env_kwargs or {}))

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from mmalign.robotics.policy import mlp
 from torch import Tensor, nn
 
+from mmalign.checkpoint import load_optimizer_state, optimizer_state
 from mmalign.config import check_numbers
 from mmalign.rollout import Rollout
 
@@ -82,6 +83,16 @@ class ReplayBuffer:
         """PEBBLE's relabelling: rewards[i] = reward_fn(s_i, a_i) for every stored transition."""
         for i in range(0, self.size, chunk):
             self.rewards[i:i + chunk] = reward_fn(self.obs[i:i + chunk], self.actions[i:i + chunk])
+
+    def state_dict(self) -> dict:
+        """The stored transitions and the ring position (checkpoints)."""
+        fields = ("obs", "actions", "next_obs", "terminated", "rewards")
+        return {**{k: getattr(self, k)[: self.size] for k in fields}, "pos": self.pos, "size": self.size}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in ("obs", "actions", "next_obs", "terminated", "rewards"):
+            getattr(self, k)[: state["size"]] = state[k]
+        self.pos, self.size = state["pos"], state["size"]
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         idx = torch.randint(0, self.size, (n,), generator=generator)
@@ -171,6 +182,21 @@ class SAC:
             for p, tp in zip(self.critics.parameters(), self.targets.parameters()):
                 tp.lerp_(p, cfg.tau)
         return {"q_loss": float(q_loss), "pi_loss": float(pi_loss), "alpha": float(alpha)}
+
+    def state_dict(self) -> dict:
+        """Networks, temperature and optimizers (checkpoints)."""
+        return {"actor": self.actor.state_dict(), "critics": self.critics.state_dict(),
+                "targets": self.targets.state_dict(), "log_alpha": self.log_alpha.detach().clone(),
+                "optimizers": {k: optimizer_state(getattr(self, f"{k}_opt")) for k in ("actor", "critic", "alpha")}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critics.load_state_dict(state["critics"])
+        self.targets.load_state_dict(state["targets"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        for k in ("actor", "critic", "alpha"):
+            load_optimizer_state(getattr(self, f"{k}_opt"), state["optimizers"][k])
 
     def reset_critics(self) -> None:
         """PEBBLE resets the critics after unsupervised pre-training (their values belong to the old reward)."""

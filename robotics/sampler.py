@@ -10,13 +10,14 @@ False. A row of a rollout is one env's stream of steps, possibly across episodes
 - the last column bootstraps from V(next obs) as well, because its successor lies outside the rollout.
 
 Finished episodes (obs, actions, env rewards, successes) go to `on_episode`, e.g. an `EpisodeStore` for
-preference queries.
+preference queries. `Rollout.outputs` holds one `Trajectory` per row, what a reward function reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -39,6 +40,16 @@ class Episode:
     @property
     def ret(self) -> float:
         return float(self.rewards.sum())
+
+
+class Trajectory(NamedTuple):
+    """One row of a rollout, as reward functions see it: obs (T, obs_dim), env_actions (T, act_dim) as the env ran
+    them (clipped to the action box), env_rewards (T,), mask (T,) real steps."""
+
+    obs: Tensor
+    env_actions: Tensor
+    env_rewards: Tensor
+    mask: Tensor
 
 
 @dataclass
@@ -79,6 +90,13 @@ class VecEnvSampler:
         self.partial = [_Partial() for _ in range(self.n)]
         self.env_steps = 0
         self.finished: list[Episode] = []
+
+    def restart(self, seed: int) -> None:
+        """Reset every env with `seed` and drop the unfinished episodes: the envs' state is then a function of the
+        seed alone, which is how a checkpoint keeps it (`RobotTask.checkpoint_state`)."""
+        self.obs, _ = self.env.reset(seed=seed)
+        self.prev_done[:] = False
+        self.partial = [_Partial() for _ in range(self.n)]
 
     def collect(self, policy, steps: int) -> Rollout:
         """Run `steps` vector steps. Returns a Rollout with B = num_envs rows and T = steps columns.
@@ -133,8 +151,10 @@ class VecEnvSampler:
         env_rewards = t["rew"].float() * t["mask"]
         sent = t["sent"].float()
         rewards = env_rewards if self.reward_fn is None else self.reward_fn(obs, sent) * t["mask"]
+        mask = t["mask"].bool()
         return Rollout(
-            group=torch.arange(self.n), logprobs=t["logp"].float(), mask=t["mask"].bool(),
+            group=torch.zeros(self.n, dtype=torch.long), logprobs=t["logp"].float(), mask=mask,
+            outputs=[Trajectory(*row) for row in zip(obs, sent, env_rewards, mask)],
             state={"obs": obs, "actions": t["act"].float(), "env_actions": sent, "next_obs": next_obs,
                    "env_rewards": env_rewards, "success": t["succ"].bool()},
             rewards=rewards,

@@ -67,6 +67,20 @@ class EpisodeStore:
         """`n` segments of `length` steps: a uniform episode among those long enough, then a uniform start."""
         return sample_segments(self.episodes, n, length, generator)
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The episodes as tensors: every field's steps concatenated, plus each episode's length."""
+        eps = self.episodes
+        return {"lengths": torch.tensor([len(e.rewards) for e in eps], dtype=torch.long),
+                **{k: torch.as_tensor(np.concatenate([getattr(e, k) for e in eps])) if eps else torch.zeros(0)
+                   for k in ("obs", "actions", "rewards", "success")}}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore the episodes `state_dict` captured."""
+        bounds = np.cumsum([0, *state["lengths"].tolist()])
+        fields = {k: state[k].numpy() for k in ("obs", "actions", "rewards", "success")}
+        self.episodes = [Episode(*(fields[k][s:e] for k in ("obs", "actions", "rewards", "success")))
+                         for s, e in zip(bounds[:-1], bounds[1:])]
+
     def save(self, path: str | Path) -> Path:
         """Write the episodes to an .npz file (one padded array per field plus lengths)."""
         return save_episodes(self.episodes, path)

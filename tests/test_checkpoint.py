@@ -9,41 +9,39 @@ import torch
 import yaml
 from files import tree_digest
 from safetensors.torch import load_file
-from tiny import tiny_policy
+from tiny import TinyTask, tiny_policy
 
 from mmalign.checkpoint import (
     CheckpointError,
     finalize_checkpoint,
     list_checkpoints,
-    load_checkpoint,
     load_weights,
     save_checkpoint,
     trainable_state,
 )
 from mmalign.cli import main
-from mmalign.run_config import load_run_config
+from mmalign.run_config import RunConfig, TrainerConfig, load_run_config
 from mmalign.tracking import read_metrics
 from mmalign.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _save(folder: Path, policy, step: int) -> Path:
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-3)
+def _trainer(folder: Path, seed: int) -> Trainer:
+    """A Trainer of the tiny text task (its checkpoint parts: weights, optimizer, trainer state, RNG)."""
+    cfg = RunConfig(task="text", trainer=TrainerConfig(output_dir=str(folder), contexts_per_step=2, seed=seed))
+    return Trainer(cfg, task=TinyTask(tiny_policy(seed=seed)))
+
+
+def _save(folder: Path, step: int) -> Path:
+    trainer = _trainer(folder, seed=0)
+    params = trainer.params
     params[0].grad = torch.ones_like(params[0])
-    opt.step()  # some optimizer state to save
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0)
+    trainer.optimizer.step()  # some optimizer state to save
     directory = folder / f"step_{step:06d}"
-    save_checkpoint(directory, policy, opt, sched, step)
+    save_checkpoint(directory, trainer.checkpoint_parts(step))
     finalize_checkpoint(directory, keep=0)
     return directory
-
-
-def _fresh(policy):
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-3)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0)
 
 
 def flip_tail(path: Path, n: int = 4) -> None:
@@ -58,14 +56,13 @@ def truncate(path: Path) -> None:
 
 
 def test_manifest_records_every_file_and_intact_checkpoints_load(tmp_path):
-    ckpt = _save(tmp_path, tiny_policy(seed=0), 3)
+    ckpt = _save(tmp_path, 3)
     digests = json.loads((ckpt / "manifest.json").read_text())["sha256"]
     assert set(digests) == {p.name for p in ckpt.iterdir()} - {"manifest.json"}
-    other = tiny_policy(seed=1)
-    state = load_checkpoint(ckpt, other, *_fresh(other))
-    assert state["step"] == 3
+    other = _trainer(tmp_path, seed=1)
+    assert other.load_checkpoint(ckpt) == 3
     saved = load_file(ckpt / "trainable.safetensors")
-    assert all(torch.equal(v, saved[k]) for k, v in trainable_state(other).items())
+    assert all(torch.equal(v, saved[k]) for k, v in trainable_state(other.policy).items())
 
 
 @pytest.mark.parametrize("name, damage", [
@@ -73,30 +70,30 @@ def test_manifest_records_every_file_and_intact_checkpoints_load(tmp_path):
     ("trainer_state.json", lambda p: p.write_text("{not json")), ("rng_0.json", lambda p: p.unlink()),
 ])
 def test_damaged_file_is_named_and_nothing_is_loaded(tmp_path, name, damage):
-    ckpt = _save(tmp_path, tiny_policy(seed=0), 1)
+    ckpt = _save(tmp_path, 1)
     damage(ckpt / name)
-    other = tiny_policy(seed=1)
-    before = trainable_state(other)
+    other = _trainer(tmp_path, seed=1)
+    before = trainable_state(other.policy)
     with pytest.raises(CheckpointError, match=name):
-        load_checkpoint(ckpt, other, *_fresh(other))
-    assert all(torch.equal(before[k], v) for k, v in trainable_state(other).items())
+        other.load_checkpoint(ckpt)
+    assert all(torch.equal(before[k], v) for k, v in trainable_state(other.policy).items())
     if name == "trainable.safetensors":
         with pytest.raises(CheckpointError, match=name):
-            load_weights(ckpt, other)
+            load_weights(ckpt, other.policy)
 
 
 def test_checkpoints_without_a_manifest_are_still_checked_for_damage(tmp_path):
     """A checkpoint saved before manifests existed loads unverified, but garbage still gives a named error."""
-    ckpt = _save(tmp_path, tiny_policy(seed=0), 1)
+    ckpt = _save(tmp_path, 1)
     (ckpt / "manifest.json").unlink()
-    other = tiny_policy(seed=1)
-    load_weights(ckpt, other)
+    other = _trainer(tmp_path, seed=1)
+    load_weights(ckpt, other.policy)
     flip_tail(ckpt / "trainable.safetensors")
     with pytest.raises(CheckpointError, match="trainable.safetensors.*non-finite"):
-        load_weights(ckpt, other)
+        load_weights(ckpt, other.policy)
     (ckpt / "trainer_state.json").write_text("[")
     with pytest.raises(CheckpointError, match="trainer_state.json"):
-        load_checkpoint(ckpt, other, *_fresh(other))
+        other.load_checkpoint(ckpt)
 
 
 def test_only_step_folders_are_checkpoints(tmp_path):
@@ -107,7 +104,7 @@ def test_only_step_folders_are_checkpoints(tmp_path):
 
 
 def test_a_checkpoint_of_another_policy_is_one_clear_error(tmp_path):
-    ckpt = _save(tmp_path, tiny_policy(seed=0), 1)
+    ckpt = _save(tmp_path, 1)
     from tiny import WORDS, tiny_lm
 
     from mmalign.text import CausalLMPolicy, word_tokenizer
@@ -129,8 +126,9 @@ def config(tmp_path):
 
 def test_cli_eval_of_a_damaged_or_foreign_checkpoint_ends_in_one_line(config, tmp_path, capsys):
     trainer = Trainer(load_run_config(config))
-    trainer.save(1)
-    ckpt = trainer.ckpt_dir / "step_000001"
+    ckpt = tmp_path / "step_000001"
+    save_checkpoint(ckpt, trainer.checkpoint_parts(1))
+    finalize_checkpoint(ckpt, keep=0)
     assert main(["eval", str(config), "--checkpoint", str(ckpt)]) == 0
     capsys.readouterr()
     assert main(["eval", str(config), "task_args.model_config.hidden_size=64", "--checkpoint", str(ckpt)]) == 2

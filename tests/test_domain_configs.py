@@ -15,23 +15,26 @@ from mmalign.diffusion.video_pretrain import VideoPretrainConfig
 from mmalign.diffusion.video_task import VideoTaskConfig
 from mmalign.diffusion.world_model import JEPAConfig, PFCConfig, WorldModelTrainConfig
 from mmalign.robotics.cpa import CPAConfig
+from mmalign.robotics.feedback import FeedbackConfig
 from mmalign.robotics.iql import IQLConfig
 from mmalign.robotics.pearl import PearlConfig
-from mmalign.robotics.pearl_recipe import PearlRunConfig
-from mmalign.robotics.recipe import PrefRLConfig
+from mmalign.robotics.pearl_run import PearlRunConfig
+from mmalign.robotics.pebble import PebbleConfig
 from mmalign.robotics.reward_ensemble import RewardEnsembleConfig
 from mmalign.robotics.rrl import RRLConfig
 from mmalign.robotics.sac import SACConfig
+from mmalign.robotics.task import RobotTaskConfig
 from mmalign.robotics.teachers import TeacherConfig
 
-from mmalign.cli import main
+from mmalign.cli import LOOPS, main
 from mmalign.config import ConfigError, from_dict
 from mmalign.run_config import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_CLASSES = [DDPOConfig, B2Config, ClipConfig, PretrainConfig, VideoPretrainConfig, PFCConfig, JEPAConfig,
-                  WorldModelTrainConfig, DiffusionTaskConfig, VideoTaskConfig, PrefRLConfig, RewardEnsembleConfig,
-                  SACConfig, TeacherConfig, IQLConfig, RRLConfig, CPAConfig, PearlConfig, PearlRunConfig]
+                  WorldModelTrainConfig, DiffusionTaskConfig, VideoTaskConfig, FeedbackConfig, RobotTaskConfig,
+                  PebbleConfig, RewardEnsembleConfig, SACConfig, TeacherConfig, IQLConfig, RRLConfig, CPAConfig,
+                  PearlConfig, PearlRunConfig]
 
 
 def bad(cls: type, key: str, **kwargs) -> tuple:
@@ -83,14 +86,14 @@ CASES = [
                 timestep_fraction=0.0, tau=0.0, world_model_loader="pkg.mod:Loader", rewards=[]),
     bad(VideoTaskConfig, "train_start", train_start=10),
     bad(VideoTaskConfig, "rewards[0]", rewards=[{"name": "pfc", "context": 3}]),
-    *bad_values(PrefRLConfig, learner="td3", reward="learned", selection="random", teacher="expert", num_envs=0,
-                total_env_steps=0, segment_length=0, queries_per_round=0, query_every=0, large_batch=0,
-                store_episodes=0, heldout_every=0, ppo_steps=0, ppo_epochs=0, ppo_minibatches=0, eval_every=0,
-                eval_episodes=0, heldout_pairs=0, torch_threads=0, seed=-1, unsup_steps=-1, max_feedback=-1,
-                surf_unlabelled=-1, lr=0.0, max_grad_norm=0.0),
-    bad(PrefRLConfig, "hidden[1]", hidden=[64, 0]),
-    bad(PrefRLConfig, "teacher_overrides.gama", teacher_overrides={"gama": 0.9}),
-    bad(PrefRLConfig, "teacher_overrides.eps_mistake", teacher_overrides={"eps_mistake": 1.5}),
+    *bad_values(FeedbackConfig, reward="learned", selection="random", teacher="expert", segment_length=0,
+                queries_per_round=0, query_every=0, large_batch=0, heldout_every=0, heldout_pairs=0, unsup_steps=-1,
+                max_feedback=-1, store_episodes=-1, surf_unlabelled=-1),
+    bad(FeedbackConfig, "teacher_overrides.gama", teacher_overrides={"gama": 0.9}),
+    bad(FeedbackConfig, "teacher_overrides.eps_mistake", teacher_overrides={"eps_mistake": 1.5}),
+    *bad_values(RobotTaskConfig, num_envs=0, eval_episodes=0, torch_threads=0, seed=-1),
+    bad(RobotTaskConfig, "hidden[1]", hidden=[64, 0]),
+    *bad_values(PebbleConfig, total_env_steps=0, eval_every=0, save_every=0, keep_checkpoints=0, seed=-1),
     *bad_values(RewardEnsembleConfig, members=0, batch_size=0, epochs=0, lr=0.0, min_std=0.0, surf_threshold=1.5,
                 surf_ratio=-1, crop_min=-1, crop_max=-1),
     bad(RewardEnsembleConfig, "hidden[0]", hidden=[0]),
@@ -130,8 +133,8 @@ def test_defaults_pass_the_checks(cls):
 
 def test_errors_nest_under_their_section():
     with pytest.raises(ConfigError) as e:
-        from_dict(PrefRLConfig, {"reward_model": {"members": 0}})
-    assert e.value.key == "reward_model.members"
+        from_dict(RobotTaskConfig, {"feedback": {"reward_model": {"members": 0}}})
+    assert e.value.key == "feedback.reward_model.members"
     with pytest.raises(ConfigError) as e:
         from_dict(PearlRunConfig, {"pearl": {"iql": {"expectile": 1.0}}})
     assert e.value.key == "pearl.iql.expectile"
@@ -141,9 +144,10 @@ def test_errors_nest_under_their_section():
 
 
 @pytest.mark.parametrize("config, override, message", [
-    ("robotics/reach_prefppo.yaml", "lr=-1", "lr: must be > 0, got -1"),
-    ("robotics/reach_prefppo.yaml", "reward_model.crop_min=5", "reward_model.crop_min: must be <= crop_max"),
-    ("robotics/reach_prefppo.yaml", "selection=disagrement", "selection: must be one of"),
+    ("robotics/reach_prefppo.yaml", "trainer.lr=-1", "trainer.lr: must be > 0, got -1"),
+    ("robotics/reach_prefppo.yaml", "task_args.feedback.reward_model.crop_min=5",
+     "task_args.feedback.reward_model.crop_min: must be <= crop_max"),
+    ("robotics/reach_pebble.yaml", "task.feedback.selection=disagrement", "task.feedback.selection: must be one of"),
     ("robotics/pearl_planar.yaml", "seeds=[]", "seeds: is empty"),
     ("robotics/pearl_planar.yaml", "pearl.cpa.method=sinkhorn", "pearl.cpa.method: must be one of"),
     ("diffusion/shapes_grpo.yaml", "task_args.num_steps=-4", "task_args.num_steps: must be >= 1, got -4"),
@@ -151,8 +155,10 @@ def test_errors_nest_under_their_section():
 ])
 def test_cli_blames_the_override_and_builds_nothing(tmp_path, capsys, config, override, message):
     """The check runs when the config loads: exit 2, one line naming the override, no run folder, no model."""
-    outputs = [f"output_dir={tmp_path}/runs"] if config.startswith("robotics") else [
-        f"trainer.output_dir={tmp_path}/runs", f"task_args.embedded_dir={tmp_path}/embedded"]
+    data = yaml.safe_load((ROOT / "configs" / config).read_text())
+    outputs = [f"output_dir={tmp_path}/runs"] if "loop" in data else [f"trainer.output_dir={tmp_path}/runs"]
+    if data.get("task") in ("diffusion", "video"):
+        outputs.append(f"task_args.embedded_dir={tmp_path}/embedded")
     assert main(["train", str(ROOT / "configs" / config), *outputs, override]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"mmalign: error: command-line override {override}: {message}"), err
@@ -161,11 +167,11 @@ def test_cli_blames_the_override_and_builds_nothing(tmp_path, capsys, config, ov
 
 
 def load_shipped(path: Path):
-    """A shipped config through the loader that reads it: its recipe's, the run config's, or (the settings files
+    """A shipped config through the loader that reads it: its loop's, the run config's, or (the settings files
     pearl_rrl.yaml and pearl_transfer.yaml) the dataclasses its comment names."""
     data = yaml.safe_load(path.read_text())
-    if "recipe" in data:
-        return importlib.import_module(data["recipe"].partition(":")[0]).load_config(path, [])
+    if "loop" in data:
+        return importlib.import_module(LOOPS[data["loop"]].partition(":")[0]).load_config(path, [])
     if "task" in data:  # a folder model that the config leaves to the command line gets a stand-in path
         need_model = data["task_args"].get("model") == ""
         return load_run_config(path, ["task_args.model=path/to/model"] if need_model else [])

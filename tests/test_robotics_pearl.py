@@ -323,7 +323,7 @@ def test_pearl_recipe_writes_the_run_folder(tmp_path, capsys):
 def test_shipped_recipe_configs_load(name):
     from pathlib import Path
 
-    from mmalign.robotics.pearl_recipe import load_config
+    from mmalign.robotics.pearl_run import load_config
 
     cfg = load_config(Path(__file__).parents[1] / "configs" / "robotics" / f"{name}.yaml", [])
     assert cfg.target and cfg.methods and cfg.seeds

@@ -9,7 +9,6 @@ import pytest
 import yaml
 from files import strict_rows, tree_digest
 
-from mmalign.checkpoint import verify_checkpoint
 from mmalign.cli import main
 from mmalign.config import ConfigError
 from mmalign.runs import RunExistsError, check_new_run, check_resume_config, config_changes, open_run
@@ -52,26 +51,7 @@ def test_trainer_refuses_a_run_killed_before_its_first_checkpoint(tmp_path, caps
     assert tree_digest(tmp_path / "runs/killed") == before
 
 
-def test_robotics_recipe_refuses_an_existing_run_and_changes_nothing(tmp_path, capsys):
-    pytest.importorskip("mujoco")
-    cfg = str(ROOT / "configs/robotics/reach_prefppo.yaml")
-    tiny = ["num_envs=2", "total_env_steps=400", "ppo_steps=50", "ppo_epochs=1", "eval_every=400", "eval_episodes=1",
-            "segment_length=10", "max_feedback=10", "queries_per_round=10", "query_every=100", "large_batch=2",
-            "heldout_pairs=10", "reward_model.epochs=1", "hidden=[8]", "video=false", f"output_dir={tmp_path}"]
-    assert main(["train", cfg, "name=pref", *tiny]) == 0
-    run = tmp_path / "pref"
-    verify_checkpoint(run / "final")  # final/ carries checksums of every file, the reward model's too
-    assert "reward_ensemble.safetensors" in json.loads((run / "final/manifest.json").read_text())["sha256"]
-    strict_rows(run / "metrics.jsonl")
-    before = tree_digest(run)
-    capsys.readouterr()
-    assert main(["train", cfg, "name=pref", *tiny, "seed=1"]) == 2
-    err = capsys.readouterr().err
-    assert REFUSED in err and "nothing was changed" in err and "Traceback" not in err, err
-    assert tree_digest(run) == before
-
-
-def test_pearl_recipe_refuses_a_run_without_results_yet(tmp_path, capsys):
+def test_pearl_refuses_a_run_without_results_yet(tmp_path, capsys):
     pytest.importorskip("mujoco")
     before = _started_run(tmp_path / "killed")
     tiny = ["pearl.episodes_per_policy=2", "pearl.segments=12", "pearl.reward_pairs=50", "pearl.few_labels=5",
@@ -111,3 +91,22 @@ def test_config_changes_and_fixed_settings(tmp_path):
     with pytest.raises(ConfigError, match=r"task_args.model: 'a' -> 'b'; trainer.seed: 0 -> 1"):
         check_resume_config(tmp_path, new, fixed, changeable)
     assert math.isclose(yaml.safe_load((tmp_path / "config.yaml").read_text())["trainer"]["lr"], 1e-3)
+
+
+def test_pearl_resume_runs_only_what_the_stopped_comparison_lacks(tmp_path, capsys):
+    pytest.importorskip("mujoco")
+    tiny = ["pearl.episodes_per_policy=2", "pearl.segments=12", "pearl.reward_pairs=50", "pearl.few_labels=5",
+            "pearl.rrl.epochs=1", "pearl.iql.steps=20", "pearl.eval_episodes=1", "methods=[cpa-rrl, random-bt]",
+            f"output_dir={tmp_path}"]
+    cfg = str(ROOT / "configs/robotics/pearl_planar.yaml")
+    assert main(["train", cfg, "name=whole", "seeds=[0, 1]", *tiny]) == 0
+    assert main(["train", cfg, "name=cut", "seeds=[0, 1]", *tiny]) == 0
+    metrics = tmp_path / "cut/metrics.jsonl"
+    metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:3]))  # stopped after 3 of 4 runs
+    (tmp_path / "cut/results.json").unlink()
+    assert main(["train", cfg, "name=cut", "seeds=[0, 1]", *tiny, "--resume"]) == 0
+    whole, cut = ([{k: v for k, v in row.items() if k != "seconds"} for row in read_metrics(run / "metrics.jsonl")]
+                  for run in (tmp_path / "whole", tmp_path / "cut"))
+    assert cut == whole and json.loads((tmp_path / "cut/results.json").read_text())["runs"][3]["seed"] == 1
+    assert main(["train", cfg, "name=cut", "seeds=[0, 2]", *tiny, "--resume"]) == 2  # what ran may not change
+    assert "seeds" in capsys.readouterr().err

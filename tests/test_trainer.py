@@ -236,5 +236,5 @@ def test_resume_applies_changed_hyperparameters_and_refuses_fixed_ones(config, t
     assert [r["lr"] for r in rows if "lr" in r] == [3e-3, 3e-3, 1e-6, 1e-6]
     recorded = yaml.safe_load((run / "config.yaml").read_text())["trainer"]
     assert (recorded["lr"], recorded["weight_decay"], recorded["adam_betas"]) == (1e-6, 0.1, [0.8, 0.9])
-    groups = json.loads((run / "checkpoints/step_000004/trainer_state.json").read_text())["optimizer"]["param_groups"]
+    groups = json.loads((run / "checkpoints/step_000004/optimizer.json").read_text())["param_groups"]
     assert [(g["lr"], g["weight_decay"], list(g["betas"])) for g in groups] == [(1e-6, 0.1, [0.8, 0.9])]

@@ -10,12 +10,13 @@ IQL on the relabelled target dataset and evaluates it on the target task. The ru
   rank correlation;
 - comparison.png: those per-method means with their spread and every seed as a dot;
 - summary.md: the table and the command that made it.
+
+`--resume` continues a comparison that was stopped, skipping the (method, seed) runs its metrics already hold.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from mmalign.robotics.offline_data import load_dataset, save_dataset
-from mmalign.robotics.pearl import METHODS, PearlConfig, check_method, get_dataset, run_pearl
+from mmalign.robotics.pearl import PearlConfig, check_method, get_dataset, run_pearl
 
 from mmalign import config
-from mmalign.cli import run_recipe
 from mmalign.config import ConfigError, check_nonempty, check_numbers, from_dict, to_dict
-from mmalign.runs import check_new_run, open_run
-from mmalign.tracking import json_safe
+from mmalign.runs import Run
+from mmalign.tracking import json_safe, read_metrics
 
 METRICS = ("success", "return", "label_accuracy", "reward_rank_corr")
 
@@ -71,7 +71,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> PearlRu
     """A YAML file (and dotted key=value overrides) as a validated `PearlRunConfig`."""
 
     def build(data: dict) -> PearlRunConfig:
-        data.pop("recipe", None)
+        data.pop("loop", None)
         if isinstance(data.get("source"), str):
             data["source"] = [data["source"]]
         return from_dict(PearlRunConfig, data)
@@ -130,12 +130,10 @@ def summary_markdown(cfg: PearlRunConfig, summary: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def train(cfg: PearlRunConfig, command: str = "") -> Path:
-    """Run the comparison and write a new run folder (module docstring; an existing one is refused untouched).
-    Returns the folder."""
-    run_dir = Path(cfg.output_dir) / cfg.name
-    check_new_run(run_dir, resumable=False)
-    tracker = open_run(run_dir, to_dict(cfg))
+def train(cfg: PearlRunConfig, command: str = "", resume: bool = False) -> Path:
+    """Run the comparison into its run folder (module docstring) and return the folder. A new run refuses a folder
+    that holds one; `resume` continues one, skipping the (method, seed) runs its metrics already hold."""
+    run = Run(Path(cfg.output_dir) / cfg.name, to_dict(cfg), resume, fixed=tuple(to_dict(cfg)))
     torch.set_num_threads(cfg.torch_threads)
     data: dict = {}
     cache = Path(cfg.data_dir) if cfg.data_dir else None
@@ -145,30 +143,30 @@ def train(cfg: PearlRunConfig, command: str = "") -> Path:
         get_dataset(task, cfg.pearl, data)
         if cache is not None:
             save_dataset(data[task], cache / f"{task}.npz")
-        save_dataset(data[task], run_dir / "datasets" / f"{task}.npz")
-    rows: list[dict] = []
+        save_dataset(data[task], run.dir / "datasets" / f"{task}.npz")
+    rows = read_metrics(run.dir / "metrics.jsonl") if resume else []
+    done = {(r["method"], r["seed"]) for r in rows}
     t0 = time.time()
-    with tracker:
+    with run.tracker(len(rows) if resume else None) as tracker:
         for seed in cfg.seeds:
             for method in cfg.methods:
+                if (method, seed) in done:
+                    continue
                 row = run_pearl(cfg.source, cfg.target, method, seed, cfg.pearl, data)
                 rows.append(row)
                 tracker.log(len(rows), row)
                 print(f"[{time.time() - t0:6.0f}s] {method} seed {seed}: success {row['success']:.2f} return "
                       f"{row['return']:.1f} label acc. {row['label_accuracy']:.3f}", flush=True)
+    rows = [{k: v for k, v in r.items() if k != "step"} for r in rows]
     summary = summarise(rows)
     results = json_safe({"runs": rows, "summary": summary})
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1, allow_nan=False))
+    (run.dir / "results.json").write_text(json.dumps(results, indent=1, allow_nan=False))
     title = f"PEARL {' + '.join(cfg.source)} -> {cfg.target} ({len(cfg.seeds)} seeds)"
-    plot_comparison(rows, summary, run_dir / "comparison.png", title)
-    (run_dir / "summary.md").write_text(summary_markdown(cfg, summary, command))
-    return run_dir
+    plot_comparison(rows, summary, run.dir / "comparison.png", title)
+    (run.dir / "summary.md").write_text(summary_markdown(cfg, summary, command))
+    return run.dir
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`mmalign train CONFIG [key=value ...]` for a config with `recipe: mmalign.robotics.pearl_recipe:main`."""
-    return run_recipe(argv, f"{__doc__}\nmethods: {', '.join(METHODS)}", load_config, train)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def main(path: str, overrides: list[str], resume: bool = False) -> Path:
+    """`mmalign train CONFIG [key=value ...] [--resume]` for a config with `loop: pearl`."""
+    return train(load_config(path, overrides), " ".join(["mmalign train", str(path), *overrides]), resume)
