@@ -4,10 +4,10 @@ per-prompt statistics held by the algorithm (and the Trainer's checkpoints), nev
 
 import pytest
 import torch
+from diffusion_tiny import PROMPTS, tiny_diffusion_policy
 from mmalign.diffusion.algorithms import B2Config, DDPOConfig, b2_prepare, ddpo_prepare, reward_stats
 from mmalign.diffusion.branching import sample_branched
 from mmalign.diffusion.schedule import B2Schedule, PerPromptStats, b2_select, timestep_mask
-from test_diffusion_policy import PROMPTS, make_policy
 
 from mmalign.algorithms.grpo import grpo_loss
 
@@ -40,7 +40,7 @@ def test_timestep_mask_window_and_fraction():
 
 def test_branches_share_prefix_exactly_and_save_denoiser_calls():
     torch.manual_seed(0)
-    policy = make_policy("ddim", guidance=3.0)
+    policy = tiny_diffusion_policy("ddim", guidance=3.0)
     t, branches, per_ctx, branch_step = policy.num_steps, 2, 4, 2
     policy.net_calls = 0
     r = sample_branched(policy, PROMPTS, per_ctx, branch_step, branches)
@@ -63,7 +63,7 @@ def test_branches_share_prefix_exactly_and_save_denoiser_calls():
 
 def test_policy_follows_b2_schedule_through_set_progress():
     """The branch point follows the Trainer's iteration (`set_progress`); sampling again does not advance it."""
-    policy = make_policy("flow")
+    policy = tiny_diffusion_policy("flow")
     policy.b2 = B2Schedule(num_steps=3, split_left=1, split_right=3, stages=3, branches=2)
     starts = []
     for step in (0, 1, 2, 1):
@@ -92,7 +92,7 @@ def test_per_prompt_stats_use_history_and_batch_fallback():
 
 def test_b2_and_ddpo_prepare_train_through_grpo_loss():
     torch.manual_seed(0)
-    policy = make_policy("ddim", lora=True)
+    policy = tiny_diffusion_policy("ddim", lora=True)
     r = sample_branched(policy, PROMPTS, 4, 1, 2)
     r.rewards = torch.tensor([1.0, -1.0, 0.0, 0.0, 2.0, 0.0, 0.5, 0.4])
     cfg = B2Config(min_count=0, pos_threshold=0.5, neg_threshold=-0.5)

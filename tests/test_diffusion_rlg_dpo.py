@@ -4,12 +4,11 @@ shared preference loss, which draws each row's noise and timestep once for chose
 import numpy as np
 import pytest
 import torch
+from diffusion_tiny import PROMPTS, tiny_diffusion_policy
 from mmalign.diffusion import shapes
 from mmalign.diffusion.dpo import preference_rows
-from mmalign.diffusion.models import tiny_components
-from mmalign.diffusion.policy import DiffusionPolicy, add_lora
+from mmalign.diffusion.policy import DiffusionPolicy
 from mmalign.diffusion.rlg import generate
-from test_diffusion_policy import PROMPTS, WORDS, make_policy
 
 from mmalign.algorithms.offline import PreferenceConfig, given_rollouts, preference_loss
 
@@ -17,7 +16,7 @@ from mmalign.algorithms.offline import PreferenceConfig, given_rollouts, prefere
 @pytest.mark.parametrize("family,deterministic", [("ddim", False), ("ddim", True), ("flow", False), ("flow", True)])
 def test_rlg_endpoints_reproduce_base_and_finetuned(family, deterministic):
     torch.manual_seed(0)
-    policy = make_policy(family, guidance=3.0, lora=True)
+    policy = tiny_diffusion_policy(family, guidance=3.0, lora=True)
     _, tuned = generate(policy, PROMPTS, seed=7, deterministic=deterministic)
     with policy.reference_mode():
         _, base = generate(policy, PROMPTS, seed=7, deterministic=deterministic)
@@ -33,17 +32,15 @@ def test_rlg_endpoints_reproduce_base_and_finetuned(family, deterministic):
 
 
 def test_rlg_needs_a_reference():
-    policy = make_policy("ddim")
+    policy = tiny_diffusion_policy("ddim")
     with pytest.raises(ValueError, match="reference"):
         generate(policy, PROMPTS, rlg_scale=1.5)
 
 
 def pixel_policy(family: str, **kw) -> DiffusionPolicy:
-    comp = tiny_components(WORDS, family=family, channels=3)
-    if kw.get("reference") != "copy":
-        add_lora(comp.denoiser, init=False)
-        kw.setdefault("reference", "lora")
-    return DiffusionPolicy(comp, num_steps=3, max_text_length=6, **kw)
+    """A policy over 8x8 RGB pixels (no VAE), with random LoRA adapters as the trained part unless the reference is
+    a copy."""
+    return tiny_diffusion_policy(family, lora=kw.get("reference") != "copy", channels=3, **kw)
 
 
 @pytest.mark.parametrize("family", ["ddim", "flow"])

@@ -1,4 +1,5 @@
-"""The Gaussian robot policy on the adapter contract, and the rollout a real vector env produces for PPO's GAE."""
+"""The Gaussian robot policy beyond the contract (test_contract.py): the state a rollout keeps, its log-prob
+density, and the rollout a real vector env produces for PPO's GAE."""
 
 from __future__ import annotations
 
@@ -6,34 +7,20 @@ import gymnasium as gym
 import numpy as np
 import torch
 from mmalign.robotics.policy import GaussianActorCritic, GaussianPolicy
-from mmalign.robotics.sampler import VecEnvSampler, make_vec_env
+from mmalign.robotics.sampler import VecEnvSampler
+from robot_tiny import tiny_robot_policy
 
 from mmalign.advantages import gae
 from mmalign.algorithms.ppo import PPOConfig, ppo_loss, ppo_prepare
-from mmalign.rollout import HasEntropy, HasValue, Policy
 
 
-def _policy(num_envs: int = 3, max_episode_steps: int | None = None, seed: int = 0) -> GaussianPolicy:
-    torch.manual_seed(seed)
-    kw = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
-    env = make_vec_env("mmalign/Reach-v0", num_envs, seed=seed, **kw)
-    return GaussianPolicy(GaussianActorCritic(10, 2, (16, 16)), VecEnvSampler(env))
-
-
-def test_protocols_and_contract_rescored_logprobs_equal_sampled():
-    policy = _policy()
-    assert isinstance(policy, Policy) and isinstance(policy, HasValue) and isinstance(policy, HasEntropy)
-    rollout = policy.sample(["reach"], 12)
-    assert rollout.logprobs.shape == rollout.mask.shape == (3, 12)
+def test_rollout_keeps_observations_and_raw_actions(sampled):
+    rollout = sampled("robot")[1]  # 3 envs, 12 steps each
     assert rollout.state["obs"].shape == (3, 12, 10) and rollout.state["actions"].shape == (3, 12, 2)
-    torch.testing.assert_close(policy.logprobs(rollout), rollout.logprobs, atol=1e-5, rtol=1e-5)
-    mb = rollout[[2, 0]]  # minibatch slicing keeps the state aligned
-    torch.testing.assert_close(policy.logprobs(mb), rollout.logprobs[[2, 0]], atol=1e-5, rtol=1e-5)
-    assert policy.values(rollout).shape == policy.entropy(rollout).shape == (3, 12)
 
 
 def test_logprob_is_gaussian_density_summed_over_action_dims():
-    policy = _policy(num_envs=1)
+    policy = tiny_robot_policy(num_envs=1)
     rollout = policy.sample(["reach"], 2)
     obs, act = rollout.state["obs"][0, 0], rollout.state["actions"][0, 0]
     mean, std = policy.net.actor(obs), policy.net.log_std.exp()
@@ -43,7 +30,7 @@ def test_logprob_is_gaussian_density_summed_over_action_dims():
 
 def test_rollout_marks_truncation_autoreset_and_bootstrap_from_real_vector_env():
     # episodes of 4 steps: truncated after steps 3 and 8, autoreset steps 4 and 9 are not transitions
-    policy = _policy(num_envs=2, max_episode_steps=4)
+    policy = tiny_robot_policy(num_envs=2, max_episode_steps=4)
     r = policy.sample(["reach"], 11)
     expect_trunc = torch.zeros(2, 11, dtype=torch.bool)
     expect_trunc[:, [3, 8]] = True
@@ -63,7 +50,7 @@ def test_rollout_marks_truncation_autoreset_and_bootstrap_from_real_vector_env()
 
 
 def test_gae_on_env_rollout_matches_hand_recursion():
-    policy = _policy(num_envs=2, max_episode_steps=4)
+    policy = tiny_robot_policy(num_envs=2, max_episode_steps=4)
     r = policy.sample(["reach"], 11)
     cfg = PPOConfig(gamma=0.9, lam=0.8, whiten_advantages=False)
     ppo_prepare(policy, r, cfg)

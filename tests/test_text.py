@@ -1,31 +1,9 @@
-"""The text adapter's contract: right after sampling, re-scored log-probs equal the sampled ones."""
+"""The text adapter beyond the contract (test_contract.py): EOS and masking, the LoRA reference, teacher-forced
+rollouts, greedy decoding and chunked re-scoring."""
 
 import pytest
 import torch
-from tiny import ROWS, WORDS, tiny_policy
-
-from mmalign.rollout import HasEntropy, HasReference, HasValue, Policy
-
-PROMPTS = ["describe the cat", "tell me about the red dog and the park", {"prompt": "a"}]
-
-
-@pytest.mark.parametrize("lora", [False, True])
-def test_rescored_logprobs_equal_sampled(lora):
-    policy = tiny_policy(lora=lora, temperature=0.7)
-    rollout = policy.sample(PROMPTS, 3)  # prompts of different lengths: left padding is exercised
-    assert rollout.logprobs.shape == rollout.mask.shape == (9, 8)
-    torch.testing.assert_close(policy.logprobs(rollout), rollout.logprobs, atol=1e-5, rtol=0)
-    mb = rollout[torch.tensor([7, 0, 4])]  # minibatch slicing keeps the contract
-    torch.testing.assert_close(policy.logprobs(mb), mb.logprobs, atol=1e-5, rtol=0)
-
-
-def test_protocols_and_shapes():
-    policy = tiny_policy(value_head=True, reference="copy")
-    assert isinstance(policy, Policy | HasReference | HasValue | HasEntropy)
-    rollout = policy.sample(ROWS, 2)
-    assert policy.values(rollout).shape == policy.entropy(rollout).shape == rollout.mask.shape
-    torch.testing.assert_close(policy.ref_logprobs(rollout), rollout.logprobs, atol=1e-5, rtol=0)
-    assert rollout.group.tolist() == [0, 0, 1, 1]
+from tiny import PROMPTS, ROWS, WORDS, tiny_policy
 
 
 def test_stops_at_eos_and_masks_after_it():
@@ -43,9 +21,8 @@ def test_stops_at_eos_and_masks_after_it():
     assert bool((rollout.logprobs[~rollout.mask] == 0).all())
 
 
-def test_lora_reference_is_the_base_model():
-    policy = tiny_policy(lora=True)
-    rollout = policy.sample(ROWS, 2)
+def test_lora_reference_is_the_base_model(sampled):
+    policy, rollout = sampled("text-lora")
     with policy.model.disable_adapter():
         base = policy.logprobs(rollout)
     torch.testing.assert_close(policy.ref_logprobs(rollout), base)

@@ -4,16 +4,14 @@ candidate is the critic's best, and the long clip is the kept stages joined."""
 import numpy as np
 import pytest
 import torch
+from diffusion_tiny import tiny_video_policy
 from mmalign.diffusion.staged import staged_rollout
-from mmalign.diffusion.video import VideoPolicy, tiny_video_components
 from mmalign.diffusion.world_model import JEPA, JEPAConfig, PFCReward
-
-WORDS = "push block up down left right".split()
 
 
 def test_each_stage_starts_from_the_previous_chosen_last_frame():
     torch.manual_seed(0)
-    policy = VideoPolicy(tiny_video_components(WORDS, frames=4), num_steps=2, max_text_length=4)
+    policy = tiny_video_policy(num_steps=2)
     wm = JEPA(JEPAConfig(size=8, dim=8, width=8, context=2, future=1))  # untrained, but a real model
     critic = PFCReward(wm, context=2, future=1)
     first = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
@@ -31,7 +29,7 @@ def test_each_stage_starts_from_the_previous_chosen_last_frame():
 
 
 def test_staged_rollout_rejects_mismatched_prompts():
-    policy = VideoPolicy(tiny_video_components(WORDS, frames=4), num_steps=2, max_text_length=4)
+    policy = tiny_video_policy(num_steps=2)
     ctx = {"prompt": "push block up", "frame": np.zeros((8, 8, 3), np.uint8)}
     with pytest.raises(ValueError, match="one instruction per stage"):
         staged_rollout(policy, ctx, lambda c, o: [0.0] * len(o), stages=2, prompts=["push block up"])

@@ -1,4 +1,4 @@
-"""Idefics3 / SmolVLM and LLaVA on the VLM adapter (their contract test is in test_vlm_policy.py): the same logits
+"""Idefics3 / SmolVLM and LLaVA on the VLM adapter (their contract test is test_contract.py): the same logits
 as the model's own pixel path on the stock processor's output, tiled images, and references that keep their weights.
 
 The prompt encoders use transformers' stock `Idefics3Processor` / `LlavaProcessor` over PIL image processors (no
@@ -7,32 +7,25 @@ torchvision); the policy runs the vision tower itself once per distinct image an
 
 import pytest
 import torch
-from test_vlm_policy import CONTEXTS
-from vlm_tiny import random_image, tiny_vlm_policy
+from vlm_tiny import CONTEXTS, gradient_reaches, random_image, tiny_vlm_policy
 
 from mmalign.rollout import HasEntropy, HasReference, Policy
 
 FAMILIES = ["idefics3", "smolvlm", "llava"]
 
 
-def test_idefics3_split_images_into_tiles():
-    from mmalign.vlm.inputs import pil_image_processor
-
-    policy = tiny_vlm_policy(model_type="idefics3")
-    policy.inputs.processor.image_processor = pil_image_processor(  # SmolVLM's default: tiles plus a global view
-        "idefics3", do_image_splitting=True, size={"longest_edge": 112}, max_image_size={"longest_edge": 56})
+def test_idefics3_split_images_into_tiles(sampled):
+    policy = sampled("vlm-idefics3-tiles")[0]  # SmolVLM's default: tiles plus a global view (and on the contract)
     batch = policy.inputs.encode(CONTEXTS[:1], "cpu")
     tiles = batch.images["pixel_values"][0].shape[0]
     assert tiles > 2 and int(batch.token_types.sum()) == 4 * tiles  # 4 image tokens per tile / global view
-    rollout = policy.sample(CONTEXTS, 2)
-    torch.testing.assert_close(policy.logprobs(rollout), rollout.logprobs, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("model_type", FAMILIES)
-def test_same_logits_as_the_models_own_pixel_path(model_type):
+def test_same_logits_as_the_models_own_pixel_path(sampled, model_type):
     """Left padding, 1-D positions and the adapter's vision features give what the model computes from the stock
     processor's output of each prompt alone (pixel_values straight into the forward)."""
-    policy = tiny_vlm_policy(model_type=model_type)
+    policy = sampled(f"vlm-{model_type}")[0]
     roll = policy.rollout_from(CONTEXTS, ["a cat", "90", "yes , no"])
     ours = policy.logprobs(roll)
     inputs, p = policy.inputs, roll.state["prompt_length"]
@@ -62,14 +55,12 @@ def test_copy_reference_keeps_its_own_vision_tower(model_type):
 
 
 @pytest.mark.parametrize("model_type", FAMILIES)
-def test_images_reach_the_logits_and_the_vision_tower_gets_gradients(model_type):
-    policy = tiny_vlm_policy(model_type=model_type)
+def test_images_reach_the_logits_and_the_vision_tower_gets_gradients(sampled, model_type):
+    policy, rollout = sampled(f"vlm-{model_type}")
     other = dict(CONTEXTS[2], images=[random_image(3)])
     same_text = [policy.logprobs(policy.rollout_from([c], ["a cat dog"])) for c in (CONTEXTS[2], other)]
     assert not torch.allclose(*same_text)
-    policy.logprobs(policy.sample(CONTEXTS, 2)).sum().backward()
-    grads = [p.grad for n, p in policy.model.named_parameters() if "vision" in n and p.grad is not None]
-    assert grads and any(bool(g.abs().sum() > 0) for g in grads)
+    assert gradient_reaches(policy, rollout, "vision")
 
 
 def test_unsupported_family_and_mismatched_tokenizer_are_clear_errors():

@@ -12,6 +12,8 @@ ROWS = [
     {"prompt": "describe the cat", "references": ["the cat sat on the mat"]},
     {"prompt": "tell me about the dog", "references": ["the dog ran to the park"]},
 ]
+PROMPTS = ["describe the cat", "tell me about the red dog and the park", {"prompt": "a"}]
+"""Prompts of different lengths (left padding), as strings and as a row."""
 
 
 def tiny_lm(seed: int = 0, hidden: int = 32, layers: int = 2, vocab: int | None = None) -> Qwen2ForCausalLM:
