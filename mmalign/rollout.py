@@ -97,7 +97,9 @@ class Policy(Protocol):
     """What every adapter implements. Each adapter's docstring says what a step is and how its log-prob is reduced."""
 
     def sample(self, contexts: Sequence, num_samples: int) -> Rollout:
-        """Sample `num_samples` trajectories per context; `Rollout.group[i]` indexes `contexts`."""
+        """Sample `num_samples` trajectories per context; `Rollout.group[i]` indexes `contexts`. (A policy acting in
+        environments instead continues each of its envs for `num_samples` steps: one row per env, of the env's
+        context.)"""
         ...
 
     def logprobs(self, rollout: Rollout) -> Tensor:

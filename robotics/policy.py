@@ -63,8 +63,8 @@ class GaussianActorCritic(nn.Module):
 class GaussianPolicy:
     """The adapter: samples env steps through a `VecEnvSampler` and re-scores them (Policy, HasValue, HasEntropy).
 
-    `sample(contexts, num_samples)` ignores `contexts` beyond their count (the env is the context) and collects
-    `num_samples` steps from each of the sampler's envs: B = num_envs rows, T = num_samples columns.
+    `sample(contexts, num_samples)` collects `num_samples` steps from each of the sampler's envs: B = num_envs rows,
+    T = num_samples columns, all of group 0 (the env is the one context).
 
     Args:
         net: the actor-critic.

