@@ -5,6 +5,7 @@ per-prompt statistics held by the algorithm (and the Trainer's checkpoints), nev
 import pytest
 import torch
 from diffusion_tiny import PROMPTS, tiny_diffusion_policy
+from mmalign.checkpoint import finalize_checkpoint, save_checkpoint
 from mmalign.diffusion.algorithms import B2Config, DDPOConfig, b2_prepare, ddpo_prepare, reward_stats
 from mmalign.diffusion.branching import sample_branched
 from mmalign.diffusion.schedule import B2Schedule, PerPromptStats, b2_select, timestep_mask
@@ -139,9 +140,11 @@ def test_ddpo_statistics_are_algorithm_state_and_a_resumed_run_continues_them(tm
     first = _ddpo_trainer(tmp_path, "split")
     for k in range(2):
         first.step(k)
-    first.save(2)
-    resumed = _ddpo_trainer(tmp_path, "split")
-    assert resumed.resume_step() == 2
+    ckpt = tmp_path / "split" / "checkpoints" / "step_000002"
+    save_checkpoint(ckpt, first.checkpoint_parts(2))
+    finalize_checkpoint(ckpt, keep=1)
+    resumed = _ddpo_trainer(tmp_path, "resumed")
+    assert resumed.load_checkpoint(ckpt) == 2
     assert resumed.algo_state.state_dict() == first.algo_state.state_dict()
     for k in (2, 3):
         got = resumed.step(k)
