@@ -69,8 +69,7 @@ def embedded_components(cfg: PretrainConfig) -> Components:
     """The embedded model's components, randomly initialised."""
     from diffusers import UNet2DConditionModel
     from mmalign.diffusion.models import tiny_text_encoder
-
-    from mmalign.text import word_tokenizer
+    from mmalign.text.policy import word_tokenizer
 
     torch.manual_seed(cfg.seed)
     tok = word_tokenizer(shapes.WORDS)

@@ -85,9 +85,8 @@ def test_image_rewards_reject_wrong_outputs():
 
 
 def _tiny_clip(path):
+    from mmalign.text.policy import word_tokenizer
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    from mmalign.text import word_tokenizer
 
     torch.manual_seed(0)
     tok = word_tokenizer(shapes.WORDS)

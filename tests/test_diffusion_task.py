@@ -52,8 +52,7 @@ def test_every_shipped_config_loads():
 
 def _tiny_sd_folder(path: Path) -> Path:
     from diffusers import AutoencoderKL
-
-    from mmalign.text import word_tokenizer
+    from mmalign.text.policy import word_tokenizer
 
     torch.manual_seed(0)
     tok = word_tokenizer(shapes.WORDS)

@@ -163,8 +163,7 @@ def tiny_video_components(words: list[str], frames: int = 4, size: int = 8, kind
     UNet3DConditionModel), a tiny CLIP text encoder, a word tokenizer, no VAE (pixel space, C = 3)."""
     from diffusers import UNet2DConditionModel, UNet3DConditionModel
     from mmalign.diffusion.models import ddim_scheduler, flow_scheduler, tiny_text_encoder
-
-    from mmalign.text import word_tokenizer
+    from mmalign.text.policy import word_tokenizer
 
     tok = word_tokenizer(words)
     te = tiny_text_encoder(len(tok), hidden=text_hidden, seed=seed)
