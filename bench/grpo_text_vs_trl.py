@@ -181,11 +181,10 @@ class Gate:
 def run_mmalign(a, gate: Gate, policy_cls: str = "mmalign.text.policy:CausalLMPolicy") -> dict:
     from types import SimpleNamespace
 
-    from mmalign.text.rewards import BleuReward
-
     from mmalign.algorithms.grpo import GRPOConfig
     from mmalign.config import resolve
     from mmalign.run_config import RunConfig, TrainerConfig
+    from mmalign.text.rewards import BleuReward
     from mmalign.trainer import Trainer
 
     tok = build_tokenizer(a.vocab)
@@ -234,9 +233,10 @@ def run_mmalign(a, gate: Gate, policy_cls: str = "mmalign.text.policy:CausalLMPo
 
 def run_trl(a, gate: Gate) -> dict:
     from datasets import Dataset
-    from mmalign.text.rewards import BleuReward
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
+
+    from mmalign.text.rewards import BleuReward
 
     tok = build_tokenizer(a.vocab)
     rows = build_rows(a.prompts, a.prompt_len)

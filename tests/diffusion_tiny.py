@@ -2,6 +2,7 @@
 denoisers built from config (`tiny_components`, `tiny_video_components`), and the contexts they sample from."""
 
 import numpy as np
+
 from mmalign.diffusion.models import tiny_components
 from mmalign.diffusion.policy import DiffusionPolicy, add_lora
 from mmalign.diffusion.video.policy import VideoPolicy, tiny_video_components

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mmalign.text.task import TextTaskConfig, build_causal_lm
-from mmalign.vlm.task import SSLTaskConfig
 
 from mmalign.algorithms.grpo import GRPOConfig
 from mmalign.algorithms.offline import PreferenceConfig
 from mmalign.algorithms.ppo import PPOConfig
 from mmalign.config import ConfigError, check_choice, check_nonempty, check_numbers, from_dict
 from mmalign.run_config import RunConfig, TrainerConfig, load_run_config
+from mmalign.text.task import TextTaskConfig, build_causal_lm
+from mmalign.vlm.task import SSLTaskConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_LM = {"model_type": "qwen2", "hidden_size": 16, "num_attention_heads": 2, "num_key_value_heads": 1,

@@ -4,10 +4,10 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from mmalign.text.rewards import BleuReward
-from mmalign.text.selection import score_rows, select_rows
 
 from mmalign.data import DataError, load_jsonl, shipped_dataset, train_eval_split, write_jsonl
+from mmalign.text.rewards import BleuReward
+from mmalign.text.selection import score_rows, select_rows
 
 
 def write_lines(path, lines):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from mmalign.diffusion import shapes
 from mmalign.diffusion.rewards import (
     ClipScoreReward,
@@ -85,8 +86,9 @@ def test_image_rewards_reject_wrong_outputs():
 
 
 def _tiny_clip(path):
-    from mmalign.text.policy import word_tokenizer
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from mmalign.text.policy import word_tokenizer
 
     torch.manual_seed(0)
     tok = word_tokenizer(shapes.WORDS)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from mmalign.cli import LOOPS, main
+from mmalign.config import ConfigError, from_dict
 from mmalign.diffusion.algorithms import B2Config, DDPOConfig
 from mmalign.diffusion.pretrain import PretrainConfig
 from mmalign.diffusion.task import DiffusionTaskConfig
@@ -25,9 +28,6 @@ from mmalign.robotics.rrl import RRLConfig
 from mmalign.robotics.sac import SACConfig
 from mmalign.robotics.task import RobotTaskConfig
 from mmalign.robotics.teachers import TeacherConfig
-
-from mmalign.cli import LOOPS, main
-from mmalign.config import ConfigError, from_dict
 from mmalign.run_config import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,10 +2,10 @@
 transformers' own `generate` draws, banned tokens are never drawn, sampled log-probs are the processed logits'."""
 
 import torch
-from mmalign.text.policy import positions
 from tiny import ROWS, tiny_policy
 
 from mmalign.generate import sample_tokens, scaled_logits
+from mmalign.text.policy import positions
 
 
 def _prompt(policy, contexts):

@@ -5,12 +5,12 @@ A sign flip in an advantage, a dropped mask or a swapped chosen/rejected makes t
 
 import pytest
 import torch
-from mmalign.text.rewards import BleuReward
 from tiny import ROWS, TinyTask, tiny_policy
 
 from mmalign.algorithms.offline import PreferenceConfig
 from mmalign.algorithms.ppo import PPOConfig
 from mmalign.run_config import RunConfig, TrainerConfig
+from mmalign.text.rewards import BleuReward
 from mmalign.trainer import Trainer
 
 pytestmark = pytest.mark.slow

@@ -8,6 +8,9 @@ import sys
 import pytest
 import sacrebleu
 import torch
+
+from mmalign.rewards import REWARDS, combine_rewards, resolve_reward
+from mmalign.task import RewardError, check_rewards
 from mmalign.text.rewards import (
     BleuReward,
     ChrfReward,
@@ -18,9 +21,6 @@ from mmalign.text.rewards import (
     extract_answer,
     think_answer_format,
 )
-
-from mmalign.rewards import REWARDS, combine_rewards, resolve_reward
-from mmalign.task import RewardError, check_rewards
 
 HYP = "the cat sat on a mat today"
 REFS = ["the cat sat on the mat", "a cat sat on the mat"]

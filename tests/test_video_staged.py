@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from diffusion_tiny import tiny_video_policy
+
 from mmalign.diffusion.video.staged import staged_rollout
 from mmalign.diffusion.video.world_model import JEPA, JEPAConfig, PFCReward
 

@@ -5,11 +5,11 @@ world model trained on first use, GRPO steps, held-out evaluation with the physi
 import imageio_ffmpeg
 import numpy as np
 import pytest
-from mmalign.diffusion.video.task import FramewiseReward, VideoTask
-from mmalign.envs.clips import ClipConfig
 
 from mmalign.cache import read_made_with
 from mmalign.config import ConfigError
+from mmalign.diffusion.video.task import FramewiseReward, VideoTask
+from mmalign.envs.clips import ClipConfig
 from mmalign.run_config import load_run_config
 from mmalign.trainer import Trainer
 

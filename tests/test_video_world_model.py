@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+
+from mmalign.config import ConfigError
 from mmalign.diffusion.video.task import VideoTask
 from mmalign.diffusion.video.world_model import (
     JEPA,
@@ -25,8 +27,6 @@ from mmalign.diffusion.video.world_model import (
     window_starts,
 )
 from mmalign.envs.clips import ClipConfig, corrupted, load_clips, motion_continuity, split_episodes
-
-from mmalign.config import ConfigError
 
 
 def test_pfc_aggregate_by_hand_weights_the_worst_window_most():

@@ -2,9 +2,10 @@
 
 
 import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
 from mmalign.text.policy import CausalLMPolicy, word_tokenizer
 from mmalign.text.rewards import BleuReward
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
 WORDS = "the a cat dog sat ran on to mat park red blue big small and is describe tell me about".split()
 ROWS = [

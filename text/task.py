@@ -8,6 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from mmalign.config import ConfigError, check_choice, check_numbers
+from mmalign.data import load_jsonl, shipped_dataset, train_eval_split
+from mmalign.rewards import resolve_reward
+from mmalign.task import check_rewards
 from mmalign.text.policy import (
     CausalLMPolicy,
     char_tokenizer,
@@ -17,11 +22,6 @@ from mmalign.text.policy import (
     with_lora,
     word_tokenizer,
 )
-
-from mmalign.config import ConfigError, check_choice, check_numbers
-from mmalign.data import load_jsonl, shipped_dataset, train_eval_split
-from mmalign.rewards import resolve_reward
-from mmalign.task import check_rewards
 
 
 def resolve_model_path(spec: str) -> Path:

@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from mmalign.text.policy import encode_completions, reference_logprobs, token_logprobs
 from torch import Tensor, nn
 
 from mmalign.generate import sample_tokens, scaled_logits
 from mmalign.rollout import Rollout
+from mmalign.text.policy import encode_completions, reference_logprobs, token_logprobs
 
 
 def _position_arg(pos: Tensor) -> Tensor:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 
-from mmalign.text.policy import check_model_type, transformers_config
-
 from mmalign.config import ConfigError
+from mmalign.text.policy import check_model_type, transformers_config
 
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                  "<|image_pad|>", "<|video_pad|>"]

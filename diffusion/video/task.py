@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from mmalign.config import ConfigError, check_choice, check_numbers
 from mmalign.diffusion.models import load_components
 from mmalign.diffusion.rewards import check_reward_specs
 from mmalign.diffusion.schedule import check_trained_steps
 from mmalign.diffusion.video.policy import VideoPolicy, generate_clips
 from mmalign.diffusion.video.world_model import PFCReward, load_world_model
 from mmalign.envs.clips import ClipConfig, load_clips, motion_continuity, split_episodes
-
-from mmalign.config import ConfigError, check_choice, check_numbers
 
 
 @dataclass
@@ -196,7 +196,6 @@ class VideoTask:
     def finish(self, policy: VideoPolicy, run_dir: Path) -> None:
         """MP4s of the held-out clips before / after training, the reward and physics curves as PNG."""
         from mmalign.diffusion.media import save_video
-
         from mmalign.tracking import plot_curves
 
         if self.first_clips:
