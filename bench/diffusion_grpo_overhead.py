@@ -27,9 +27,9 @@ import time
 
 def build(a):
     import torch
+
     from mmalign.diffusion.models import save_components
     from mmalign.diffusion.pretrain import PretrainConfig, embedded_components
-
     from mmalign.run_config import load_run_config, task_class
     from mmalign.trainer import Trainer
 
@@ -68,6 +68,7 @@ def floor(policy, rows: int, minibatches: int) -> tuple[float, float]:
 def branch_saving(policy, contexts: list, num_samples: int, branches: int, branch_step: int) -> dict:
     """Denoiser rows and seconds of plain sampling vs B2 branch sampling of the same batch."""
     import torch
+
     from mmalign.diffusion.branching import sample_branched
 
     out = {}

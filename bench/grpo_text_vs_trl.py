@@ -14,7 +14,7 @@ What is held equal (see bench/README.md for the numbers):
   whole generation batch, gradient_accumulation_steps=1; mmalign: minibatches=1), token-mean loss (TRL "dapo"),
   group-std advantage scaling, clip 0.2, AdamW at the same constant lr, grad clip 1.0, temperature 1, no top-k /
   top-p, no gradient checkpointing.
-- reward: `mmalign.rewards.BleuReward` (add-one smoothing) against each row's references, wrapped for TRL's
+- reward: `mmalign.text.rewards.BleuReward` (add-one smoothing) against each row's references, wrapped for TRL's
   `f(prompts, completions, **kwargs)` signature.
 
 Timing: `--warmup` untimed steps, then `--steps` timed steps, per run. mmalign: `Trainer.step(k)` returns
@@ -178,13 +178,13 @@ class Gate:
         self.conn.send(("done", result))
 
 
-def run_mmalign(a, gate: Gate, policy_cls: str = "mmalign.text:CausalLMPolicy") -> dict:
+def run_mmalign(a, gate: Gate, policy_cls: str = "mmalign.text.policy:CausalLMPolicy") -> dict:
     from types import SimpleNamespace
 
     from mmalign.algorithms.grpo import GRPOConfig
     from mmalign.config import resolve
-    from mmalign.rewards import BleuReward
     from mmalign.run_config import RunConfig, TrainerConfig
+    from mmalign.text.rewards import BleuReward
     from mmalign.trainer import Trainer
 
     tok = build_tokenizer(a.vocab)
@@ -236,7 +236,7 @@ def run_trl(a, gate: Gate) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from mmalign.rewards import BleuReward
+    from mmalign.text.rewards import BleuReward
 
     tok = build_tokenizer(a.vocab)
     rows = build_rows(a.prompts, a.prompt_len)
@@ -323,7 +323,7 @@ def worker(a, system: str, conn) -> None:
         if system == "trl":
             out = run_trl(a, Gate(conn))
         else:
-            out = run_mmalign(a, Gate(conn), a.policy.get(system, "mmalign.text:CausalLMPolicy"))
+            out = run_mmalign(a, Gate(conn), a.policy.get(system, "mmalign.text.policy:CausalLMPolicy"))
         out.update(system=system, torch_threads=torch.get_num_threads())
         Gate(conn).done(out)
         log.close()

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from mmalign.robotics.cpa import (
     CPAConfig,
     SourceTask,

@@ -48,9 +48,10 @@ def mmalign_steps_per_s(steps: int, num_envs: int) -> float:
 
 
 def sb3_steps_per_s(steps: int, num_envs: int) -> float:
-    import mmalign.envs  # noqa: F401
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
+
+    import mmalign.envs  # noqa: F401
 
     env = make_vec_env("mmalign/Reach-v0", n_envs=num_envs, seed=0)
     model = PPO("MlpPolicy", env, n_steps=128, batch_size=128 * num_envs // 4, n_epochs=10, seed=0, device="cpu",

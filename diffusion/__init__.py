@@ -7,4 +7,5 @@
   advantages with per-prompt statistics (the algorithm's run state).
 - `rlg.generate`: seeded sampling and RL guidance; `dpo`: Diffusion-DPO rollouts of given images.
 - `rewards`, `shapes`, `pretrain`, `task`: image rewards, the embedded shapes task and its model, the trainer task.
+- `media`: image grids and MP4s of clips; `video`: the text-to-video subpackage (world-model reward, docs/video.md).
 """

@@ -16,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from mmalign.diffusion.schedule import PerPromptStats, b2_select
 
 from mmalign.advantages import group_advantages, zero_std_fraction
 from mmalign.algorithms import Algorithm
 from mmalign.algorithms.grpo import grpo_loss
 from mmalign.config import check_choice, check_numbers
+from mmalign.diffusion.schedule import PerPromptStats, b2_select
 from mmalign.losses import AGGREGATIONS
 from mmalign.rollout import Rollout
 

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from mmalign.diffusion import shapes
 from torch import Tensor
 
+from mmalign.diffusion import shapes
 from mmalign.rollout import Rollout
 
 

@@ -52,7 +52,7 @@ def tiny_sd3_transformer(sample_size: int = 8, channels: int = 4, text_dim: int 
 
 
 def tiny_text_encoder(vocab_size: int, hidden: int = 8, layers: int = 2, seed: int = 0):
-    """A tiny `CLIPTextModel` from config; pad 0, eos 1, bos 2 (as `mmalign.text.word_tokenizer`)."""
+    """A tiny `CLIPTextModel` from config; pad 0, eos 1, bos 2 (as `mmalign.text.policy.word_tokenizer`)."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -79,7 +79,7 @@ def flow_scheduler(shift: float = 1.0):
 def tiny_components(words: list[str], family: str = "ddim", sample_size: int = 8, channels: int = 4,
                     denoiser: str = "unet", seed: int = 0) -> Components:
     """Tiny components for tests: a UNet (or SD3 transformer), a CLIP text encoder, a word tokenizer, no VAE."""
-    from mmalign.text import word_tokenizer
+    from mmalign.text.policy import word_tokenizer
 
     tok = word_tokenizer(words)
     te = tiny_text_encoder(len(tok), seed=seed)

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor, nn
+
 from mmalign.diffusion import dpo
 from mmalign.diffusion.branching import sample_branched
 from mmalign.diffusion.guidance import classifier_free_guidance
 from mmalign.diffusion.models import Components, save_denoiser
 from mmalign.diffusion.schedule import B2Schedule, schedule_tensors, timestep_mask
 from mmalign.diffusion.steps import REDUCTIONS, StepOutput, ddim_step, flow_sde_step
-from torch import Tensor, nn
-
 from mmalign.rollout import Rollout
 
 

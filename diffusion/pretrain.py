@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmalign.diffusion import shapes
-from mmalign.diffusion.models import Components, ddim_scheduler, save_components
 
 from mmalign.cache import cached, made_with
 from mmalign.config import check_choice, check_nonempty, check_numbers
+from mmalign.diffusion import shapes
+from mmalign.diffusion.models import Components, ddim_scheduler, save_components
 
 
 @dataclass
@@ -68,9 +68,9 @@ class PretrainConfig:
 def embedded_components(cfg: PretrainConfig) -> Components:
     """The embedded model's components, randomly initialised."""
     from diffusers import UNet2DConditionModel
-    from mmalign.diffusion.models import tiny_text_encoder
 
-    from mmalign.text import word_tokenizer
+    from mmalign.diffusion.models import tiny_text_encoder
+    from mmalign.text.policy import word_tokenizer
 
     torch.manual_seed(cfg.seed)
     tok = word_tokenizer(shapes.WORDS)

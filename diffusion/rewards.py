@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mmalign.diffusion import shapes
 
 from mmalign.config import ConfigError
+from mmalign.diffusion import shapes
 from mmalign.rewards import REWARDS as TEXT_REWARDS
 from mmalign.rewards import RewardError, check_reward_spec
 

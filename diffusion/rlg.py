@@ -12,9 +12,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
+
 from mmalign.diffusion.policy import DiffusionPolicy, prompt_of
 from mmalign.diffusion.steps import ddim_mean_std, euler_step
-from torch import Tensor
 
 
 def rlg_predict(policy: DiffusionPolicy, x: Tensor, k: Tensor, emb: Tensor, pooled: Tensor, w: float) -> Tensor:

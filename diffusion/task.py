@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from mmalign.config import ConfigError, check_choice, check_nonempty, check_numbers
 from mmalign.diffusion import shapes
 from mmalign.diffusion.models import load_components, tiny_components
 from mmalign.diffusion.policy import DiffusionPolicy, add_lora
 from mmalign.diffusion.rewards import PromptAlignmentReward, build_reward, check_reward_specs
 from mmalign.diffusion.rlg import generate
 from mmalign.diffusion.schedule import B2Schedule, check_trained_steps
-
-from mmalign.config import ConfigError, check_choice, check_nonempty, check_numbers
 
 
 @dataclass
@@ -235,7 +235,6 @@ class DiffusionTask:
     def finish(self, policy: DiffusionPolicy, run_dir: Path) -> None:
         """Image grids of the held-out prompts before / after training, and the alignment-rate curve."""
         from mmalign.diffusion.media import save_grid
-
         from mmalign.tracking import plot_curves
 
         if self.first_images:
@@ -253,6 +252,7 @@ class DiffusionTask:
         """Seeded images for `prompts` as PNG files (and a grid), optionally with RL guidance (`rlg.generate`)."""
         options = options or SampleOptions()
         import cv2
+
         from mmalign.diffusion.media import save_grid
 
         out.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,7 @@ LOOPS = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    from mmalign.selection import SELECTION_MODES
+    from mmalign.text.selection import SELECTION_MODES
 
     p = _Parser(prog="mmalign", description="RL alignment for multimodal and embodied policies.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -164,7 +164,7 @@ def run(argv: list[str] | None = None) -> int:
 
 def select(args: argparse.Namespace) -> None:
     """`mmalign select`: score the task's training rows (never the held-out ones) and keep `--k` of them."""
-    from mmalign.selection import score_rows, select_rows, write_jsonl
+    from mmalign.text.selection import score_rows, select_rows, write_jsonl
 
     out = _new_file(args.out, "--out")
     _, task = _task(args)

@@ -19,10 +19,10 @@ from mmalign.algorithms import ALGORITHMS, Algorithm
 from mmalign.config import ConfigError, check_choice, check_numbers, from_dict, load_config, resolve, to_dict
 
 TASKS = {
-    "text": "mmalign.text_task:TextTask",
+    "text": "mmalign.text.task:TextTask",
     "diffusion": "mmalign.diffusion.task:DiffusionTask",
     "vlm": "mmalign.vlm.task:SSLTask",
-    "video": "mmalign.diffusion.video_task:VideoTask",
+    "video": "mmalign.diffusion.video.task:VideoTask",
     "robot": "mmalign.robotics.task:RobotTask",
 }
 """Task names usable in configs; anything else is a "package.module:Class" string."""

@@ -32,9 +32,9 @@ from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 import ot
-from mmalign.envs.layout import OBS_LAYOUT
 
 from mmalign.config import check_choice, check_numbers
+from mmalign.envs.layout import OBS_LAYOUT
 
 Representation = Literal["flat", "relative"]
 

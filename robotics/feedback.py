@@ -14,15 +14,15 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
+from torch import Tensor
+
+from mmalign.checkpoint import load_optimizer_state, optimizer_state
+from mmalign.config import ConfigError, check_choice, check_numbers, did_you_mean
 from mmalign.robotics.queries import SELECTIONS, select_queries
 from mmalign.robotics.reward_ensemble import RewardEnsemble, RewardEnsembleConfig
 from mmalign.robotics.sampler import Episode
 from mmalign.robotics.segments import EpisodeStore, Segments
 from mmalign.robotics.teachers import TEACHERS, ScriptedTeacher, TeacherConfig, teacher_config
-from torch import Tensor
-
-from mmalign.checkpoint import load_optimizer_state, optimizer_state
-from mmalign.config import ConfigError, check_choice, check_numbers, did_you_mean
 
 
 @dataclass

@@ -58,6 +58,7 @@ def make_env(task: str, max_episode_steps: int | None = None):
         The env (its ``unwrapped.task`` names the scripted controller).
     """
     import gymnasium as gym
+
     import mmalign.envs  # noqa: F401  (registers the ids)
 
     kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
@@ -119,6 +120,7 @@ def dataset_record(task: str, episodes_per_policy: int, policies: tuple[str, ...
     """The "made with" record of a dataset request (the arguments of `collect_dataset`), with the task as its
     registered id and the episode length resolved (None = the id's own), so equal requests give equal records."""
     import gymnasium as gym
+
     import mmalign.envs  # noqa: F401  (registers the ids)
 
     env_id = "mmalign/MetaWorld-v3" if task.endswith("-v3") else PLANAR_IDS.get(task, task)

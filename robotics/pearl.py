@@ -31,12 +31,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+
+from mmalign.config import ConfigError, check_numbers
 from mmalign.robotics.cpa import CPAConfig, SourceTask, all_pairs, cross_task_labels, segment_features
 from mmalign.robotics.iql import IQLConfig, evaluate, train_iql, transitions
 from mmalign.robotics.offline_data import OfflineDataset, check_dataset, collect_dataset, dataset_record
 from mmalign.robotics.rrl import RRLConfig, fit_reward
-
-from mmalign.config import ConfigError, check_numbers
 
 LABELS = ("oracle", "cpa", "cpa-few", "few", "random")
 """Where the target labels come from (see the module docstring)."""

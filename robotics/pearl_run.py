@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mmalign.robotics.offline_data import load_dataset, save_dataset
-from mmalign.robotics.pearl import PearlConfig, check_method, get_dataset, run_pearl
 
 from mmalign import config
 from mmalign.config import ConfigError, check_nonempty, check_numbers, from_dict, to_dict
+from mmalign.robotics.offline_data import load_dataset, save_dataset
+from mmalign.robotics.pearl import PearlConfig, check_method, get_dataset, run_pearl
 from mmalign.runs import Run
 from mmalign.tracking import json_safe, read_metrics
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from mmalign.robotics.sac import SAC, ReplayBuffer, SACConfig
-from mmalign.robotics.task import RobotTask, RobotTaskConfig
 
 from mmalign import config
 from mmalign.checkpoint import load_checkpoint, rng_state, set_rng_state
 from mmalign.config import check_numbers, from_dict, to_dict
+from mmalign.robotics.sac import SAC, ReplayBuffer, SACConfig
+from mmalign.robotics.task import RobotTask, RobotTaskConfig
 from mmalign.runs import Run
 
 

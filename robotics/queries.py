@@ -12,9 +12,10 @@ Candidates are `large_batch` x n sampled pairs; a rule keeps n of them:
 from __future__ import annotations
 
 import torch
+from torch import Tensor
+
 from mmalign.robotics.reward_ensemble import RewardEnsemble
 from mmalign.robotics.segments import Segments
-from torch import Tensor
 
 SELECTIONS = ("uniform", "disagreement", "entropy", "kcenter", "kcenter_disagreement", "kcenter_entropy")
 

@@ -38,6 +38,7 @@ def plot_against(metrics_path: Path, out: Path, title: str = "") -> Path | None:
 def write_video(policy, env_id: str, path: Path, seed: int = 0, size: int = 96, fps: int = 20, **env_kwargs) -> Path:
     """One deterministic episode of `policy` (numpy obs -> action) rendered to an H.264 MP4."""
     import gymnasium as gym
+
     import mmalign.envs  # noqa: F401
 
     env = gym.make(env_id, render_mode="rgb_array", width=size, height=size, **env_kwargs)

@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from mmalign.robotics.policy import mlp
-from mmalign.robotics.segments import Segments, temporal_crop
 from torch import Tensor, nn
 
 from mmalign.algorithms.reward_model import RewardModelConfig, reward_model_update
 from mmalign.config import ConfigError, check_numbers
+from mmalign.robotics.policy import mlp
+from mmalign.robotics.segments import Segments, temporal_crop
 
 
 @dataclass

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmalign.robotics.policy import mlp
 from torch import Tensor, nn
 
 from mmalign.checkpoint import load_optimizer_state, optimizer_state
 from mmalign.config import check_numbers
+from mmalign.robotics.policy import mlp
 from mmalign.rollout import Rollout
 
 

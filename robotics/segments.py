@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mmalign.robotics.sampler import Episode
 from torch import Tensor
+
+from mmalign.robotics.sampler import Episode
 
 
 @dataclass

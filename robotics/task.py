@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mmalign.robotics.feedback import FeedbackConfig, PreferenceFeedback
-from mmalign.robotics.policy import GaussianActorCritic, GaussianPolicy
-from mmalign.robotics.sampler import Trajectory, VecEnvSampler, make_vec_env
 from torch import Tensor
 
 from mmalign.config import check_numbers
+from mmalign.robotics.feedback import FeedbackConfig, PreferenceFeedback
+from mmalign.robotics.policy import GaussianActorCritic, GaussianPolicy
+from mmalign.robotics.sampler import Trajectory, VecEnvSampler, make_vec_env
 
 
 @dataclass

@@ -2,9 +2,10 @@
 denoisers built from config (`tiny_components`, `tiny_video_components`), and the contexts they sample from."""
 
 import numpy as np
+
 from mmalign.diffusion.models import tiny_components
 from mmalign.diffusion.policy import DiffusionPolicy, add_lora
-from mmalign.diffusion.video import VideoPolicy, tiny_video_components
+from mmalign.diffusion.video.policy import VideoPolicy, tiny_video_components
 
 WORDS = "a red green blue circle square triangle left right top bottom".split()
 PROMPTS = ["a red circle left", "a blue square top"]

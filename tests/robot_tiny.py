@@ -1,6 +1,7 @@
 """A tiny real robot adapter for tests: a Gaussian actor-critic over a vector of real MuJoCo reach envs."""
 
 import torch
+
 from mmalign.robotics.policy import GaussianActorCritic, GaussianPolicy
 from mmalign.robotics.sampler import VecEnvSampler, make_vec_env
 

@@ -79,9 +79,8 @@ def test_pearl_recipe_refuses_a_data_dir_of_other_settings(tmp_path, capsys):
     pytest.importorskip("mujoco")
     from pathlib import Path
 
-    from mmalign.robotics.offline_data import collect_dataset, save_dataset
-
     from mmalign.cli import main
+    from mmalign.robotics.offline_data import collect_dataset, save_dataset
 
     save_dataset(collect_dataset("reach", episodes_per_policy=1, seed=0), tmp_path / "data" / "reach.npz")
     cfg = str(Path(__file__).parents[1] / "configs" / "robotics" / "pearl_planar.yaml")

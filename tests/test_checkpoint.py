@@ -107,7 +107,7 @@ def test_a_checkpoint_of_another_policy_is_one_clear_error(tmp_path):
     ckpt = _save(tmp_path, 1)
     from tiny import WORDS, tiny_lm
 
-    from mmalign.text import CausalLMPolicy, word_tokenizer
+    from mmalign.text.policy import CausalLMPolicy, word_tokenizer
 
     wider = CausalLMPolicy(tiny_lm(hidden=64), word_tokenizer(WORDS))
     with pytest.raises(CheckpointError, match="does not match this config's policy"):

@@ -9,7 +9,7 @@ import torch
 
 from mmalign.cli import main
 from mmalign.data import load_jsonl, train_eval_split
-from mmalign.text_task import TextTask, TextTaskConfig
+from mmalign.text.task import TextTask, TextTaskConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = str(ROOT / "configs/text/tiny_grpo.yaml")

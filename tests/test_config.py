@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mmalign.vlm.task import SSLTaskConfig
 
 from mmalign.algorithms.grpo import GRPOConfig
 from mmalign.algorithms.offline import PreferenceConfig
 from mmalign.algorithms.ppo import PPOConfig
 from mmalign.config import ConfigError, check_choice, check_nonempty, check_numbers, from_dict
 from mmalign.run_config import RunConfig, TrainerConfig, load_run_config
-from mmalign.text_task import TextTaskConfig, build_causal_lm
+from mmalign.text.task import TextTaskConfig, build_causal_lm
+from mmalign.vlm.task import SSLTaskConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_LM = {"model_type": "qwen2", "hidden_size": 16, "num_attention_heads": 2, "num_key_value_heads": 1,
@@ -146,7 +146,7 @@ def test_text_model_config_is_checked_against_transformers():
     assert e.value.key == "model_config.model_type" and len(str(e.value)) < 300, e.value
     with pytest.raises(ConfigError, match="not a causal LM"):
         TextTaskConfig(model_config={**TINY_LM, "model_type": "qwen2_vl"})
-    from mmalign.text import char_tokenizer
+    from mmalign.text.policy import char_tokenizer
 
     with pytest.raises(ConfigError, match="num_hiden_layers"):  # building from code is checked the same way
         build_causal_lm({**TINY_LM, "num_hiden_layers": 1}, char_tokenizer())

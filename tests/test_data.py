@@ -1,4 +1,4 @@
-"""Prompt datasets (mmalign.data) and BLEUBERI data selection (mmalign.selection)."""
+"""Prompt datasets (mmalign.data) and BLEUBERI data selection (mmalign.text.selection)."""
 
 import json
 from types import SimpleNamespace
@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from mmalign.data import DataError, load_jsonl, shipped_dataset, train_eval_split, write_jsonl
-from mmalign.rewards import BleuReward
-from mmalign.selection import score_rows, select_rows
+from mmalign.text.rewards import BleuReward
+from mmalign.text.selection import score_rows, select_rows
 
 
 def write_lines(path, lines):

@@ -5,12 +5,12 @@ per-prompt statistics held by the algorithm (and the Trainer's checkpoints), nev
 import pytest
 import torch
 from diffusion_tiny import PROMPTS, tiny_diffusion_policy
+
+from mmalign.algorithms.grpo import grpo_loss
 from mmalign.checkpoint import finalize_checkpoint, save_checkpoint
 from mmalign.diffusion.algorithms import B2Config, DDPOConfig, b2_prepare, ddpo_prepare, reward_stats
 from mmalign.diffusion.branching import sample_branched
 from mmalign.diffusion.schedule import B2Schedule, PerPromptStats, b2_select, timestep_mask
-
-from mmalign.algorithms.grpo import grpo_loss
 
 
 def test_b2_schedule_matches_reference_formula():
@@ -118,7 +118,6 @@ def test_b2_and_ddpo_prepare_train_through_grpo_loss():
 def _ddpo_trainer(tmp_path, name: str):
     """A tiny DDPO run over two prompts, so their reward histories reach across iterations."""
     from mmalign.diffusion.task import DiffusionTaskConfig
-
     from mmalign.run_config import RunConfig, TrainerConfig
     from mmalign.trainer import Trainer
 

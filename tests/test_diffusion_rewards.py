@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from mmalign.diffusion import shapes
 from mmalign.diffusion.rewards import (
     ClipScoreReward,
@@ -87,7 +88,7 @@ def test_image_rewards_reject_wrong_outputs():
 def _tiny_clip(path):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    from mmalign.text import word_tokenizer
+    from mmalign.text.policy import word_tokenizer
 
     torch.manual_seed(0)
     tok = word_tokenizer(shapes.WORDS)

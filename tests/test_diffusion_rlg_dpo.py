@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 from diffusion_tiny import PROMPTS, tiny_diffusion_policy
+
+from mmalign.algorithms.offline import PreferenceConfig, given_rollouts, preference_loss
 from mmalign.diffusion import shapes
 from mmalign.diffusion.dpo import preference_rows
 from mmalign.diffusion.policy import DiffusionPolicy
 from mmalign.diffusion.rlg import generate
-
-from mmalign.algorithms.offline import PreferenceConfig, given_rollouts, preference_loss
 
 
 @pytest.mark.parametrize("family,deterministic", [("ddim", False), ("ddim", True), ("flow", False), ("flow", True)])

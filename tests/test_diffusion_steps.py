@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from mmalign.diffusion.models import ddim_scheduler, flow_scheduler
 from mmalign.diffusion.steps import ddim_step, euler_step, flow_sde_step, gaussian_logprob
 

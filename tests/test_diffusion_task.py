@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from mmalign.config import from_dict
 from mmalign.diffusion import shapes
 from mmalign.diffusion.models import Components, ddim_scheduler, save_components, tiny_text_encoder, tiny_unet
 from mmalign.diffusion.task import DiffusionTask
-
-from mmalign.config import from_dict
 from mmalign.run_config import load_run_config
 from mmalign.trainer import Trainer
 
@@ -53,7 +53,7 @@ def test_every_shipped_config_loads():
 def _tiny_sd_folder(path: Path) -> Path:
     from diffusers import AutoencoderKL
 
-    from mmalign.text import word_tokenizer
+    from mmalign.text.policy import word_tokenizer
 
     torch.manual_seed(0)
     tok = word_tokenizer(shapes.WORDS)

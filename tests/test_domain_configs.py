@@ -1,19 +1,22 @@
 """Config checks of the domain packages (diffusion, video, robotics): every checked field refuses a bad value with a
 `ConfigError` keyed by the field, `mmalign train` blames a bad override on the override and stops before building
-anything, and every shipped config still loads."""
+anything, and every shipped config (configs/, bench/configs/) still loads."""
 
 import importlib
 from pathlib import Path
 
 import pytest
 import yaml
+
+from mmalign.cli import LOOPS, main
+from mmalign.config import ConfigError, from_dict
 from mmalign.diffusion.algorithms import B2Config, DDPOConfig
-from mmalign.diffusion.clips import ClipConfig
 from mmalign.diffusion.pretrain import PretrainConfig
 from mmalign.diffusion.task import DiffusionTaskConfig
-from mmalign.diffusion.video_pretrain import VideoPretrainConfig
-from mmalign.diffusion.video_task import VideoTaskConfig
-from mmalign.diffusion.world_model import JEPAConfig, PFCConfig, WorldModelTrainConfig
+from mmalign.diffusion.video.pretrain import VideoPretrainConfig
+from mmalign.diffusion.video.task import VideoTaskConfig
+from mmalign.diffusion.video.world_model import JEPAConfig, PFCConfig, WorldModelTrainConfig
+from mmalign.envs.clips import ClipConfig
 from mmalign.robotics.cpa import CPAConfig
 from mmalign.robotics.feedback import FeedbackConfig
 from mmalign.robotics.iql import IQLConfig
@@ -25,9 +28,6 @@ from mmalign.robotics.rrl import RRLConfig
 from mmalign.robotics.sac import SACConfig
 from mmalign.robotics.task import RobotTaskConfig
 from mmalign.robotics.teachers import TeacherConfig
-
-from mmalign.cli import LOOPS, main
-from mmalign.config import ConfigError, from_dict
 from mmalign.run_config import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,8 +167,8 @@ def test_cli_blames_the_override_and_builds_nothing(tmp_path, capsys, config, ov
 
 
 def load_shipped(path: Path):
-    """A shipped config through the loader that reads it: its loop's, the run config's, or (the settings files
-    pearl_rrl.yaml and pearl_transfer.yaml) the dataclasses its comment names."""
+    """A shipped config through the loader that reads it: its loop's, the run config's, or (the benchmark settings
+    bench/configs/pearl_rrl.yaml and pearl_transfer.yaml) the dataclasses its comment names."""
     data = yaml.safe_load(path.read_text())
     if "loop" in data:
         return importlib.import_module(LOOPS[data["loop"]].partition(":")[0]).load_config(path, [])
@@ -182,6 +182,9 @@ def load_shipped(path: Path):
     raise AssertionError(f"{path}: no loader known for this config; add it here.")
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.stem)
+SHIPPED_CONFIGS = sorted([*(ROOT / "configs").rglob("*.yaml"), *(ROOT / "bench" / "configs").rglob("*.yaml")])
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.stem)
 def test_every_shipped_config_loads(path):
     assert load_shipped(path) is not None

@@ -5,7 +5,7 @@ import torch
 from tiny import ROWS, tiny_policy
 
 from mmalign.generate import sample_tokens, scaled_logits
-from mmalign.text import positions
+from mmalign.text.policy import positions
 
 
 def _prompt(policy, contexts):

@@ -9,8 +9,8 @@ from tiny import ROWS, TinyTask, tiny_policy
 
 from mmalign.algorithms.offline import PreferenceConfig
 from mmalign.algorithms.ppo import PPOConfig
-from mmalign.rewards import BleuReward
 from mmalign.run_config import RunConfig, TrainerConfig
+from mmalign.text.rewards import BleuReward
 from mmalign.trainer import Trainer
 
 pytestmark = pytest.mark.slow

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from mmalign.diffusion.media import save_video
 
+from mmalign.diffusion.media import save_video
 from mmalign.mp4 import write_mp4
 
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")

@@ -7,7 +7,7 @@ from tiny import WORDS
 from transformers import Qwen2Config, Qwen2ForSequenceClassification
 
 from mmalign.algorithms.reward_model import RewardModelConfig, pair_accuracy, text_scorer, train_reward_model
-from mmalign.text import word_tokenizer
+from mmalign.text.policy import word_tokenizer
 
 
 def make_pairs(n: int, seed: int) -> list[tuple]:

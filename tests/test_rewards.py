@@ -1,25 +1,26 @@
-"""Reward functions in mmalign.rewards, checked against hand-computed values."""
+"""Text reward functions (mmalign.text.rewards) checked against hand-computed values, and reward specs
+(mmalign.rewards)."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 import sacrebleu
 import torch
 
-from mmalign.rewards import (
-    REWARDS,
+from mmalign.rewards import REWARDS, combine_rewards, resolve_reward
+from mmalign.task import RewardError, check_rewards
+from mmalign.text.rewards import (
     BleuReward,
     ChrfReward,
     ExactMatchReward,
     RegexReward,
     SequenceClassifierReward,
     bleu,
-    combine_rewards,
     extract_answer,
-    resolve_reward,
     think_answer_format,
 )
-from mmalign.task import RewardError, check_rewards
 
 HYP = "the cat sat on a mat today"
 REFS = ["the cat sat on the mat", "a cat sat on the mat"]
@@ -214,11 +215,11 @@ def test_resolve_reward_from_registry():
 
 
 def test_resolve_reward_from_import_string():
-    name, fn, weight = resolve_reward({"fn": "mmalign.rewards:think_answer_format", "weight": 2})
+    name, fn, weight = resolve_reward({"fn": "mmalign.text.rewards:think_answer_format", "weight": 2})
     assert (name, fn, weight) == ("format", think_answer_format, 2.0)  # a reward function, used as is
-    name, fn, _ = resolve_reward({"fn": "mmalign.rewards:BleuReward", "smoothing": "add-k"})  # a factory
+    name, fn, _ = resolve_reward({"fn": "mmalign.text.rewards:BleuReward", "smoothing": "add-k"})  # a factory
     assert name == "bleu" and isinstance(fn, BleuReward) and fn.smoothing == "add-k"
-    name, fn, _ = resolve_reward({"fn": "mmalign.rewards:RegexReward", "pattern": "mice", "label": "mice"})
+    name, fn, _ = resolve_reward({"fn": "mmalign.text.rewards:RegexReward", "pattern": "mice", "label": "mice"})
     assert name == "mice" and fn([{}], ["three mice"]) == [1.0]
 
 
@@ -231,6 +232,17 @@ def test_resolve_reward_errors():
         resolve_reward({"weight": 1.0})
     with pytest.raises(ValueError, match="cannot import"):
         resolve_reward({"fn": "mmalign.rewards:nope"})
+
+
+def test_core_imports_no_domain_library():
+    """The reward registry names its rewards by import string: the trainer, the CLI and the registry load in a fresh
+    interpreter without any domain's libraries (they come with the reward, model or env that needs them)."""
+    heavy = ["sacrebleu", "transformers", "diffusers", "gymnasium", "mujoco"]
+    code = (f"import sys, mmalign.trainer, mmalign.cli, mmalign.rewards\n"
+            f"loaded = [m for m in {heavy!r} if m in sys.modules]\n"
+            "assert not loaded, f'importing the core loaded {loaded}'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 # --- learned reward model ---------------------------------------------------------------------------------------

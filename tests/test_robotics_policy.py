@@ -6,12 +6,12 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import torch
-from mmalign.robotics.policy import GaussianActorCritic, GaussianPolicy
-from mmalign.robotics.sampler import VecEnvSampler
 from robot_tiny import tiny_robot_policy
 
 from mmalign.advantages import gae
 from mmalign.algorithms.ppo import PPOConfig, ppo_loss, ppo_prepare
+from mmalign.robotics.policy import GaussianActorCritic, GaussianPolicy
+from mmalign.robotics.sampler import VecEnvSampler
 
 
 def test_rollout_keeps_observations_and_raw_actions(sampled):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from mmalign.robotics.queries import SELECTIONS, disagreement, entropy, kcenter, select_queries
 from mmalign.robotics.reward_ensemble import RewardEnsemble, RewardEnsembleConfig
 from mmalign.robotics.sampler import Episode

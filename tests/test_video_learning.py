@@ -5,9 +5,9 @@ so brightness barely moves). It fails if step log-probs, their gradients or the 
 import numpy as np
 import pytest
 import torch
-from mmalign.diffusion.video import VideoPolicy, generate_clips, tiny_video_components
 
 from mmalign.algorithms.grpo import GRPOConfig, grpo_loss, grpo_prepare
+from mmalign.diffusion.video.policy import VideoPolicy, generate_clips, tiny_video_components
 
 WORDS = "push block up down".split()
 

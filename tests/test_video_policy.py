@@ -7,10 +7,10 @@ import pytest
 import torch
 from adapters import CASES, domain_cases
 from diffusion_tiny import VIDEO_WORDS, tiny_video_policy, video_contexts
-from mmalign.diffusion.models import load_components, save_components
-from mmalign.diffusion.video import VideoPolicy, generate_clips, tiny_video_components
 
 from mmalign.algorithms.grpo import GRPOConfig, grpo_loss, grpo_prepare
+from mmalign.diffusion.models import load_components, save_components
+from mmalign.diffusion.video.policy import VideoPolicy, generate_clips, tiny_video_components
 
 
 @pytest.mark.parametrize("name", domain_cases("video"))

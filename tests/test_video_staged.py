@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 from diffusion_tiny import tiny_video_policy
-from mmalign.diffusion.staged import staged_rollout
-from mmalign.diffusion.world_model import JEPA, JEPAConfig, PFCReward
+
+from mmalign.diffusion.video.staged import staged_rollout
+from mmalign.diffusion.video.world_model import JEPA, JEPAConfig, PFCReward
 
 
 def test_each_stage_starts_from_the_previous_chosen_last_frame():

@@ -5,11 +5,11 @@ world model trained on first use, GRPO steps, held-out evaluation with the physi
 import imageio_ffmpeg
 import numpy as np
 import pytest
-from mmalign.diffusion.clips import ClipConfig
-from mmalign.diffusion.video_task import FramewiseReward, VideoTask
 
 from mmalign.cache import read_made_with
 from mmalign.config import ConfigError
+from mmalign.diffusion.video.task import FramewiseReward, VideoTask
+from mmalign.envs.clips import ClipConfig
 from mmalign.run_config import load_run_config
 from mmalign.trainer import Trainer
 
@@ -41,7 +41,7 @@ def test_world_model_loader_needs_a_world_model_folder(tmp_path):
 
 
 def test_embedded_video_model_is_keyed_by_its_config(tmp_path):
-    from mmalign.diffusion.video_pretrain import VideoPretrainConfig, embedded_video_model
+    from mmalign.diffusion.video.pretrain import VideoPretrainConfig, embedded_video_model
 
     data = {"frames": np.random.default_rng(0).integers(0, 256, (4, 3, 8, 8, 3), dtype=np.uint8),
             "prompts": np.array(["push block up", "push block down"] * 2)}

@@ -8,9 +8,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from mmalign.diffusion.clips import ClipConfig, corrupted, load_clips, motion_continuity, split_episodes
-from mmalign.diffusion.video_task import VideoTask
-from mmalign.diffusion.world_model import (
+
+from mmalign.config import ConfigError
+from mmalign.diffusion.video.task import VideoTask
+from mmalign.diffusion.video.world_model import (
     JEPA,
     JEPAConfig,
     PFCConfig,
@@ -25,8 +26,7 @@ from mmalign.diffusion.world_model import (
     training_frames,
     window_starts,
 )
-
-from mmalign.config import ConfigError
+from mmalign.envs.clips import ClipConfig, corrupted, load_clips, motion_continuity, split_episodes
 
 
 def test_pfc_aggregate_by_hand_weights_the_worst_window_most():
@@ -102,7 +102,7 @@ def test_a_model_folder_never_names_code_to_import(tmp_path, monkeypatch):
     save_world_model(model, folder / "inner")
     (folder / "config.json").write_text(json.dumps({"class": "wm_loader_for_test:Loader"}))
     (tmp_path / "wm_loader_for_test.py").write_text(
-        "from pathlib import Path\n\nfrom mmalign.diffusion.world_model import load_world_model\n\n\n"
+        "from pathlib import Path\n\nfrom mmalign.diffusion.video.world_model import load_world_model\n\n\n"
         "class Loader:\n    @staticmethod\n    def from_pretrained(path):\n"
         "        return load_world_model(Path(path) / 'inner')\n")
     monkeypatch.syspath_prepend(str(tmp_path))

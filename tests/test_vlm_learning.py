@@ -10,11 +10,11 @@ and LLaVA models (lr 1e-3).
 
 import pytest
 import torch
-from mmalign.vlm.task import SSLTask, SSLTaskConfig
 
 from mmalign.algorithms.grpo import GRPOConfig
 from mmalign.run_config import RunConfig, TrainerConfig
 from mmalign.trainer import Trainer
+from mmalign.vlm.task import SSLTask, SSLTaskConfig
 
 pytestmark = pytest.mark.slow
 

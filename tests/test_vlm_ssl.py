@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from mmalign.vlm.images import augment, center_crop_square, load_image_folder, procedural_images, rotate
 from mmalign.vlm.inputs import context_parts
 from mmalign.vlm.rewards import SSLAccuracy, ValidChoice, format_reward

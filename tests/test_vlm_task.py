@@ -3,10 +3,10 @@
 from pathlib import Path
 
 import pytest
-from mmalign.vlm.task import SSLTask
 
 from mmalign.run_config import load_run_config
 from mmalign.trainer import Trainer
+from mmalign.vlm.task import SSLTask
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs" / "vlm").glob("*.yaml"))
 

@@ -4,8 +4,8 @@
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from mmalign.rewards import BleuReward
-from mmalign.text import CausalLMPolicy, word_tokenizer
+from mmalign.text.policy import CausalLMPolicy, word_tokenizer
+from mmalign.text.rewards import BleuReward
 
 WORDS = "the a cat dog sat ran on to mat park red blue big small and is describe tell me about".split()
 ROWS = [

@@ -3,11 +3,11 @@ word-level tokenizers with each family's special tokens, and contexts with image
 
 import numpy as np
 import torch
+
+from mmalign.rollout import Rollout
 from mmalign.vlm.inputs import pil_image_processor, prompt_encoder
 from mmalign.vlm.policy import VLMPolicy
 from mmalign.vlm.tiny import build_vlm, tiny_image_processor, tiny_vlm_config, word_tokenizer, words_of
-
-from mmalign.rollout import Rollout
 
 WORDS = words_of(["what is in and ? a cat dog 0 90 180 270 yes no , ."])
 SIDE = {"qwen2_vl": 56, "qwen2_5_vl": 56, "idefics3": 56, "smolvlm": 56, "llava": 28}

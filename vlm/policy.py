@@ -1,6 +1,6 @@
 """Vision-language models on the adapter contract: a transformers image-text-to-text model as a `Policy`.
 
-A step is one completion token, exactly as in `mmalign.text.CausalLMPolicy`: its log-prob is
+A step is one completion token, exactly as in `mmalign.text.policy.CausalLMPolicy`: its log-prob is
 log softmax(logits / temperature) at the sampled token, with no reduction over tokens. Prompts (text and image
 tokens) are left-padded; the mask covers the completion up to and including EOS. Image tensors (the prompt
 encoder's `image_keys`, e.g. `pixel_values`, `image_grid_thw`), the token types and the positions (3-D M-RoPE for
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from mmalign.generate import sample_tokens, scaled_logits
 from mmalign.rollout import Rollout
-from mmalign.text import encode_completions, reference_logprobs, token_logprobs
+from mmalign.text.policy import encode_completions, reference_logprobs, token_logprobs
 
 
 def _position_arg(pos: Tensor) -> Tensor:

@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mmalign.text.rewards import think_answer_format
 from mmalign.vlm.ssl_tasks import SSL_TASKS, parse_answer
-
-from mmalign.rewards import think_answer_format
 
 
 def _task_of(context: Any) -> str:
@@ -61,7 +60,7 @@ class ValidChoice:
 
 
 def format_reward(contexts: Sequence, outputs: Sequence[str], **kwargs: Any) -> list[float]:
-    """1.0 for exactly "<think>...</think><answer>...</answer>" (mmalign.rewards.think_answer_format)."""
+    """1.0 for exactly "<think>...</think><answer>...</answer>" (mmalign.text.rewards.think_answer_format)."""
     return think_answer_format(contexts, outputs)
 
 

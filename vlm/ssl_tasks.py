@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from mmalign.vlm.images import augment, center_crop_square, grid_cells, resize, rotate
 
 INSTRUCTION = ("First think step by step inside <think> </think>, then give the final answer inside "

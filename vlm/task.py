@@ -16,17 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from mmalign.config import ConfigError, check_choice, check_numbers, did_you_mean
+from mmalign.rewards import build_reward, reward_spec
+from mmalign.task import RewardError, check_rewards
+from mmalign.text.policy import check_model_folder, with_lora
 from mmalign.vlm.images import load_image_folder, procedural_images
 from mmalign.vlm.inputs import pil_image_processor, prompt_encoder, qwen2_vl_image_processor
 from mmalign.vlm.policy import VLMPolicy
 from mmalign.vlm.rewards import SSL_REWARDS, SSLAccuracy
 from mmalign.vlm.ssl_tasks import SSLGenerator, build_ssl_task
 from mmalign.vlm.tiny import check_tiny_vlm_config
-
-from mmalign.config import ConfigError, check_choice, check_numbers, did_you_mean
-from mmalign.rewards import build_reward, reward_spec
-from mmalign.task import RewardError, check_rewards
-from mmalign.text import check_model_folder, with_lora
 
 
 @dataclass

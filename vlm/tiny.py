@@ -10,7 +10,7 @@ import inspect
 from collections.abc import Sequence
 
 from mmalign.config import ConfigError
-from mmalign.text import check_model_type, transformers_config
+from mmalign.text.policy import check_model_type, transformers_config
 
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                  "<|image_pad|>", "<|video_pad|>"]

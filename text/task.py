@@ -13,7 +13,7 @@ from mmalign.config import ConfigError, check_choice, check_numbers
 from mmalign.data import load_jsonl, shipped_dataset, train_eval_split
 from mmalign.rewards import resolve_reward
 from mmalign.task import check_rewards
-from mmalign.text import (
+from mmalign.text.policy import (
     CausalLMPolicy,
     char_tokenizer,
     check_model_folder,

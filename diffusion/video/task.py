@@ -1,7 +1,7 @@
 """The image-to-video task for the trainer: world-model (PFC) reward post-training of a video diffusion policy.
 
-`model: embedded` (default): on first use, robot clips are rendered from the MuJoCo push task (`clips.py`), a small
-video diffusion model is pre-trained on them (`video_pretrain.py`) and a small JEPA world model is trained on the
+`model: embedded` (default): on first use, robot clips are rendered from the MuJoCo push task (`mmalign.envs.clips`), a
+small video diffusion model is pre-trained on them (`pretrain.py`) and a small JEPA world model is trained on the
 same clips (`world_model.py`); all three are cached under `embedded_dir`, each in a folder keyed by the config that
 made it (`mmalign.cache`), and reused by runs of that config only. `model: <folder>` loads a local diffusers pipeline
 (a `UNet3DConditionModel` or a frame-folding `UNet2DConditionModel`); `world_model: <folder>` a local world model
@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mmalign.diffusion.clips import ClipConfig, load_clips, motion_continuity, split_episodes
+
+from mmalign.config import ConfigError, check_choice, check_numbers
 from mmalign.diffusion.models import load_components
 from mmalign.diffusion.rewards import check_reward_specs
 from mmalign.diffusion.schedule import check_trained_steps
-from mmalign.diffusion.video import VideoPolicy, generate_clips
-from mmalign.diffusion.world_model import PFCReward, load_world_model
-
-from mmalign.config import ConfigError, check_choice, check_numbers
+from mmalign.diffusion.video.policy import VideoPolicy, generate_clips
+from mmalign.diffusion.video.world_model import PFCReward, load_world_model
+from mmalign.envs.clips import ClipConfig, load_clips, motion_continuity, split_episodes
 
 
 @dataclass
@@ -140,7 +140,7 @@ class VideoTask:
     def _world_model(self, data, train, root: Path) -> Path:
         if self.cfg.world_model != "embedded":
             return Path(self.cfg.world_model)
-        from mmalign.diffusion import world_model as wm
+        from mmalign.diffusion.video import world_model as wm
 
         c = self.cfg
         steps, extra = (20, 0) if c.tiny else (c.world_model_steps, c.world_model_extra_episodes)
@@ -152,7 +152,7 @@ class VideoTask:
         c = self.cfg
         path = Path(c.model)
         if c.model == "embedded":
-            from mmalign.diffusion.video_pretrain import VideoPretrainConfig, embedded_video_model
+            from mmalign.diffusion.video.pretrain import VideoPretrainConfig, embedded_video_model
 
             pc = VideoPretrainConfig(steps=20, width=8, text_hidden=8) if c.tiny else \
                 VideoPretrainConfig(steps=c.pretrain_steps)
@@ -196,7 +196,6 @@ class VideoTask:
     def finish(self, policy: VideoPolicy, run_dir: Path) -> None:
         """MP4s of the held-out clips before / after training, the reward and physics curves as PNG."""
         from mmalign.diffusion.media import save_video
-
         from mmalign.tracking import plot_curves
 
         if self.first_clips:

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from mmalign.diffusion.video import VideoPolicy, frame_of, generate_clips
+
+from mmalign.diffusion.video.policy import VideoPolicy, frame_of, generate_clips
 
 
 @dataclass

@@ -256,7 +256,7 @@ def load_world_model(path: str | Path, loader: str = "") -> nn.Module:
         return resolve(loader, {}).from_pretrained(path).eval().requires_grad_(False)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"no world model at {path} (config.json missing): train one with "
-                                "`python -m mmalign.diffusion.world_model ROOT`, or let the video task train it "
+                                "`python -m mmalign.diffusion.video.world_model ROOT`, or let the video task train it "
                                 "(world_model: embedded).")
     cfg = json.loads((path / "config.json").read_text())
     if "class" in cfg:
@@ -318,7 +318,7 @@ def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
 def separation(reward: PFCReward, clips: dict, idx: Sequence[int], clip_cfg, seed: int = 0) -> dict[str, dict]:
     """PFC of clips `idx` against their shuffled / reversed / teleported copies (`clips.corrupted`): per corruption
     the mean PFC, the AUROC over all pairs and the paired win rate (a clip above its own corruption)."""
-    from mmalign.diffusion.clips import corrupted
+    from mmalign.envs.clips import corrupted
 
     pos = np.asarray(reward(None, clips["frames"][idx]))
     out = {"real": {"pfc": float(pos.mean())}}
@@ -331,7 +331,7 @@ def separation(reward: PFCReward, clips: dict, idx: Sequence[int], clip_cfg, see
 def validation_split(data: dict, train: Sequence[int], fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
     """Fit and validation clip indices inside the training clips `train`, split by episode: hyperparameters are
     picked on the validation episodes, never on the held-out ones."""
-    from mmalign.diffusion.clips import split_episodes
+    from mmalign.envs.clips import split_episodes
 
     train = np.asarray(train)
     fit, val = split_episodes({"episode": data["episode"][train]}, fraction)
@@ -341,7 +341,7 @@ def validation_split(data: dict, train: Sequence[int], fraction: float = 0.2) ->
 def training_frames(data: dict, idx: np.ndarray, extra: int, cache_dir: str | Path) -> np.ndarray:
     """Clips `idx` of `data` plus `extra` more rendered episodes (`ClipConfig(episodes=extra, seed=1)`: no episode
     shared with the default set, whose seed is 0), cached in `cache_dir` (`load_clips`)."""
-    from mmalign.diffusion.clips import ClipConfig, load_clips
+    from mmalign.envs.clips import ClipConfig, load_clips
 
     if not extra:
         return data["frames"][idx]
@@ -350,16 +350,16 @@ def training_frames(data: dict, idx: np.ndarray, extra: int, cache_dir: str | Pa
 
 
 if __name__ == "__main__":
-    # python -m mmalign.diffusion.world_model ROOT [--steps N] [--seed N] [--extra N]: train on the training episodes
-    #   (plus N more rendered episodes) into ROOT/world_model-<key>, the cache the video task reads with
+    # python -m mmalign.diffusion.video.world_model ROOT [--steps N] [--seed N] [--extra N]: train on the training
+    #   episodes (plus N more rendered episodes) into ROOT/world_model-<key>, the cache the video task reads with
     #   embedded_dir: ROOT (unless it is there), report the separation on 64 held-out clips.
-    # python -m mmalign.diffusion.world_model ROOT --validate [--seed N] [--extra N]: train on 80 % of the training
-    #   episodes (not saved) and report the separation on the other 20 % (tau 0.3; shuffled and reversed also for
-    #   tau 0.1 / 1.0): the split the defaults were chosen on.
+    # python -m mmalign.diffusion.video.world_model ROOT --validate [--seed N] [--extra N]: train on 80 % of the
+    #   training episodes (not saved) and report the separation on the other 20 % (tau 0.3; shuffled and reversed
+    #   also for tau 0.1 / 1.0): the split the defaults were chosen on.
     import argparse
 
-    from mmalign.diffusion.clips import ClipConfig, corrupted, load_clips, split_episodes
-    from mmalign.diffusion.video_task import VideoTaskConfig
+    from mmalign.diffusion.video.task import VideoTaskConfig
+    from mmalign.envs.clips import ClipConfig, corrupted, load_clips, split_episodes
 
     ap = argparse.ArgumentParser()
     ap.add_argument("root", type=Path)

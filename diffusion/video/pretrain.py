@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mmalign.diffusion.clips import WORDS
-from mmalign.diffusion.models import Components, ddim_scheduler, save_components, tiny_text_encoder
-from mmalign.diffusion.pretrain import train_denoiser
-from mmalign.diffusion.video import tiny_video_components
 
 from mmalign.cache import cached, made_with
 from mmalign.config import check_numbers
+from mmalign.diffusion.models import Components, ddim_scheduler, save_components, tiny_text_encoder
+from mmalign.diffusion.pretrain import train_denoiser
+from mmalign.diffusion.video.policy import tiny_video_components
+from mmalign.envs.clips import WORDS
 
 
 @dataclass

@@ -25,10 +25,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from mmalign.diffusion.models import Components
-from mmalign.diffusion.policy import DiffusionPolicy, prompt_of, to_images
 from torch import Tensor
 
+from mmalign.diffusion.models import Components
+from mmalign.diffusion.policy import DiffusionPolicy, prompt_of, to_images
 from mmalign.rollout import Rollout
 
 
@@ -162,9 +162,9 @@ def tiny_video_components(words: list[str], frames: int = 4, size: int = 8, kind
     """A video denoiser built from config ("folded": UNet2DConditionModel over C + C F channels; "3d":
     UNet3DConditionModel), a tiny CLIP text encoder, a word tokenizer, no VAE (pixel space, C = 3)."""
     from diffusers import UNet2DConditionModel, UNet3DConditionModel
-    from mmalign.diffusion.models import ddim_scheduler, flow_scheduler, tiny_text_encoder
 
-    from mmalign.text import word_tokenizer
+    from mmalign.diffusion.models import ddim_scheduler, flow_scheduler, tiny_text_encoder
+    from mmalign.text.policy import word_tokenizer
 
     tok = word_tokenizer(words)
     te = tiny_text_encoder(len(tok), hidden=text_hidden, seed=seed)
