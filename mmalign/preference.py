@@ -1,4 +1,4 @@
-"""Preference-learning losses as pure tensor functions (DESIGN.md section 3).
+"""Preference-learning losses as pure tensor functions.
 
 Every function takes per-sequence scores that the caller has already reduced over steps (summed or length-averaged
 log-probs, rewards) and returns **per-example losses** of shape (B,): the reduction over the batch (mean, sum, a token

@@ -1,4 +1,4 @@
-"""The adapter contract: a `Rollout` batch and the `Policy` protocol (DESIGN.md section 2).
+"""The adapter contract: a `Rollout` batch and the `Policy` protocol (docs/architecture.md, "The contract").
 
 An adapter samples a batch of trajectories and can re-score exactly what it sampled under its current
 weights. Everything an algorithm core needs is in `Rollout`; everything domain-specific (token ids, latent

@@ -1,4 +1,4 @@
-"""Gaussian robot policy on the adapter contract (DESIGN.md section 2), with a critic for PPO.
+"""Gaussian robot policy on the adapter contract (mmalign.rollout), with a critic for PPO.
 
 A step is one environment step. The policy is a diagonal Gaussian N(mu(s), diag(sigma^2)) over the raw
 (unsquashed) action; the environment clips it to its box, and the log-prob is that of the raw sample, summed

@@ -1,4 +1,4 @@
-"""Rewards of the SSL tasks: plain callables `fn(contexts, outputs) -> B floats` (DESIGN.md section 2).
+"""Rewards of the SSL tasks: plain callables `fn(contexts, outputs) -> B floats`.
 
 A context is the dict an SSL generator produced ({"prompt", "images", "answer", "choices", "task"}); the reward
 reads its "answer", which the policy never sees. SSL4RL (arXiv 2510.16416) scores 1.0 on an exact match of the

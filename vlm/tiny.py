@@ -1,7 +1,7 @@
 """Tiny VLMs built from config, offline: in-memory word-level tokenizers and random-init Qwen2-VL / Qwen2.5-VL,
 Idefics3 / SmolVLM and LLaVA models with tiny vision towers and tiny Llama / Qwen2 language models.
 
-Used by tests, the tiny configs and the benchmark; nothing is fetched from a hub (DESIGN.md section 6).
+Used by tests, the tiny configs and the benchmark; nothing is fetched from a hub.
 """
 
 from __future__ import annotations

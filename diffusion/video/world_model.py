@@ -56,9 +56,9 @@ class JEPAConfig:
     size: int = 16
     """Frame height = width."""
     dim: int = 64
-    """Embedding size per frame (32 before the wider encoder; validation split, docs/video.md)."""
+    """Embedding size per frame."""
     width: int = 32
-    """Encoder channels (16 before)."""
+    """Encoder channels."""
     context: int = 3
     """Context frames the predictor reads."""
     future: int = 2
