@@ -16,3 +16,41 @@ def sampled():
     from adapters import sample_case  # the domains' models load only for the tests that use them
 
     return functools.cache(sample_case)
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("learning", "learning tests: rerun on another seed or float path")
+    group.addoption("--seed", type=int, default=0, help="seed of the learning tests (default 0)")
+    group.addoption("--threads", type=int, default=1, help="torch intra-op threads of the learning tests (default 1)")
+
+
+_RESULTS = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def learning(request):
+    """`learning.seed` and `learning.report(**figures)` for a learning test, run on `--threads` torch threads.
+
+    `pytest --seed 3 --threads 2` reruns a learning test on another seed and float path; reported figures are printed
+    in the summary, where `bench/learning_spread.py` reads them to tabulate the spread over seeds and threads."""
+    import torch
+
+    config, threads = request.config, torch.get_num_threads()
+    results = config.stash.setdefault(_RESULTS, [])
+    torch.set_num_threads(config.getoption("--threads"))
+    yield Learning(config.getoption("--seed"), lambda **figures: results.append((request.node.nodeid, figures)))
+    torch.set_num_threads(threads)
+
+
+class Learning:
+    def __init__(self, seed: int, report):
+        self.seed, self.report = seed, report
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    results = config.stash.get(_RESULTS, [])
+    if results:
+        terminalreporter.section(f"learning (seed {config.getoption('--seed')}, "
+                                 f"threads {config.getoption('--threads')})")
+    for nodeid, figures in results:
+        terminalreporter.write_line(f"learning: {nodeid} " + " ".join(f"{k}={v:.4g}" for k, v in figures.items()))

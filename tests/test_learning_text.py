@@ -16,10 +16,10 @@ from mmalign.trainer import Trainer
 pytestmark = pytest.mark.slow
 
 
-def train_rewards(tmp_path, algorithm: str, policy, steps: int, rows=ROWS, args=None) -> list[float]:
+def train_rewards(tmp_path, algorithm: str, policy, steps: int, rows=ROWS, args=None, seed: int = 0) -> list[float]:
     cfg = RunConfig(task="text", algorithm=algorithm, algorithm_args=args, trainer=TrainerConfig(
         output_dir=str(tmp_path), steps=steps, contexts_per_step=2, num_samples=8, lr=3e-3, max_grad_norm=0.0,
-        epochs=2, minibatches=2, save_every=0, seed=0))
+        epochs=2, minibatches=2, save_every=0, seed=seed))
     trainer = Trainer(cfg, task=TinyTask(policy, rows))
     return [trainer.step(k)["reward"] for k in range(steps)] if algorithm != "preference" else [
         trainer.step(k)["loss"] for k in range(steps)]
@@ -34,9 +34,10 @@ def greedy_bleu(policy) -> float:
     return mean(BleuReward()(ROWS, outputs))
 
 
-def test_grpo_learns_the_target_reply(tmp_path):
-    rewards = train_rewards(tmp_path, "grpo", tiny_policy(seed=0), steps=150)
+def test_grpo_learns_the_target_reply(tmp_path, learning):
+    rewards = train_rewards(tmp_path, "grpo", tiny_policy(seed=learning.seed), steps=150, seed=learning.seed)
     first, last = mean(rewards[:10]), mean(rewards[-10:])
+    learning.report(first=first, last=last)
     assert last > first + 0.15, (first, last)
 
 

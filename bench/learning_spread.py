@@ -1,0 +1,62 @@
+"""The spread of the learning tests over seeds and torch thread counts (another CPU takes another float path).
+
+    python bench/learning_spread.py tests/test_vlm_learning.py --seeds 0 1 2 3 4 --threads 1 2
+
+runs the selected tests once per (seed, threads) in a fresh process and prints, per test and reported figure, the
+value for every run with min / mean / max, and how many runs passed the test's own assertion. The docs pages quote
+these tables; a learning test's bar sits below the worst run.
+"""
+
+import argparse
+import re
+import subprocess
+import sys
+from collections import defaultdict
+
+LINE = re.compile(r"^learning: (\S+) (.*)$")
+OUTCOME = re.compile(r"^(PASSED|FAILED|ERROR) (\S+)")
+
+
+def run(tests: list[str], seed: int, threads: int, extra: list[str]) -> tuple[dict, dict]:
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", f"--seed={seed}",
+           f"--threads={threads}", *extra, *tests]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    figures, outcomes = {}, {}
+    for line in out.splitlines():
+        if m := LINE.match(line):
+            figures[m[1]] = {k: float(v) for k, v in (kv.split("=") for kv in m[2].split())}
+        elif m := OUTCOME.match(line):
+            outcomes[m[2]] = m[1] == "PASSED"
+    return figures, outcomes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tests", nargs="+", help="test files or node ids, as pytest takes them")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("-k", default=None, help="pytest -k expression")
+    args = parser.parse_args()
+    extra = ["-k", args.k] if args.k else []
+    values, passed, runs = defaultdict(list), defaultdict(int), defaultdict(int)
+    for threads in args.threads:
+        for seed in args.seeds:
+            figures, outcomes = run(args.tests, seed, threads, extra)
+            for test, ok in outcomes.items():
+                runs[test, threads] += 1
+                passed[test, threads] += ok
+            for test, figs in figures.items():
+                for name, v in figs.items():
+                    values[test, name, threads].append(v)
+            print(f"# seed {seed}, threads {threads}: {sum(outcomes.values())}/{len(outcomes)} passed", flush=True)
+    print(f"\n`{' '.join(sys.argv)}`\n")
+    print("| test | figure | threads | runs (seed order) | min | mean | max | passed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (test, name, threads), v in sorted(values.items()):
+        runs_ = " ".join(f"{x:.3g}" for x in v)
+        print(f"| {test.split('::', 1)[-1]} | {name} | {threads} | {runs_} | {min(v):.3g} | {sum(v) / len(v):.3g} "
+              f"| {max(v):.3g} | {passed[test, threads]}/{runs[test, threads]} |")
+
+
+if __name__ == "__main__":
+    main()
