@@ -1,6 +1,7 @@
 """Seeded generation and Reinforcement Learning Guidance (RLG, Jin et al. 2025, arXiv 2508.21016).
 
-RLG mixes the base and the RL fine-tuned model at inference, both with the same CFG scale:
+RLG mixes the base and the RL fine-tuned model at inference, both with the same CFG scale, through the guided
+combination text decoding uses too (`mmalign.decoding.combine.guided`):
 pred = base + w (tuned - base), w = 0 the base model, w = 1 the fine-tuned one, w > 1 extrapolation (equivalent to
 the KL coefficient beta / w of the RL objective). The base is the same policy in `reference_mode()` (LoRA
 disabled), never a second copy. Steps before `rlg_start` use the fine-tuned prediction alone.
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmalign.decoding.combine import guided
 from mmalign.diffusion.policy import DiffusionPolicy, prompt_of
 from mmalign.diffusion.steps import ddim_mean_std, euler_step
 
@@ -23,7 +25,7 @@ def rlg_predict(policy: DiffusionPolicy, x: Tensor, k: Tensor, emb: Tensor, pool
     tuned = policy.predict(x, k, emb, pooled)
     with policy.reference_mode():
         base = policy.predict(x, k, emb, pooled)
-    return base + w * (tuned - base)
+    return guided(base, [(w, tuned, base)])
 
 
 def _deterministic_step(policy: DiffusionPolicy, out: Tensor, x: Tensor, k: Tensor) -> Tensor:

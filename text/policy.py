@@ -233,14 +233,14 @@ class CausalLMPolicy(nn.Module):
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
     @torch.no_grad()
-    def sample(self, contexts: Sequence, num_samples: int, greedy: bool = False) -> Rollout:
+    def sample(self, contexts: Sequence, num_samples: int, greedy: bool = False, model=None) -> Rollout:
         """Generate `num_samples` completions per context with a KV cache (`generate.sample_tokens`); stop each row
-        at EOS."""
+        at EOS. `model` decodes instead of the policy's own (a `mmalign.decoding.GuidedLM` over it)."""
         ids, attn = self.encode(contexts)
         ids, attn = ids.repeat_interleave(num_samples, 0), attn.repeat_interleave(num_samples, 0)
         pad, pos = self.tokenizer.pad_token_id, positions(attn)
         inputs = {"input_ids": ids, "attention_mask": attn, "position_ids": pos}
-        completion, lps, mask = sample_tokens(self.model, inputs, pos[:, -1:], self.max_new_tokens,
+        completion, lps, mask = sample_tokens(model or self.model, inputs, pos[:, -1:], self.max_new_tokens,
                                               self.tokenizer.eos_token_id, pad,
                                               partial(scaled_logits, temperature=self.temperature), greedy)
         texts = self.tokenizer.batch_decode(completion.masked_fill(~mask, pad), skip_special_tokens=True)

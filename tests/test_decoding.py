@@ -1,0 +1,130 @@
+"""Decoding-time alignment against its formulas, on tiny real causal LMs (tests/tiny.py) sharing one vocabulary."""
+
+import pytest
+import torch
+from tiny import PROMPTS, ROWS, tiny_lm, tiny_policy
+
+from mmalign.decoding import (
+    CalibratedReward,
+    GuidedLM,
+    Source,
+    best_of_n,
+    calibrate,
+    guided,
+    lookahead_decode,
+    transform,
+    value_guided_decode,
+)
+from mmalign.text.policy import positions
+
+
+def test_guided_is_anchor_plus_weighted_differences():
+    anchor, a, b, c = torch.randn(4, 3, 7).unbind(0)
+    out = guided(anchor, [(0.5, a, b), (2.0, c, None)])
+    torch.testing.assert_close(out, anchor + 0.5 * (a - b) + 2.0 * c)
+    assert torch.equal(guided(anchor, [(0.0, a, b), (0.0, c, None)]), anchor)
+
+
+def prefill_logits(model, policy, contexts):
+    ids, attn = policy.encode(contexts)
+    return model(input_ids=ids, attention_mask=attn, position_ids=positions(attn)).logits[:, -1].float()
+
+
+@torch.no_grad()
+def test_rast_and_genarm_logits_equal_their_formulas():
+    policy = tiny_policy(seed=0)
+    small_rl, small_base, arm = tiny_lm(1), tiny_lm(2), tiny_lm(3)
+    large = prefill_logits(policy.model, policy, PROMPTS)
+    rl, base, arm_logits = (prefill_logits(m, policy, PROMPTS) for m in (small_rl, small_base, arm))
+    ids, attn = policy.encode(PROMPTS)
+    inputs = {"input_ids": ids, "attention_mask": attn, "position_ids": positions(attn), "use_cache": True}
+    rast = GuidedLM(policy.model, [Source(0.7, small_rl, small_base)])(**inputs).logits[:, -1]
+    torch.testing.assert_close(rast, large + 0.7 * (rl - base), rtol=1e-5, atol=1e-5)
+    beta = 0.5
+    genarm = GuidedLM(policy.model, [Source(2.0 / beta, arm, logprobs=True)])(**inputs).logits[:, -1]
+    torch.testing.assert_close(genarm, large + 4.0 * torch.log_softmax(arm_logits, -1), rtol=1e-5, atol=1e-5)
+
+
+def test_zero_weight_guidance_samples_exactly_the_base_model():
+    policy = tiny_policy(seed=0)
+    guided_lm = GuidedLM(policy.model, [Source(0.0, tiny_lm(1), tiny_lm(2)), Source(0.0, tiny_lm(3), logprobs=True)])
+    torch.manual_seed(5)
+    plain = policy.sample(PROMPTS, 3)
+    torch.manual_seed(5)
+    same = policy.sample(PROMPTS, 3, model=guided_lm)
+    assert same.outputs == plain.outputs and torch.equal(same.logprobs, plain.logprobs)
+    assert guided_lm.calls > 0 and len(guided_lm.models) == 1  # zero-weight models never run
+
+
+def test_guidance_changes_what_is_sampled():
+    policy = tiny_policy(seed=0)
+    steer = GuidedLM(policy.model, [Source(5.0, tiny_lm(1), tiny_lm(2))])
+    torch.manual_seed(5)
+    plain = policy.sample(PROMPTS, 4).outputs
+    torch.manual_seed(5)
+    steered = policy.sample(PROMPTS, 4, model=steer).outputs
+    assert steered != plain
+
+
+def count_cat(contexts, outputs):
+    return [float(o.split().count("cat")) for o in outputs]
+
+
+def count_dog(contexts, outputs):
+    return [float(o.split().count("dog")) for o in outputs]
+
+
+def test_best_of_one_is_plain_sampling_and_best_of_many_is_the_best():
+    policy = tiny_policy(seed=0)
+    torch.manual_seed(3)
+    plain = policy.sample(PROMPTS, 1).outputs
+    torch.manual_seed(3)
+    assert best_of_n(policy, PROMPTS, count_cat, 1)[0] == plain
+    torch.manual_seed(3)
+    drawn = policy.sample(PROMPTS, 8).outputs
+    torch.manual_seed(3)
+    best, cost = best_of_n(policy, PROMPTS, count_cat, 8)
+    for i, out in enumerate(best):
+        assert count_cat(None, [out])[0] == max(count_cat(None, drawn[8 * i: 8 * i + 8]))
+    assert cost.tokens > 0 and cost.model_calls > 0
+    with pytest.raises(ValueError, match="n >= 1"):
+        best_of_n(policy, PROMPTS, count_cat, 0)
+
+
+def test_search_with_one_candidate_is_greedy():
+    policy = tiny_policy(seed=0)
+    greedy = policy.sample(PROMPTS, 1, greedy=True).outputs
+    assert lookahead_decode(policy, PROMPTS, count_cat, k=1)[0] == greedy
+    assert value_guided_decode(policy, PROMPTS, count_cat, tiny_lm(1), k=1)[0] == greedy
+
+
+def test_search_under_a_reward_raises_it():
+    policy = tiny_policy(seed=0)
+    greedy = sum(count_dog(None, policy.sample(PROMPTS, 1, greedy=True).outputs))
+    deal, cost = lookahead_decode(policy, PROMPTS, count_dog, k=8, depth=2)
+    assert sum(count_dog(None, deal)) > greedy + 2, deal
+    assert cost.tokens > 3 * len(PROMPTS)  # the lookahead tokens are counted
+    tq, _ = value_guided_decode(policy, PROMPTS, count_dog, policy.model, k=8, alpha=20.0,
+                                generator=torch.Generator().manual_seed(0))
+    assert sum(count_dog(None, tq)) > greedy + 2, tq
+
+
+def test_calibrated_reward_is_uniform_on_the_references_own_samples():
+    ref = torch.tensor([[0.3, 0.1, 0.9, 0.5]])
+    own = calibrate(ref[0], ref.expand(4, 4))
+    assert sorted(own.tolist()) == [0.125, 0.375, 0.625, 0.875]
+    assert calibrate(torch.tensor([0.5]), torch.tensor([[0.5, 0.5]])).item() == 0.5  # ties count half
+    u = torch.tensor([0.0, 0.5, 1.0])
+    torch.testing.assert_close(transform(u, "exp", 3.0), torch.exp(3.0 * u))
+    assert torch.equal(transform(u, "identity"), u)
+    with pytest.raises(ValueError, match="identity, exp, log"):
+        transform(u, "cube")
+
+
+def test_ctrl_reward_wraps_any_reward():
+    refs = {ROWS[0]["prompt"]: ["cat", "cat cat", "dog", "cat cat cat"]}
+    ctrl = CalibratedReward(count_cat, refs, kind="exp", t=2.0)
+    got = ctrl([ROWS[0]] * 2, ["cat cat", "cat cat cat cat"])
+    assert got == pytest.approx([torch.exp(torch.tensor(2 * 0.625)).item(), torch.exp(torch.tensor(2.0)).item()])
+    with pytest.raises(KeyError, match="no reference samples"):
+        ctrl([ROWS[1]], ["cat"])
