@@ -58,6 +58,7 @@ LOOPS = {
 
 
 def _parser() -> argparse.ArgumentParser:
+    from mmalign.decoding.decoder import METHODS
     from mmalign.text.selection import SELECTION_MODES
 
     p = _Parser(prog="mmalign", description="RL alignment for multimodal and embodied policies.")
@@ -71,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--resume", action="store_true", help="continue from the run's newest checkpoint")
         if name in ("eval", "sample"):
             s.add_argument("--checkpoint", help="checkpoint folder (runs/<name>/checkpoints/step_N)")
+            s.add_argument("--decode", choices=METHODS, help="decode with an inference-time alignment method (text): "
+                           "bon, deal, tq, rast, genarm (docs/decoding.md)")
+            s.add_argument("--decode-arg", action="append", default=[], metavar="KEY=VALUE",
+                           help="a setting of --decode (repeatable): n=16, k=4, depth=4, alpha=1, weight=1, beta=1, "
+                                "small=PATH, small_base=PATH, arm=[PATH], aligned=PATH")
         if name == "sample":
             s.add_argument("--prompt", action="append", required=True, help="a context (repeatable)")
             s.add_argument("--num-samples", type=_whole(1), default=1, help="samples per prompt")
@@ -111,6 +117,8 @@ def sample(args) -> None:
     from mmalign.task import HasSampleOptions, SavesSamples
 
     _, task = _task(args)
+    if args.decode:
+        return _decoded(task, args)
     if args.option and not isinstance(task, HasSampleOptions):
         raise UsageError(f"--option {args.option[0]}: the {type(task).__name__} task takes no sampling options.")
     options = None
@@ -131,6 +139,30 @@ def sample(args) -> None:
         print(json.dumps({"context": args.prompt[g], "output": out}))
 
 
+def _decoder(task, args):
+    from mmalign.decoding.decoder import task_decoder
+
+    if args.decode_arg and not args.decode:
+        raise UsageError("--decode-arg needs --decode METHOD.")
+    try:
+        return task_decoder(task, args.decode, args.decode_arg)
+    except (ConfigError, ValueError) as e:
+        raise UsageError(f"--decode {args.decode}: {e}") from e
+
+
+def _decoded(task, args) -> None:
+    """`mmalign sample --decode`: one JSON line per output, then the method's cost."""
+    import torch
+
+    decoder = _decoder(task, args)
+    rows = {c["prompt"]: c for c in [*task.train_contexts, *task.eval_contexts] if isinstance(c, dict)}
+    torch.manual_seed(args.seed)  # a dataset prompt brings its row (its references, for BLEU and the like)
+    outputs = decoder.sample([rows.get(p, p) for p in args.prompt], args.num_samples).outputs
+    for i, out in enumerate(outputs):
+        print(json.dumps({"context": args.prompt[i // args.num_samples], "output": out}))
+    print(json.dumps(decoder.report()))
+
+
 def _device() -> str:
     import torch
 
@@ -139,6 +171,8 @@ def _device() -> str:
 
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "decode_arg", None) and not args.decode:
+        raise UsageError("--decode-arg sets a decoding method's knob; give the method with --decode METHOD.")
     if args.command == "train":
         from mmalign.config import read_yaml, resolve
         from mmalign.run_config import load_run_config
@@ -154,7 +188,11 @@ def run(argv: list[str] | None = None) -> int:
         from mmalign.trainer import Trainer
 
         cfg, task = _task(args)
-        print(json.dumps(Trainer(cfg, task=task).evaluate(), indent=2))
+        if args.decode:
+            decoder = _decoder(task, args)
+            print(json.dumps({**task.evaluate(decoder), **decoder.report()}, indent=2))
+        else:
+            print(json.dumps(Trainer(cfg, task=task).evaluate(), indent=2))
     elif args.command == "sample":
         sample(args)
     elif args.command == "select":

@@ -128,3 +128,63 @@ def test_ctrl_reward_wraps_any_reward():
     assert got == pytest.approx([torch.exp(torch.tensor(2 * 0.625)).item(), torch.exp(torch.tensor(2.0)).item()])
     with pytest.raises(KeyError, match="no reference samples"):
         ctrl([ROWS[1]], ["cat"])
+
+
+def test_arm_loss_is_bradley_terry_on_summed_log_probs():
+    """GenARM's reward model: r(x, y) = sum_t log pi_r(y_t | x, y_<t), loss -log sigmoid(beta (r_w - r_l))."""
+    from mmalign.algorithms.offline import PreferenceConfig, preference_loss
+
+    policy = tiny_policy(seed=0)
+    rows = [{"prompt": r["prompt"], "chosen": r["references"][0], "rejected": "the the the"} for r in ROWS]
+    loss, _ = preference_loss(policy, rows, PreferenceConfig(loss="arm", beta=0.5))
+    sums = []
+    for key in ("chosen", "rejected"):
+        rollout = policy.rollout_from(rows, [r[key] for r in rows])
+        sums.append((policy.logprobs(rollout) * rollout.mask).sum(-1))
+    expected = -torch.nn.functional.logsigmoid(0.5 * (sums[0] - sums[1])).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+
+
+PROMPT = "Translate to German: good morning"  # a row of the shipped instruction set, with references
+
+
+def test_cli_samples_and_evaluates_with_a_decoding_method(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from mmalign.cli import main
+
+    config = str(Path(__file__).resolve().parents[1] / "configs/text/tiny_grpo.yaml")
+    args = [config, f"trainer.output_dir={tmp_path}", "task_args.eval_size=4"]
+    assert main(["sample", *args, "--prompt", PROMPT, "--decode", "bon", "--decode-arg", "n=3"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["context"] == PROMPT and lines[-1]["cost/tokens"] > 0
+    assert main(["eval", *args, "--decode", "deal", "--decode-arg", "k=2", "--decode-arg", "depth=1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "reward/bleu" in report and report["cost/model_calls"] > 0
+    assert main(["sample", *args, "--prompt", "x", "--decode", "rast"]) == 2
+    assert "needs small and small_base" in capsys.readouterr().err
+    assert main(["eval", *args, "--decode-arg", "n=3"]) == 2
+    assert "--decode METHOD" in capsys.readouterr().err
+
+
+def test_decoder_wires_each_method_and_refuses_a_foreign_vocabulary():
+    from mmalign.decoding.decoder import Decoder, DecodeSettings
+
+    policy = tiny_policy(seed=0)
+    models = {"rl": tiny_lm(1), "base": tiny_lm(2), "arm": tiny_lm(3), "big": tiny_lm(4, vocab=99)}
+    rast = Decoder(policy, "rast", settings=DecodeSettings(small="rl", small_base="base", weight=0.0),
+                   load=models.__getitem__)
+    torch.manual_seed(1)
+    plain = policy.sample(PROMPTS, 1).outputs
+    torch.manual_seed(1)
+    assert rast.sample(PROMPTS, 1).outputs == plain  # lambda 0: the large model's own samples
+    genarm = Decoder(policy, "genarm", settings=DecodeSettings(arm=["arm"], weight=1.0, beta=0.1),
+                     load=models.__getitem__)
+    assert len(genarm.sample(PROMPTS, 2).outputs) == 2 * len(PROMPTS) and genarm.report()["cost/model_calls"] > 0
+    tq = Decoder(policy, "tq", count_dog, DecodeSettings(aligned="rl", k=1), load=models.__getitem__)
+    assert tq.sample(PROMPTS).outputs == policy.sample(PROMPTS, 1, greedy=True).outputs
+    with pytest.raises(ValueError, match="share one tokenizer"):
+        Decoder(policy, "tq", count_dog, DecodeSettings(aligned="big"), load=models.__getitem__)
+    with pytest.raises(ValueError, match="searches under a reward"):
+        Decoder(policy, "bon")

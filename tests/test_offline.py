@@ -23,7 +23,7 @@ ROWS = [  # listwise rows with rewards and a gold answer: what every registered 
 
 
 def test_registry_names_every_direct_loss_with_its_needs():
-    assert sorted(LOSSES) == ["copg", "dpo", "grao", "ipo", "pro", "robust", "tpo", "tpo-l"]
+    assert sorted(LOSSES) == ["arm", "copg", "dpo", "grao", "ipo", "pro", "robust", "tpo", "tpo-l"]
     assert {n for n, s in LOSSES.items() if s.needs_reference} == {"dpo", "ipo", "robust", "copg"}
     assert {n for n, s in LOSSES.items() if s.average} == {"tpo-l", "pro", "grao"}
     assert {n for n, s in LOSSES.items() if s.needs_gold} == {"tpo", "tpo-l", "grao"}

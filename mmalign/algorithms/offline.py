@@ -28,7 +28,7 @@ from mmalign.rollout import Rollout
 @dataclass
 class PreferenceConfig:
     loss: str = "dpo"
-    """A name in `LOSSES`: dpo, ipo, robust, tpo, tpo-l, copg, pro, grao."""
+    """A name in `LOSSES`: dpo, ipo, robust, tpo, tpo-l, copg, pro, grao, arm (GenARM's reward model)."""
     beta: float = 0.1
     """Inverse temperature of the log-ratio (or reward regulariser for CoPG)."""
     label_smoothing: float = 0.0
@@ -128,6 +128,12 @@ def _pro(s: Scores, cfg: PreferenceConfig) -> Tensor:
     return out.rank if out.sft is None else out.rank + out.sft
 
 
+def _arm(s: Scores, cfg: PreferenceConfig) -> Tensor:
+    # GenARM's autoregressive reward model (Xu et al. 2025, eq. 4-5): r(x, y) = sum_t log pi_r(y_t | x, y_<t), trained
+    # with the Bradley-Terry loss -log sigmoid(beta (r(x, y_w) - r(x, y_l))); no reference
+    return P.bradley_terry_loss(cfg.beta * s.logps[:, 0], cfg.beta * s.logps[:, 1])
+
+
 def _grao(s: Scores, cfg: PreferenceConfig) -> Tensor:
     if s.rewards is None or s.gold_rewards is None:
         raise ValueError("GRAO needs rewards: rows with 'responses' and their 'rewards', a gold answer ('gold' or "
@@ -145,6 +151,7 @@ LOSSES: dict[str, PreferenceLoss] = {
     "copg": PreferenceLoss(_copg, needs_reference=True, average=False),
     "pro": PreferenceLoss(_pro, needs_reference=False, average=True),
     "grao": PreferenceLoss(_grao, needs_reference=False, average=True, needs_gold=True),
+    "arm": PreferenceLoss(_arm, needs_reference=False, average=False),
 }
 """The direct preference losses a config can name (`preference.loss`)."""
 
