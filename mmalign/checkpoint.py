@@ -97,9 +97,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(py), gauss_next))
 
 
+def whole(t: torch.Tensor) -> torch.Tensor:
+    """A tensor whole: FSDP's sharded parameters (DTensors) gathered from every process (a collective: call it on
+    all of them), others as they are."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters that train, by name (LoRA adapters only when LoRA is on)."""
-    return {n: p.detach().cpu().contiguous() for n, p in module.named_parameters() if p.requires_grad}
+    """The parameters that train, by name (LoRA adapters only when LoRA is on), whole (under FSDP every process
+    must call it)."""
+    return {n: whole(p.detach()).cpu().contiguous() for n, p in module.named_parameters() if p.requires_grad}
 
 
 def staging_dir(directory: Path) -> Path:

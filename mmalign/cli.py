@@ -95,7 +95,7 @@ def _task(args):
     from accelerate.utils import set_seed
 
     set_seed(cfg.trainer.seed)  # models built from config get the run's initial weights
-    task = task_class(cfg.task)(cfg.task_args, "cpu" if cfg.trainer.cpu else _device())
+    task = task_class(cfg.task)(cfg.task_args, cfg.trainer.torch_device())  # where the Trainer would run it
     if getattr(args, "checkpoint", None):
         load_weights(Path(args.checkpoint), task.policy)
     return cfg, task
@@ -129,12 +129,6 @@ def sample(args) -> None:
         rollout = task.policy.sample(args.prompt, args.num_samples, **kwargs)
     for g, out in zip(rollout.group.tolist(), rollout.outputs):
         print(json.dumps({"context": args.prompt[g], "output": out}))
-
-
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -160,22 +160,39 @@ def test_bad_reward_keeps_checkpoints(config, tmp_path, capsys, fn, message, mon
     assert sorted(p.name for p in ckpts.iterdir()) == before
 
 
-@pytest.mark.slow
-def test_two_processes_make_the_same_update_as_one(tmp_path):
-    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
-    subprocess.run([sys.executable, str(TESTS / "mp_update.py"), str(one), "0"], env=ENV, check=True, cwd=TESTS)
-    subprocess.run([*TWO_PROCESSES, str(TESTS / "mp_update.py"), str(two), "2"], env=ENV, check=True, cwd=TESTS)
-    a, b = load_file(one), load_file(two)
-    start = trainable_state(tiny_policy(seed=0))  # the weights before the update, as mp_update.py builds them
+FSDP = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP"}
+"""What `accelerate launch --config_file configs/accelerate/fsdp.yaml` puts in each process's environment."""
+
+
+def _update(out: Path, launch: list[str], *args: str, env: dict | None = None) -> dict[str, torch.Tensor]:
+    subprocess.run([*launch, str(TESTS / "mp_update.py"), str(out), *args], env={**ENV, **(env or {})}, check=True,
+                   cwd=TESTS, capture_output=True)
+    return load_file(out)
+
+
+def _same_update(a: dict, b: dict, start: dict) -> None:
     assert a.keys() == b.keys() == start.keys()
     assert max(float((a[k] - start[k]).abs().max()) for k in a) > 1e-3, "the update did not move the weights"
     for k in a:
         assert (a[k] - b[k]).abs().max() < 1e-5, k
-    norms = [json.loads(Path(f"{two}.rank{r}.json").read_text())["grad_norm"] for r in (0, 1)]
-    assert norms[0] == norms[1] and math.isfinite(norms[0])  # the norm after the all-reduce, on every process
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("strategy, lora", [("ddp", False), ("fsdp", False), ("fsdp", True)])
+def test_two_processes_make_the_same_update_as_one(tmp_path, strategy, lora):
+    """DDP and FSDP2 (torch's fully_shard over gloo), the whole model and LoRA adapters: 2 processes, each with half
+    the batch (and 2 micro-batches), give the update of one process on the whole batch."""
+    extra = ["lora"] if lora else []
+    one = _update(tmp_path / "one.safetensors", [sys.executable], "0", *extra)
+    two = tmp_path / "two.safetensors"
+    b = _update(two, TWO_PROCESSES, "2", *extra, env=FSDP if strategy == "fsdp" else None)
+    _same_update(one, b, trainable_state(tiny_policy(seed=0, lora=lora)))
+    ranks = [json.loads(Path(f"{two}.rank{r}.json").read_text()) for r in (0, 1)]
+    assert [m["sharded"] for m in ranks] == [strategy == "fsdp"] * 2  # FSDP really sharded the weights
+    norms = [m["grad_norm"] for m in ranks]
+    assert norms[0] == norms[1] and math.isfinite(norms[0])  # the norm of the reduced gradients, on every process
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only launch")
 def test_cli_under_torchrun_without_a_gpu_forms_one_two_process_run(config, tmp_path):
