@@ -32,7 +32,7 @@ def main(out: str, micro: int, poison: bool = False, lora: bool = False) -> None
     if poison and acc.process_index == acc.num_processes - 1:
         local.extras["advantages"][0] = float("nan")
     metrics = trainer.update(local)
-    metrics["sharded"] = trainer.sharded  # whether FSDP sharded the policy
+    metrics.update(sharded=trainer.sharded, processes=acc.num_processes)  # what the launch formed
     Path(f"{out}.rank{acc.process_index}.json").write_text(json.dumps(metrics))
     weights = trainable_state(policy)  # every process: gathering FSDP's shards is a collective
     if acc.is_main_process:

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -204,6 +205,45 @@ def test_cli_under_torchrun_without_a_gpu_forms_one_two_process_run(config, tmp_
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = read_metrics(tmp_path / "runs/two/metrics.jsonl")
     assert [r["step"] for r in rows if "reward" in r] == [1, 2]
+
+
+def _launch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", *args]
+
+
+def _port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_shipped_fsdp_config_shards_and_makes_the_same_update(tmp_path):
+    """`accelerate launch --config_file configs/accelerate/fsdp.yaml` on CPU processes: FSDP2 shards the policy and
+    the update is the 1-process one."""
+    launch = _launch("--config_file", str(ROOT / "configs/accelerate/fsdp.yaml"), "--num_processes", "2",
+                     "--main_process_port", _port())
+    out = tmp_path / "fsdp.safetensors"
+    _same_update(_update(tmp_path / "one.safetensors", [sys.executable], "0"), _update(out, launch, "2"),
+                 trainable_state(tiny_policy(seed=0)))
+    assert json.loads(Path(f"{out}.rank1.json").read_text())["sharded"]
+
+
+@pytest.mark.slow
+def test_two_machines_on_one_host_make_the_same_update_as_one(tmp_path):
+    """The shipped multi-node config, two machines of one process each (machine ranks 0 and 1 on 127.0.0.1)."""
+    out, port = tmp_path / "nodes.safetensors", _port()
+    procs = [subprocess.Popen(
+        [*_launch("--config_file", str(ROOT / "configs/accelerate/multi_node.yaml"), "--num_processes", "2",
+                  "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", port),
+         str(TESTS / "mp_update.py"), str(out), "2"], env=ENV, cwd=TESTS, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+    ranks = [json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in (0, 1)]
+    assert [m["processes"] for m in ranks] == [2, 2]  # one process group over both machines, not two runs
+    _same_update(_update(tmp_path / "one.safetensors", [sys.executable], "0"), load_file(out),
+                 trainable_state(tiny_policy(seed=0)))
 
 
 def test_a_non_finite_loss_on_one_process_skips_the_step_on_all(tmp_path):
