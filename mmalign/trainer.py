@@ -14,6 +14,7 @@ stop the run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -174,6 +175,29 @@ def fsdp_units(module: nn.Module) -> list:
     from torch.distributed.fsdp import FSDPModule
 
     return [m for m in module.modules() if isinstance(m, FSDPModule)]
+
+
+@contextmanager
+def whole_state_dicts(model: nn.Module):
+    """While the block runs, every module of the FSDP-prepared `model` answers `state_dict()` with whole tensors (on
+    the CPU of the main process; empty elsewhere), so a policy's own `save_pretrained` (transformers, PEFT,
+    diffusers, safetensors) writes whole weights a user loads on one device. Gathering them is a collective: every
+    process enters the block."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    modules = dict(model.named_modules())
+
+    def served(prefix: str, *args, **kwargs) -> dict:
+        return {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+
+    for name, module in modules.items():
+        module.state_dict = functools.partial(served, f"{name}." if name else "")  # shadows the method
+    try:
+        yield
+    finally:
+        for module in modules.values():
+            del module.state_dict
 
 
 class Trainer:
@@ -392,31 +416,42 @@ class Trainer:
 
     def checkpoint_parts(self, step: int) -> dict[str, dict]:
         """This process's state dicts of a checkpoint: the main process writes the weights, optimizer and trainer
-        state; every process its RNG streams and, for a `Checkpointed` task, the task's run state."""
+        state (under FSDP every process writes its shards of the weights and optimizer); every process its RNG
+        streams and, for a `Checkpointed` task, the task's run state."""
         parts: dict[str, dict] = {f"rng_{self.rank}": rng_state()}
         if isinstance(self.task, Checkpointed):
             parts[f"task_{self.rank}"] = self.task.checkpoint_state()
         algo = None if self.algo_state is None else gather_object([self.algo_state.state_dict()])
-        if self.acc.is_main_process:
+        if self.sharded:
+            parts[f"trainable_{self.rank}"] = trainable_state(self.policy, shards=True)
+            parts[f"optimizer_{self.rank}"] = optimizer_state(self.optimizer)
+        elif self.acc.is_main_process:
             parts["trainable"] = trainable_state(self.policy)
             parts["optimizer"] = optimizer_state(self.optimizer)
-            parts["trainer_state"] = {"step": step, "world_size": self.world, "scheduler": self.scheduler.state_dict(),
-                                      "skipped_steps": self.skipped, "skipped_in_row": self.skipped_in_row,
-                                      "algorithm_state": algo}
+        if self.acc.is_main_process:
+            parts["trainer_state"] = {"step": step, "world_size": self.world, "sharded": self.sharded,
+                                      "scheduler": self.scheduler.state_dict(), "skipped_steps": self.skipped,
+                                      "skipped_in_row": self.skipped_in_row, "algorithm_state": algo}
         return parts
 
     def load_checkpoint(self, ckpt: Path) -> int:
         """Restore checkpoint `ckpt` (every part read and checked before anything changes); returns its step."""
-        names = ["trainable", "optimizer", "trainer_state", f"rng_{self.rank}"]
+        state = load_checkpoint(ckpt, ["trainer_state"])["trainer_state"]
+        if missing := TRAINER_STATE - set(state):
+            raise CheckpointError(f"{ckpt / 'trainer_state.json'} lacks {sorted(missing)}; it is damaged.")
+        if state.get("sharded", False) != self.sharded or (self.sharded and state["world_size"] != self.world):
+            saved = f"FSDP shards of {state['world_size']} processes" if state.get("sharded") else "whole weights"
+            raise CheckpointError(f"{ckpt} holds {saved}; this run has {self.world} process(es)"
+                                  f"{' under FSDP' if self.sharded else ''}: resume it the way it was launched.")
+        suffix = f"_{self.rank}" if self.sharded else ""
+        names = [f"trainable{suffix}", f"optimizer{suffix}", f"rng_{self.rank}"]
         if isinstance(self.task, Checkpointed):
             names.append(f"task_{self.rank}")
         parts = load_checkpoint(ckpt, names)
-        check_weights(parts["trainable"], self.policy, ckpt / "trainable.safetensors")
-        state = parts["trainer_state"]
-        if missing := TRAINER_STATE - set(state):
-            raise CheckpointError(f"{ckpt / 'trainer_state.json'} lacks {sorted(missing)}; it is damaged.")
-        copy_weights(parts["trainable"], self.policy)
-        load_optimizer_state(self.optimizer, parts["optimizer"])
+        weights = parts[f"trainable{suffix}"]
+        check_weights(weights, self.policy, ckpt / f"trainable{suffix}.safetensors")
+        copy_weights(weights, self.policy)
+        load_optimizer_state(self.optimizer, parts[f"optimizer{suffix}"])
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(parts[f"rng_{self.rank}"])
         if isinstance(self.task, Checkpointed):
@@ -461,12 +496,15 @@ class Trainer:
                     tracker.log(k, self.evaluate())
                 if (tc.save_every and k % tc.save_every == 0) or k == tc.steps:
                     run.save(k, self.checkpoint_parts(k))
-        if main:
-            self.finish()
+        with whole_state_dicts(self.model) if self.sharded else nullcontext():
+            if main:
+                self.finish()
+        self.acc.wait_for_everyone()
         return self.run_dir
 
     def finish(self) -> None:
-        """Final weights for people (save_pretrained / PEFT adapter), curves as PNG, the task's media."""
+        """Final weights for people (save_pretrained / PEFT adapter; whole under FSDP, loadable on one device),
+        curves as PNG, the task's media."""
         if isinstance(self.policy, Saveable):
             self.policy.save_pretrained(self.run_dir / "final")
         plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "rewards.png", ("reward",), self.cfg.trainer.name)

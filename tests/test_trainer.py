@@ -207,6 +207,64 @@ def test_cli_under_torchrun_without_a_gpu_forms_one_two_process_run(config, tmp_
     assert [r["step"] for r in rows if "reward" in r] == [1, 2]
 
 
+def _descendants(pid: int) -> list[int]:
+    """The ids of every process below `pid` (from /proc)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+@pytest.mark.slow
+def test_fsdp_run_resumes_from_its_shards_on_the_same_curve_and_leaves_whole_final_weights(config, tmp_path):
+    """2 processes under FSDP2: checkpoints hold each process's shards; SIGKILL + --resume continues the curve of an
+    uninterrupted run; final/ is a whole transformers model that loads on one device."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = config(task_args={"rewards": [{"fn": "tiny:slow_bleu"}]}, trainer={"steps": 4, "save_every": 2})
+    env = {**ENV, **FSDP}
+
+    def train(name: str, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen([*TWO_PROCESSES, "-m", "mmalign.cli", "train", str(cfg), f"trainer.name={name}",
+                                 *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    whole, killed = train("whole"), train("killed")
+    ckpt = tmp_path / "runs/killed/checkpoints/step_000002"
+    deadline = time.time() + 240
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    for pid in [killed.pid, *_descendants(killed.pid)]:  # the launcher and both processes (in their own sessions)
+        os.kill(pid, signal.SIGKILL)
+    killed.wait()
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()[-2000:]
+    assert max(r["step"] for r in read_metrics(tmp_path / "runs/killed/metrics.jsonl")) < 4, "nothing was killed"
+    resumed = train("killed", "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
+    a, b = (read_metrics(tmp_path / f"runs/{n}/metrics.jsonl") for n in ("whole", "killed"))
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for x, y in zip(a, b):
+        for key in ("reward", "loss", "eval/reward"):
+            if key in x:
+                assert x[key] == pytest.approx(y[key], abs=1e-6), (x["step"], key)
+    last = tmp_path / "runs/whole/checkpoints/step_000004"
+    assert sorted(p.name for p in last.glob("trainable_*.safetensors")) == ["trainable_0.safetensors",
+                                                                          "trainable_1.safetensors"]
+    shards = [load_file(last / f"trainable_{r}.safetensors") for r in (0, 1)]
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "runs/whole/final")
+    final = dict(model.named_parameters())
+    for name, first in shards[0].items():  # FSDP2 shards along dim 0: the shards stacked are the whole tensor
+        assert torch.equal(final[name.removeprefix("model.")], torch.cat([first, shards[1][name]])), name
+
+
 def _launch(*args: str) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", *args]
 
