@@ -170,6 +170,23 @@ def make_accelerator(tc) -> Accelerator:
     return acc
 
 
+def check_deepspeed(acc: Accelerator, tc) -> None:
+    """Refuse DeepSpeed settings the loop cannot run right. DeepSpeed steps the optimizer inside its backward, so
+    an optimizer step must be one backward (no micro-batches or step chunks); ZeRO-3 gathers weights per module in
+    every forward, so processes generating to different lengths would wait on each other (FSDP is the full
+    sharding that samples with gathered weights)."""
+    if acc.distributed_type != DistributedType.DEEPSPEED:
+        return
+    if tc.micro_batch_size or tc.micro_steps:
+        raise ConfigError("DeepSpeed steps the optimizer inside each backward, so the Trainer runs it with one "
+                          "backward per optimizer step: set trainer.micro_batch_size=0 and trainer.micro_steps=0 (or "
+                          "launch with configs/accelerate/fsdp.yaml).", "trainer.micro_batch_size")
+    if acc.state.deepspeed_plugin.zero_stage == 3:
+        raise ConfigError("DeepSpeed ZeRO-3 is not supported yet: its per-module weight gathering stalls sampling "
+                          "when processes generate to different lengths; launch with configs/accelerate/fsdp.yaml "
+                          "(FSDP2 shards weights, gradients and optimizer state too).", "zero_stage")
+
+
 def fsdp_units(module: nn.Module) -> list:
     """The FSDP2 units in `module` (none without FSDP)."""
     from torch.distributed.fsdp import FSDPModule
@@ -206,6 +223,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, task=None, accelerator: Accelerator | None = None):
         self.cfg, tc = cfg, cfg.trainer
         self.acc = accelerator or make_accelerator(tc)
+        check_deepspeed(self.acc, tc)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         if tc.contexts_per_step % self.world:
             raise ValueError(f"contexts_per_step={tc.contexts_per_step} must divide among {self.world} processes.")
