@@ -207,6 +207,27 @@ def test_cli_under_torchrun_without_a_gpu_forms_one_two_process_run(config, tmp_
     assert [r["step"] for r in rows if "reward" in r] == [1, 2]
 
 
+@pytest.mark.slow
+def test_evaluation_is_split_over_processes_and_merged(tmp_path):
+    """2 processes evaluate disjoint halves of the held-out prompts; every process ends with the merged metrics of
+    one process's evaluation and all its records, in order (the main process writes them)."""
+    def ranks(out: Path, n: int) -> list[dict]:
+        return [json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in range(n)]
+
+    subprocess.run([sys.executable, str(TESTS / "mp_eval.py"), str(tmp_path / "one")], env=ENV, check=True,
+                   capture_output=True)
+    subprocess.run([*TWO_PROCESSES, str(TESTS / "mp_eval.py"), str(tmp_path / "two")], env=ENV, check=True,
+                   capture_output=True)
+    (one,), two = ranks(tmp_path / "one", 1), ranks(tmp_path / "two", 2)
+    assert len(one["seen"]) == 7 and one["records"] == one["seen"]
+    assert [len(r["seen"]) for r in two] == [3, 4] and two[0]["seen"] + two[1]["seen"] == one["seen"]  # not repeated
+    for r in two:
+        assert r["records"] == one["records"]
+        assert r["metrics"].keys() == one["metrics"].keys()
+        for k, v in one["metrics"].items():
+            assert r["metrics"][k] == pytest.approx(v, abs=1e-6), k
+
+
 def _descendants(pid: int) -> list[int]:
     """The ids of every process below `pid` (from /proc)."""
     parents = {}
