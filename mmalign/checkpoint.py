@@ -60,16 +60,35 @@ def join_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[s
     return state
 
 
+def local(t: torch.Tensor) -> torch.Tensor:
+    """This process's part of a tensor: its shard of an FSDP-sharded one (a DTensor), else the tensor."""
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
 def optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """An optimizer's state dict with integer keys made strings, ready for `split_state`."""
+    """An optimizer's state dict with integer keys made strings, ready for `split_state`; under FSDP, this
+    process's shards of it."""
     sd = optimizer.state_dict()
-    return {"state": {str(pid): dict(s) for pid, s in sd["state"].items()}, "param_groups": sd["param_groups"]}
+    state = {str(pid): {k: local(v) if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+             for pid, s in sd["state"].items()}
+    return {"state": state, "param_groups": sd["param_groups"]}
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Restore what `optimizer_state` captured."""
-    optimizer.load_state_dict({"state": {int(pid): s for pid, s in state["state"].items()},
-                               "param_groups": state["param_groups"]})
+    """Restore what `optimizer_state` captured (the shards of FSDP-sharded parameters become their DTensors)."""
+    from torch.distributed.tensor import DTensor
+
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    restored = {}
+    for pid, s in state["state"].items():
+        p = params[int(pid)]
+        if isinstance(p, DTensor):  # moments are shards shaped like the parameter's shard; `step` is a scalar
+            s = {k: DTensor.from_local(v.to(p.device), p.device_mesh, p.placements, shape=p.shape, stride=p.stride())
+                 if isinstance(v, torch.Tensor) and v.dim() == p.dim() else v for k, v in s.items()}
+        restored[int(pid)] = s
+    optimizer.load_state_dict({"state": restored, "param_groups": state["param_groups"]})
 
 
 def rng_state() -> dict[str, Any]:
@@ -97,9 +116,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(py), gauss_next))
 
 
-def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters that train, by name (LoRA adapters only when LoRA is on)."""
-    return {n: p.detach().cpu().contiguous() for n, p in module.named_parameters() if p.requires_grad}
+def whole(t: torch.Tensor) -> torch.Tensor:
+    """A tensor whole: FSDP's sharded parameters (DTensors) gathered from every process (a collective: call it on
+    all of them), others as they are."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def trainable_state(module: nn.Module, shards: bool = False) -> dict[str, torch.Tensor]:
+    """The parameters that train, by name (LoRA adapters only when LoRA is on): whole (under FSDP every process
+    must call it), or with `shards` this process's shards of them."""
+    part = local if shards else whole
+    return {n: part(p.detach()).cpu().contiguous() for n, p in module.named_parameters() if p.requires_grad}
 
 
 def staging_dir(directory: Path) -> Path:
@@ -204,20 +233,21 @@ def check_weights(weights: dict[str, torch.Tensor], module: nn.Module, path: Pat
         raise CheckpointError(f"{path} has weights the policy lacks (e.g. {missing[0]}): the checkpoint does not "
                               "match this config's policy; use the config that wrote it.")
     for name, value in weights.items():
-        if value.shape != params[name].shape:
+        if value.shape != local(params[name]).shape:
             raise CheckpointError(f"{path}: {name} has shape {tuple(value.shape)}, the policy's "
-                                  f"{tuple(params[name].shape)}: the checkpoint does not match this config's policy; "
-                                  "use the config that wrote it.")
+                                  f"{tuple(local(params[name]).shape)}: the checkpoint does not match this config's "
+                                  "policy; use the config that wrote it.")
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise CheckpointError(f"{path}: {name} holds non-finite values; the checkpoint is damaged.")
 
 
 def copy_weights(weights: dict[str, torch.Tensor], module: nn.Module) -> None:
-    """Copy `weights` (checked by `check_weights`) into `module`'s parameters of the same names."""
+    """Copy `weights` (checked by `check_weights`) into `module`'s parameters of the same names (into this process's
+    shards of FSDP-sharded ones)."""
     params = dict(module.named_parameters())
     with torch.no_grad():
         for name, value in weights.items():
-            params[name].copy_(value)
+            local(params[name]).copy_(value)
 
 
 def load_weights(directory: Path, module: nn.Module) -> None:

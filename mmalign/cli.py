@@ -101,7 +101,7 @@ def _task(args):
     from accelerate.utils import set_seed
 
     set_seed(cfg.trainer.seed)  # models built from config get the run's initial weights
-    task = task_class(cfg.task)(cfg.task_args, "cpu" if cfg.trainer.cpu else _device())
+    task = task_class(cfg.task)(cfg.task_args, cfg.trainer.torch_device())  # where the Trainer would run it
     if getattr(args, "checkpoint", None):
         load_weights(Path(args.checkpoint), task.policy)
     return cfg, task
@@ -142,8 +142,6 @@ def sample(args) -> None:
 def _decoder(task, args):
     from mmalign.decoding.decoder import task_decoder
 
-    if args.decode_arg and not args.decode:
-        raise UsageError("--decode-arg needs --decode METHOD.")
     try:
         return task_decoder(task, args.decode, args.decode_arg)
     except (ConfigError, ValueError) as e:
@@ -161,12 +159,6 @@ def _decoded(task, args) -> None:
     for i, out in enumerate(outputs):
         print(json.dumps({"context": args.prompt[i // args.num_samples], "output": out}))
     print(json.dumps(decoder.report()))
-
-
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -11,12 +11,14 @@ grpo: {...}                # the section named after the algorithm: its config d
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mmalign.algorithms import ALGORITHMS, Algorithm
 from mmalign.config import ConfigError, check_choice, check_numbers, from_dict, load_config, resolve, to_dict
+from mmalign.device import DEVICES
 
 TASKS = {
     "text": "mmalign.text.task:TextTask",
@@ -66,9 +68,12 @@ class TrainerConfig:
     max_grad_norm: float = 1.0
     """Gradient clipping by global norm; 0 disables."""
     mixed_precision: str = "no"
-    """"no", "bf16" or "fp16" (autocast; needs a device that supports it)."""
+    """"no", "bf16" (autocast) or "fp16" (autocast and a gradient scaler; CUDA only, refused on the CPU)."""
+    device: str = "auto"
+    """"auto" (CUDA when there is one, else the CPU), "cpu", "cuda" or "cuda:N" (one process; launchers give each
+    process its own GPU). The task's models are built on it and the Trainer's processes run on it."""
     cpu: bool = False
-    """Force the CPU even when a GPU is present."""
+    """Same as device: cpu (kept for older configs)."""
     log_every: int = 1
     """Log training metrics every this many iterations."""
     eval_every: int = 0
@@ -92,8 +97,23 @@ class TrainerConfig:
         check_numbers(self, "lr", gt=0)
         check_numbers(self, "adam_betas", ge=0, lt=1)
         check_numbers(self, "adam_eps", gt=0)
+        if self.device not in DEVICES and not re.fullmatch(r"cuda:\d+", str(self.device)):
+            raise ConfigError(f"must be one of {list(DEVICES)} or cuda:N, got {self.device!r}.", "device")
+        if self.cpu and self.device not in ("auto", "cpu"):
+            raise ConfigError(f"cpu: true (an alias of device: cpu) contradicts device: {self.device}; keep one of "
+                              "them.", "cpu")
         if len(self.adam_betas) != 2:
             raise ConfigError(f"expected two numbers [beta1, beta2], got {self.adam_betas!r}.", "adam_betas")
+
+    def torch_device(self):
+        """The torch device this config runs on (`mmalign.device.resolve_device` of `device`, or the CPU for
+        `cpu: true`); CUDA asked for on a machine without it is a `ConfigError` naming the key."""
+        from mmalign.device import resolve_device
+
+        try:
+            return resolve_device("cpu" if self.cpu else self.device)
+        except ValueError as e:
+            raise ConfigError(str(e), "trainer.device") from e
 
 
 @dataclass

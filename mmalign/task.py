@@ -91,6 +91,16 @@ class SavesSamples(Protocol):
 
 
 @runtime_checkable
+class SplitEvaluation(Protocol):
+    """Optional: a task whose `evaluate` metrics are means over its `eval_contexts` (each context counts once) and
+    which keeps what it evaluated in `eval_records` (one entry per context, in order) for `finish`. With several
+    processes, each evaluates a contiguous share of the contexts; the Trainer averages the shares' metrics weighted by
+    their sizes and hands every process all records in order. Without it, every process evaluates everything."""
+
+    eval_records: list
+
+
+@runtime_checkable
 class Saveable(Protocol):
     """Optional, for a policy: its trained weights as a folder people load (`save_pretrained`, a PEFT adapter)."""
 

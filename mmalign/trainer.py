@@ -1,22 +1,36 @@
 """One training loop for every adapter and algorithm, on accelerate.
 
 Each iteration: 1 sample, 2 score, 3 advantages, 4 epochs x minibatches of re-scored log-probs -> loss -> step,
-5 log, evaluate, checkpoint. Gradients of a minibatch are accumulated over micro-batches and summed over
-processes with one all-reduce; losses are normalised by the unit count of the whole minibatch on all processes,
-so 2 processes (or 4 micro-batches) give the same update as one process on the same global batch. A step whose
-loss or gradient is non-finite on any process is skipped on all of them (and counted); too many in a row stop the run.
+5 log, evaluate, checkpoint. The policy's modules and the optimizer go through `accelerator.prepare` (DDP, FSDP2,
+mixed precision with fp16's gradient scaler, as the accelerate config says); every use of the policy runs inside the
+prepared module's forward (`PolicyCall`), so the strategy's hooks fire. Gradients of a minibatch accumulate over
+micro-batches without synchronising (`no_sync`) and are reduced once, on its last backward. Losses are normalised
+by the unit count of the whole minibatch on all processes and multiplied by the process count before the strategy's
+gradient averaging, so 2 processes (or 4 micro-batches) give the same update as one process on the same global batch.
+A step whose loss or gradient is non-finite on any process is skipped on all of them (and counted); too many in a row
+stop the run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import os
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    DistributedType,
+    FullyShardedDataParallelPlugin,
+    gather_object,
+    set_seed,
+)
+from torch import nn
 from tqdm.auto import tqdm
 
 from mmalign.checkpoint import (
@@ -30,11 +44,12 @@ from mmalign.checkpoint import (
     set_rng_state,
     trainable_state,
 )
+from mmalign.config import ConfigError
 from mmalign.losses import agg_units
 from mmalign.rollout import Rollout
 from mmalign.run_config import RunConfig, algorithm, run_config_dict, task_class
 from mmalign.runs import Run
-from mmalign.task import Checkpointed, Saveable, check_rewards, check_task, progress_hooks
+from mmalign.task import Checkpointed, Saveable, SplitEvaluation, check_rewards, check_task, progress_hooks
 from mmalign.tracking import plot_curves
 
 FIXED_ON_RESUME = ("task", "task_args", "algorithm", "trainer.seed")
@@ -101,14 +116,114 @@ def loss_aggregation(name: str, cfg) -> tuple[str, int | None]:
                         "algorithm's config has loss_agg and fixed_length (mmalign.losses.aggregate).") from e
 
 
+def policy_modules(policy) -> list[nn.Module]:
+    """The modules that hold a policy's weights: the policy itself when it is a module, else its module attributes."""
+    if isinstance(policy, nn.Module):
+        return [policy]
+    modules = [v for v in vars(policy).values() if isinstance(v, nn.Module)]
+    if not modules:
+        raise TypeError(f"{type(policy).__name__} is not a torch module and holds none; the Trainer needs the "
+                        "modules its parameters live in (make the policy an nn.Module or give it one as attribute).")
+    return modules
+
+
+class PolicyCall(nn.Module):
+    """A policy's modules as one module whose forward runs a function of the policy: `call(fn, *args)` is
+    `fn(*args)`. This is what goes through `accelerator.prepare`: DDP prepares its gradient reduction in a module's
+    forward and FSDP gathers and frees parameters around it, so the Trainer runs every use of the policy (sampling,
+    re-scoring, the loss, evaluation) through it."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.parts = nn.ModuleList(policy_modules(policy))
+        # FSDP wraps the transformer blocks a model names as never split (its transformer-layer auto-wrap policy)
+        self._no_split_modules = sorted({n for m in self.parts.modules() for n in getattr(m, "_no_split_modules", None)
+                                         or ()})
+
+    def forward(self, fn, *args, **kwargs):
+        return fn(*args, **kwargs)
+
+
+def make_accelerator(tc) -> Accelerator:
+    """The Accelerator of trainer config `tc`: its device, mixed precision, and the strategy `accelerate launch`
+    set up (DDP by default; FSDP2 from an FSDP accelerate config).
+
+    fp16 is refused on the CPU, where accelerate gives no gradient scaler and small gradients would underflow to
+    zero unnoticed. Accelerate turns FSDP on only for GPU processes; torch's `fully_shard` runs over gloo as well, so
+    an FSDP launch on CPU processes takes the same FSDP path (this is how it is tested without a GPU).
+    """
+    device = tc.torch_device()
+    if tc.mixed_precision == "fp16" and device.type == "cpu":
+        raise ConfigError("fp16 needs a gradient scaler, which accelerate gives only on CUDA; on the CPU use "
+                          "mixed_precision: bf16 (or no).", "trainer.mixed_precision")
+    if device.index is not None and "LOCAL_RANK" not in os.environ:
+        torch.cuda.set_device(device)
+    # unused trainable parameters (a critic an algorithm does not train) must not stall DDP; buffers are constants
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False)
+    acc = Accelerator(mixed_precision=tc.mixed_precision, cpu=device.type == "cpu", kwargs_handlers=[ddp])
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp and acc.distributed_type == DistributedType.MULTI_CPU:
+        acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* settings accelerate launch set
+        if acc.state.fsdp_plugin.fsdp_version != 2:
+            raise ConfigError("FSDP on CPU processes needs fsdp_version: 2 (torch's fully_shard).", "fsdp_version")
+        acc.state.distributed_type = DistributedType.FSDP
+    return acc
+
+
+def check_deepspeed(acc: Accelerator, tc) -> None:
+    """Refuse DeepSpeed settings the loop cannot run right. DeepSpeed steps the optimizer inside its backward, so
+    an optimizer step must be one backward (no micro-batches or step chunks); ZeRO-3 gathers weights per module in
+    every forward, so processes generating to different lengths would wait on each other (FSDP is the full
+    sharding that samples with gathered weights)."""
+    if acc.distributed_type != DistributedType.DEEPSPEED:
+        return
+    if tc.micro_batch_size or tc.micro_steps:
+        raise ConfigError("DeepSpeed steps the optimizer inside each backward, so the Trainer runs it with one "
+                          "backward per optimizer step: set trainer.micro_batch_size=0 and trainer.micro_steps=0 (or "
+                          "launch with configs/accelerate/fsdp.yaml).", "trainer.micro_batch_size")
+    if acc.state.deepspeed_plugin.zero_stage == 3:
+        raise ConfigError("DeepSpeed ZeRO-3 is not supported yet: its per-module weight gathering stalls sampling "
+                          "when processes generate to different lengths; launch with configs/accelerate/fsdp.yaml "
+                          "(FSDP2 shards weights, gradients and optimizer state too).", "zero_stage")
+
+
+def fsdp_units(module: nn.Module) -> list:
+    """The FSDP2 units in `module` (none without FSDP)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in module.modules() if isinstance(m, FSDPModule)]
+
+
+@contextmanager
+def whole_state_dicts(model: nn.Module):
+    """While the block runs, every module of the FSDP-prepared `model` answers `state_dict()` with whole tensors (on
+    the CPU of the main process; empty elsewhere), so a policy's own `save_pretrained` (transformers, PEFT,
+    diffusers, safetensors) writes whole weights a user loads on one device. Gathering them is a collective: every
+    process enters the block."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    modules = dict(model.named_modules())
+
+    def served(prefix: str, *args, **kwargs) -> dict:
+        return {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+
+    for name, module in modules.items():
+        module.state_dict = functools.partial(served, f"{name}." if name else "")  # shadows the method
+    try:
+        yield
+    finally:
+        for module in modules.values():
+            del module.state_dict
+
+
 class Trainer:
     """Owns the loop; the task owns the policy, rewards and data; the algorithm owns prepare + loss."""
 
     def __init__(self, cfg: RunConfig, task=None, accelerator: Accelerator | None = None):
         self.cfg, tc = cfg, cfg.trainer
-        # on a machine without a GPU, accelerate forms a process group (gloo) under torchrun only when told `cpu`
-        cpu = tc.cpu or not torch.cuda.is_available()
-        self.acc = accelerator or Accelerator(mixed_precision=tc.mixed_precision, cpu=cpu)
+        self.acc = accelerator or make_accelerator(tc)
+        check_deepspeed(self.acc, tc)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         if tc.contexts_per_step % self.world:
             raise ValueError(f"contexts_per_step={tc.contexts_per_step} must divide among {self.world} processes.")
@@ -125,13 +240,16 @@ class Trainer:
         if tc.micro_steps and self.loss_agg[0] == "seq-mean":
             raise ValueError("trainer.micro_steps needs a loss that sums over steps (loss_agg token-mean or fixed); "
                              "seq-mean divides each sample by its own length. Set micro_steps: 0 or change loss_agg.")
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        if not self.params:
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        if not params:
             raise ValueError("the policy has no trainable parameters.")
-        self.optimizer = torch.optim.AdamW(self.params, lr=tc.lr, betas=tuple(tc.adam_betas), eps=tc.adam_eps,
-                                           weight_decay=tc.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.adam_betas), eps=tc.adam_eps,
+                                      weight_decay=tc.weight_decay)
+        self.model, self.optimizer = self.acc.prepare(PolicyCall(self.policy), optimizer)
+        self.params = [p for p in self.policy.parameters() if p.requires_grad]  # FSDP replaced them with shards
+        self.sharded = bool(fsdp_units(self.model))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(tc.lr_schedule, tc.warmup_steps, tc.steps))
+            self.optimizer.optimizer, lr_lambda(tc.lr_schedule, tc.warmup_steps, tc.steps))
         self.run_dir = Path(tc.output_dir) / tc.name
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.skipped = self.skipped_in_row = 0  # optimizer steps skipped for non-finite values: all, and in a row
@@ -168,7 +286,8 @@ class Trainer:
 
     # --- 4 update ---------------------------------------------------------------------------------------
     def update(self, rollout: Rollout) -> dict[str, float]:
-        """Epochs x minibatches; each minibatch accumulates micro-batches, then one all-reduce and one step."""
+        """Epochs x minibatches; each minibatch accumulates micro-batches (and step chunks) without synchronising,
+        reduces the gradients on its last backward and takes one step."""
         tc = self.cfg.trainer
         sums: dict[str, float] = {}
         n_micro = n_steps = 0
@@ -176,47 +295,52 @@ class Trainer:
             for mb_idx in torch.randperm(len(rollout)).chunk(tc.minibatches):
                 micro = mb_idx.split(tc.micro_batch_size or len(mb_idx))
                 denom = self._global_units(rollout, micro)
+                parts = [(part, len(micro) * len(chunks)) for idx in micro
+                         for chunks in [step_chunks(rollout[idx], tc.micro_steps)] for part in chunks]
                 finite = True
-                for idx in micro:
-                    parts = step_chunks(rollout[idx], tc.micro_steps)
-                    for part in parts:
-                        with self.acc.autocast():
-                            loss, metrics = self.loss_fn(self.policy, part, self.algo_cfg, denom)
-                        loss.backward()
-                        metrics["loss"] = loss.detach() * len(micro) * len(parts)  # minibatch loss = sum of parts
-                        for k, v in metrics.items():
-                            sums[k] = sums.get(k, 0.0) + float(v)
-                        finite = finite and math.isfinite(float(metrics["loss"]))
-                        n_micro += 1
+                for i, (part, n_parts) in enumerate(parts):
+                    loss, metrics = self._backward(self.loss_fn, part, denom, last=i == len(parts) - 1)
+                    metrics["loss"] = loss * n_parts  # minibatch loss = sum of parts
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                    finite = finite and math.isfinite(float(metrics["loss"]))
+                    n_micro += 1
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + self._step(finite)
                 n_steps += 1
         out = {k: v / n_micro for k, v in sums.items()}
         out.update(grad_norm=sums["grad_norm"] / n_steps, skipped_steps=self.skipped)
         return out
 
+    def _backward(self, loss_fn, batch, denom, last: bool) -> tuple[torch.Tensor, dict]:
+        """Forward the loss of one micro-batch through the prepared module and back-propagate it; only the last
+        micro-batch of an optimizer step synchronises gradients. The loss is multiplied by the process count because
+        DDP and FSDP average gradients over processes while `denom` already counts the units of all of them."""
+        with nullcontext() if last else self.acc.no_sync(self.model), self.acc.autocast():
+            loss, metrics = self.model(loss_fn, self.policy, batch, self.algo_cfg, denom)
+            self.acc.backward(loss * self.world)
+        return loss.detach(), metrics
+
     def _global_units(self, rollout: Rollout, micro: tuple) -> torch.Tensor:
         units = sum(agg_units(rollout.mask[idx], *self.loss_agg).float() for idx in micro)
         return self.acc.reduce(units.to(self.acc.device), "sum") if self.world > 1 else units
 
     def _step(self, finite_loss: bool = True) -> float:
-        """Sum the gradients over processes, clip, and step; returns the gradient norm (the same on every process).
+        """Clip the (already reduced) gradients and step; returns the gradient norm (the same on every process).
 
-        A non-finite loss on any process (its flag rides along in the one all-reduce) or a non-finite gradient norm
-        skips the step on every process alike; `trainer.max_skipped_steps` skips in a row raise `DivergedError`.
+        A non-finite loss on any process or a non-finite gradient norm skips the step on every process alike; with
+        fp16's gradient scaler the optimizer step is still called, so the scaler skips it and lowers its scale.
+        `trainer.max_skipped_steps` skips in a row raise `DivergedError`.
         """
+        tc = self.cfg.trainer
         bad = torch.tensor([0.0 if finite_loss else 1.0], device=self.acc.device)
         if self.world > 1:
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-            flat = torch.cat([g.reshape(-1) for g in grads] + [bad.to(grads[0].dtype)])
-            torch.distributed.all_reduce(flat)
-            flat, bad = flat[:-1], flat[-1:]
-            for p, g in zip(self.params, flat.split([p.numel() for p in self.params])):
-                p.grad = g.view_as(p).to(p.dtype)
-        tc = self.cfg.trainer
-        norm = float(torch.nn.utils.clip_grad_norm_(self.params, tc.max_grad_norm if tc.max_grad_norm > 0
-                                                    else float("inf")))
-        if bad.item() == 0 and math.isfinite(norm):
+            bad = self.acc.reduce(bad, "sum")
+        norm = float(self.acc.clip_grad_norm_(self.params, tc.max_grad_norm if tc.max_grad_norm > 0 else math.inf))
+        ok = bad.item() == 0 and math.isfinite(norm)
+        if ok or self.acc.scaler is not None:
             self.optimizer.step()
+            ok = ok and not self.optimizer.step_was_skipped
+        if ok:
             self.skipped_in_row = 0
         else:
             self.skipped, self.skipped_in_row = self.skipped + 1, self.skipped_in_row + 1
@@ -228,6 +352,28 @@ class Trainer:
                     "then continue with --resume.")
         self.optimizer.zero_grad(set_to_none=True)
         return norm
+
+    @contextmanager
+    def gathered(self):
+        """Whole weights on every process for uses without a backward pass (sampling, reference and value scoring,
+        evaluation). Under FSDP every unit is gathered once and kept gathered until the block ends, so processes
+        that take different numbers of forward passes (generation stopping at different lengths, different
+        evaluation shares) meet in no further collective; the same as DeepSpeed ZeRO-3's gathered generation.
+        Without FSDP it does nothing."""
+        units = fsdp_units(self.model) if self.sharded else []
+        groups = [g for u in units if (g := u._get_fsdp_state()._fsdp_param_group) is not None]
+        saved = [g.post_forward_mesh_info for g in groups]  # reshard-after-forward; None keeps a unit gathered
+        for unit in units:
+            unit.unshard()
+        for g in groups:
+            g.post_forward_mesh_info = None
+        try:
+            yield
+        finally:
+            for g, info in zip(groups, saved):
+                g.post_forward_mesh_info = info
+            for unit in units:
+                unit.reshard()
 
     # --- one iteration ----------------------------------------------------------------------------------
     def set_progress(self, step: int) -> dict[str, float]:
@@ -247,11 +393,9 @@ class Trainer:
         micro = [rows[i:i + size] for i in range(0, len(rows), size)]
         denom = float(self.cfg.trainer.contexts_per_step)
         sums: dict[str, float] = {}
-        for m in micro:
-            with self.acc.autocast():
-                loss, metrics = self.loss_fn(self.policy, m, self.algo_cfg, denom)
-            loss.backward()
-            metrics["loss"] = loss.detach() * self.world  # this process's share of the global mean
+        for i, m in enumerate(micro):
+            loss, metrics = self._backward(self.loss_fn, m, denom, last=i == len(micro) - 1)
+            metrics["loss"] = loss * self.world  # this process's share of the global mean
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * (1 if k == "loss" else len(m) / len(rows))
         sums["grad_norm"] = self._step(math.isfinite(sums["loss"]))
@@ -266,11 +410,12 @@ class Trainer:
         t0 = time.perf_counter()
         progress = self.set_progress(step)
         contexts = self.contexts_for(step)
-        with torch.no_grad(), self.acc.autocast():
-            rollout = self.policy.sample(contexts, self.cfg.trainer.num_samples)  # 1 sample
-        t1 = time.perf_counter()
-        metrics = {**progress, **self.score(contexts, rollout)}  # 2 score
-        metrics.update(self.prepare(self.policy, rollout, self.algo_cfg, self.algo_state))  # 3 advantages (+ ref)
+        with torch.no_grad(), self.acc.autocast(), self.gathered():
+            rollout = self.model(self.policy.sample, contexts, self.cfg.trainer.num_samples)  # 1 sample
+            t1 = time.perf_counter()
+            metrics = {**progress, **self.score(contexts, rollout)}  # 2 score
+            # 3 advantages (+ reference log-probs, values)
+            metrics.update(self.model(self.prepare, self.policy, rollout, self.algo_cfg, self.algo_state))
         t2 = time.perf_counter()
         metrics.update(self.update(rollout))  # 4 epochs x minibatches
         self.scheduler.step()
@@ -283,37 +428,68 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Held-out metrics of the task's `evaluate`, prefixed "eval/"."""
         gpus = list(range(torch.cuda.device_count()))  # evaluation must not move the training RNG streams
-        with torch.random.fork_rng(devices=gpus), torch.no_grad(), self.acc.autocast():
-            metrics = self.task.evaluate(self.policy)
+        with torch.random.fork_rng(devices=gpus), torch.no_grad(), self.acc.autocast(), self.gathered():
+            if self.world > 1 and isinstance(self.task, SplitEvaluation):
+                metrics = self._evaluate_shares()
+            else:
+                metrics = self.model(self.task.evaluate, self.policy)
         return {f"eval/{k}": v for k, v in metrics.items()}
+
+    def _evaluate_shares(self) -> dict[str, float]:
+        """Evaluate this process's contiguous share of the held-out contexts, then merge every share: the metrics
+        (means) weighted by share size, the records in context order."""
+        task, everything = self.task, list(self.task.eval_contexts)
+        n = len(everything)
+        share = everything[self.rank * n // self.world:(self.rank + 1) * n // self.world]
+        task.eval_contexts = share
+        try:
+            metrics = self.model(task.evaluate, self.policy) if share else {}
+        finally:
+            task.eval_contexts = everything
+        shares = gather_object([(len(share), metrics, list(task.eval_records) if share else [])])
+        task.eval_records = [r for _, _, records in shares for r in records]
+        keys = dict.fromkeys(k for _, m, _ in shares for k in m)
+        return {k: sum(c * m[k] for c, m, _ in shares if k in m) / sum(c for c, m, _ in shares if k in m)
+                for k in keys}
 
     def checkpoint_parts(self, step: int) -> dict[str, dict]:
         """This process's state dicts of a checkpoint: the main process writes the weights, optimizer and trainer
-        state; every process its RNG streams and, for a `Checkpointed` task, the task's run state."""
+        state (under FSDP every process writes its shards of the weights and optimizer); every process its RNG
+        streams and, for a `Checkpointed` task, the task's run state."""
         parts: dict[str, dict] = {f"rng_{self.rank}": rng_state()}
         if isinstance(self.task, Checkpointed):
             parts[f"task_{self.rank}"] = self.task.checkpoint_state()
         algo = None if self.algo_state is None else gather_object([self.algo_state.state_dict()])
-        if self.acc.is_main_process:
+        if self.sharded:
+            parts[f"trainable_{self.rank}"] = trainable_state(self.policy, shards=True)
+            parts[f"optimizer_{self.rank}"] = optimizer_state(self.optimizer)
+        elif self.acc.is_main_process:
             parts["trainable"] = trainable_state(self.policy)
             parts["optimizer"] = optimizer_state(self.optimizer)
-            parts["trainer_state"] = {"step": step, "world_size": self.world, "scheduler": self.scheduler.state_dict(),
-                                      "skipped_steps": self.skipped, "skipped_in_row": self.skipped_in_row,
-                                      "algorithm_state": algo}
+        if self.acc.is_main_process:
+            parts["trainer_state"] = {"step": step, "world_size": self.world, "sharded": self.sharded,
+                                      "scheduler": self.scheduler.state_dict(), "skipped_steps": self.skipped,
+                                      "skipped_in_row": self.skipped_in_row, "algorithm_state": algo}
         return parts
 
     def load_checkpoint(self, ckpt: Path) -> int:
         """Restore checkpoint `ckpt` (every part read and checked before anything changes); returns its step."""
-        names = ["trainable", "optimizer", "trainer_state", f"rng_{self.rank}"]
+        state = load_checkpoint(ckpt, ["trainer_state"])["trainer_state"]
+        if missing := TRAINER_STATE - set(state):
+            raise CheckpointError(f"{ckpt / 'trainer_state.json'} lacks {sorted(missing)}; it is damaged.")
+        if state.get("sharded", False) != self.sharded or (self.sharded and state["world_size"] != self.world):
+            saved = f"FSDP shards of {state['world_size']} processes" if state.get("sharded") else "whole weights"
+            raise CheckpointError(f"{ckpt} holds {saved}; this run has {self.world} process(es)"
+                                  f"{' under FSDP' if self.sharded else ''}: resume it the way it was launched.")
+        suffix = f"_{self.rank}" if self.sharded else ""
+        names = [f"trainable{suffix}", f"optimizer{suffix}", f"rng_{self.rank}"]
         if isinstance(self.task, Checkpointed):
             names.append(f"task_{self.rank}")
         parts = load_checkpoint(ckpt, names)
-        check_weights(parts["trainable"], self.policy, ckpt / "trainable.safetensors")
-        state = parts["trainer_state"]
-        if missing := TRAINER_STATE - set(state):
-            raise CheckpointError(f"{ckpt / 'trainer_state.json'} lacks {sorted(missing)}; it is damaged.")
-        copy_weights(parts["trainable"], self.policy)
-        load_optimizer_state(self.optimizer, parts["optimizer"])
+        weights = parts[f"trainable{suffix}"]
+        check_weights(weights, self.policy, ckpt / f"trainable{suffix}.safetensors")
+        copy_weights(weights, self.policy)
+        load_optimizer_state(self.optimizer, parts[f"optimizer{suffix}"])
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(parts[f"rng_{self.rank}"])
         if isinstance(self.task, Checkpointed):
@@ -358,12 +534,15 @@ class Trainer:
                     tracker.log(k, self.evaluate())
                 if (tc.save_every and k % tc.save_every == 0) or k == tc.steps:
                     run.save(k, self.checkpoint_parts(k))
-        if main:
-            self.finish()
+        with whole_state_dicts(self.model) if self.sharded else nullcontext():
+            if main:
+                self.finish()
+        self.acc.wait_for_everyone()
         return self.run_dir
 
     def finish(self) -> None:
-        """Final weights for people (save_pretrained / PEFT adapter), curves as PNG, the task's media."""
+        """Final weights for people (save_pretrained / PEFT adapter; whole under FSDP, loadable on one device),
+        curves as PNG, the task's media."""
         if isinstance(self.policy, Saveable):
             self.policy.save_pretrained(self.run_dir / "final")
         plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "rewards.png", ("reward",), self.cfg.trainer.name)

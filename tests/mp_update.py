@@ -1,24 +1,25 @@
-"""Run by test_trainer.py alone or under `torch.distributed.run --nproc_per_node N`: one GRPO update on a fixed global
-batch, each process taking its share of the contexts; rank 0 saves the updated weights, every rank its update's
-metrics (OUT.rank<r>.json). With `poison`, the last process's first advantage is NaN: every process must skip."""
+"""Run by the tests alone or under `torch.distributed.run --nproc_per_node N` (DDP, or FSDP2 with accelerate's FSDP
+settings in the environment): one GRPO update on a fixed global batch, each process taking its share of the contexts;
+rank 0 saves the updated weights (whole, gathered from FSDP's shards), every rank its update's metrics
+(OUT.rank<r>.json). Options: `poison` (the last process's first advantage is NaN: every process must skip), `lora`
+(a LoRA policy: only the adapters train)."""
 
 import json
 import sys
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from safetensors.torch import save_file
 from tiny import ROWS, TinyTask, tiny_policy
 
 from mmalign.checkpoint import trainable_state
 from mmalign.run_config import RunConfig, TrainerConfig
-from mmalign.trainer import Trainer
+from mmalign.trainer import Trainer, make_accelerator
 
 
-def main(out: str, micro: int, poison: bool = False) -> None:
-    acc = Accelerator(cpu=True)
-    policy = tiny_policy(seed=0)
+def main(out: str, micro: int, poison: bool = False, lora: bool = False) -> None:
+    acc = make_accelerator(TrainerConfig(device="cpu"))
+    policy = tiny_policy(seed=0, lora=lora)
     torch.manual_seed(123)  # the same global rollout on every process
     rollout = policy.sample(ROWS * 2, 4)  # 4 contexts x 4 samples
     rollout.rewards = torch.arange(len(rollout), dtype=torch.float32) % 5
@@ -31,11 +32,13 @@ def main(out: str, micro: int, poison: bool = False) -> None:
     if poison and acc.process_index == acc.num_processes - 1:
         local.extras["advantages"][0] = float("nan")
     metrics = trainer.update(local)
+    metrics.update(sharded=trainer.sharded, processes=acc.num_processes)  # what the launch formed
     Path(f"{out}.rank{acc.process_index}.json").write_text(json.dumps(metrics))
+    weights = trainable_state(policy)  # every process: gathering FSDP's shards is a collective
     if acc.is_main_process:
-        save_file(trainable_state(policy), out)
+        save_file(weights, out)
     acc.wait_for_everyone()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3:] == ["poison"])
+    main(sys.argv[1], int(sys.argv[2]), "poison" in sys.argv[3:], "lora" in sys.argv[3:])

@@ -20,3 +20,19 @@ def test_unknown_device_names_the_choices(spec):
 def test_cuda_without_a_gpu_says_what_to_use():
     with pytest.raises(ValueError, match="device=cpu"):
         resolve_device("cuda:0")
+
+
+def test_trainer_device_setting():
+    from mmalign.config import ConfigError
+    from mmalign.run_config import TrainerConfig
+
+    assert TrainerConfig(cpu=True).torch_device() == torch.device("cpu")  # the older alias of device: cpu
+    assert TrainerConfig(device="cpu").torch_device() == torch.device("cpu")
+    assert TrainerConfig().torch_device() == resolve_device("auto")
+    with pytest.raises(ConfigError, match="device: must be one of"):
+        TrainerConfig(device="gpu")
+    with pytest.raises(ConfigError, match="contradicts device: cuda"):
+        TrainerConfig(cpu=True, device="cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="trainer.device.*no GPU"):
+            TrainerConfig(device="cuda").torch_device()

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -160,22 +161,39 @@ def test_bad_reward_keeps_checkpoints(config, tmp_path, capsys, fn, message, mon
     assert sorted(p.name for p in ckpts.iterdir()) == before
 
 
-@pytest.mark.slow
-def test_two_processes_make_the_same_update_as_one(tmp_path):
-    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
-    subprocess.run([sys.executable, str(TESTS / "mp_update.py"), str(one), "0"], env=ENV, check=True, cwd=TESTS)
-    subprocess.run([*TWO_PROCESSES, str(TESTS / "mp_update.py"), str(two), "2"], env=ENV, check=True, cwd=TESTS)
-    a, b = load_file(one), load_file(two)
-    start = trainable_state(tiny_policy(seed=0))  # the weights before the update, as mp_update.py builds them
+FSDP = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP"}
+"""What `accelerate launch --config_file configs/accelerate/fsdp.yaml` puts in each process's environment."""
+
+
+def _update(out: Path, launch: list[str], *args: str, env: dict | None = None) -> dict[str, torch.Tensor]:
+    subprocess.run([*launch, str(TESTS / "mp_update.py"), str(out), *args], env={**ENV, **(env or {})}, check=True,
+                   cwd=TESTS, capture_output=True)
+    return load_file(out)
+
+
+def _same_update(a: dict, b: dict, start: dict) -> None:
     assert a.keys() == b.keys() == start.keys()
     assert max(float((a[k] - start[k]).abs().max()) for k in a) > 1e-3, "the update did not move the weights"
     for k in a:
         assert (a[k] - b[k]).abs().max() < 1e-5, k
-    norms = [json.loads(Path(f"{two}.rank{r}.json").read_text())["grad_norm"] for r in (0, 1)]
-    assert norms[0] == norms[1] and math.isfinite(norms[0])  # the norm after the all-reduce, on every process
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("strategy, lora", [("ddp", False), ("fsdp", False), ("fsdp", True)])
+def test_two_processes_make_the_same_update_as_one(tmp_path, strategy, lora):
+    """DDP and FSDP2 (torch's fully_shard over gloo), the whole model and LoRA adapters: 2 processes, each with half
+    the batch (and 2 micro-batches), give the update of one process on the whole batch."""
+    extra = ["lora"] if lora else []
+    one = _update(tmp_path / "one.safetensors", [sys.executable], "0", *extra)
+    two = tmp_path / "two.safetensors"
+    b = _update(two, TWO_PROCESSES, "2", *extra, env=FSDP if strategy == "fsdp" else None)
+    _same_update(one, b, trainable_state(tiny_policy(seed=0, lora=lora)))
+    ranks = [json.loads(Path(f"{two}.rank{r}.json").read_text()) for r in (0, 1)]
+    assert [m["sharded"] for m in ranks] == [strategy == "fsdp"] * 2  # FSDP really sharded the weights
+    norms = [m["grad_norm"] for m in ranks]
+    assert norms[0] == norms[1] and math.isfinite(norms[0])  # the norm of the reduced gradients, on every process
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only launch")
 def test_cli_under_torchrun_without_a_gpu_forms_one_two_process_run(config, tmp_path):
@@ -187,6 +205,124 @@ def test_cli_under_torchrun_without_a_gpu_forms_one_two_process_run(config, tmp_
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = read_metrics(tmp_path / "runs/two/metrics.jsonl")
     assert [r["step"] for r in rows if "reward" in r] == [1, 2]
+
+
+@pytest.mark.slow
+def test_evaluation_is_split_over_processes_and_merged(tmp_path):
+    """2 processes evaluate disjoint halves of the held-out prompts; every process ends with the merged metrics of
+    one process's evaluation and all its records, in order (the main process writes them)."""
+    def ranks(out: Path, n: int) -> list[dict]:
+        return [json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in range(n)]
+
+    subprocess.run([sys.executable, str(TESTS / "mp_eval.py"), str(tmp_path / "one")], env=ENV, check=True,
+                   capture_output=True)
+    subprocess.run([*TWO_PROCESSES, str(TESTS / "mp_eval.py"), str(tmp_path / "two")], env=ENV, check=True,
+                   capture_output=True)
+    (one,), two = ranks(tmp_path / "one", 1), ranks(tmp_path / "two", 2)
+    assert len(one["seen"]) == 7 and one["records"] == one["seen"]
+    assert [len(r["seen"]) for r in two] == [3, 4] and two[0]["seen"] + two[1]["seen"] == one["seen"]  # not repeated
+    for r in two:
+        assert r["records"] == one["records"]
+        assert r["metrics"].keys() == one["metrics"].keys()
+        for k, v in one["metrics"].items():
+            assert r["metrics"][k] == pytest.approx(v, abs=1e-6), k
+
+
+def _descendants(pid: int) -> list[int]:
+    """The ids of every process below `pid` (from /proc)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+@pytest.mark.slow
+def test_fsdp_run_resumes_from_its_shards_on_the_same_curve_and_leaves_whole_final_weights(config, tmp_path):
+    """2 processes under FSDP2: checkpoints hold each process's shards; SIGKILL + --resume continues the curve of an
+    uninterrupted run; final/ is a whole transformers model that loads on one device."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = config(task_args={"rewards": [{"fn": "tiny:slow_bleu"}]}, trainer={"steps": 4, "save_every": 2})
+    env = {**ENV, **FSDP}
+
+    def train(name: str, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen([*TWO_PROCESSES, "-m", "mmalign.cli", "train", str(cfg), f"trainer.name={name}",
+                                 *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    whole, killed = train("whole"), train("killed")
+    ckpt = tmp_path / "runs/killed/checkpoints/step_000002"
+    deadline = time.time() + 240
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    for pid in [killed.pid, *_descendants(killed.pid)]:  # the launcher and both processes (in their own sessions)
+        os.kill(pid, signal.SIGKILL)
+    killed.wait()
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()[-2000:]
+    assert max(r["step"] for r in read_metrics(tmp_path / "runs/killed/metrics.jsonl")) < 4, "nothing was killed"
+    resumed = train("killed", "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
+    a, b = (read_metrics(tmp_path / f"runs/{n}/metrics.jsonl") for n in ("whole", "killed"))
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for x, y in zip(a, b):
+        for key in ("reward", "loss", "eval/reward"):
+            if key in x:
+                assert x[key] == pytest.approx(y[key], abs=1e-6), (x["step"], key)
+    last = tmp_path / "runs/whole/checkpoints/step_000004"
+    assert sorted(p.name for p in last.glob("trainable_*.safetensors")) == ["trainable_0.safetensors",
+                                                                          "trainable_1.safetensors"]
+    shards = [load_file(last / f"trainable_{r}.safetensors") for r in (0, 1)]
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "runs/whole/final")
+    final = dict(model.named_parameters())
+    for name, first in shards[0].items():  # FSDP2 shards along dim 0: the shards stacked are the whole tensor
+        assert torch.equal(final[name.removeprefix("model.")], torch.cat([first, shards[1][name]])), name
+
+
+def _launch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", *args]
+
+
+def _port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_shipped_fsdp_config_shards_and_makes_the_same_update(tmp_path):
+    """`accelerate launch --config_file configs/accelerate/fsdp.yaml` on CPU processes: FSDP2 shards the policy and
+    the update is the 1-process one."""
+    launch = _launch("--config_file", str(ROOT / "configs/accelerate/fsdp.yaml"), "--num_processes", "2",
+                     "--main_process_port", _port())
+    out = tmp_path / "fsdp.safetensors"
+    _same_update(_update(tmp_path / "one.safetensors", [sys.executable], "0"), _update(out, launch, "2"),
+                 trainable_state(tiny_policy(seed=0)))
+    assert json.loads(Path(f"{out}.rank1.json").read_text())["sharded"]
+
+
+@pytest.mark.slow
+def test_two_machines_on_one_host_make_the_same_update_as_one(tmp_path):
+    """The shipped multi-node config, two machines of one process each (machine ranks 0 and 1 on 127.0.0.1)."""
+    out, port = tmp_path / "nodes.safetensors", _port()
+    procs = [subprocess.Popen(
+        [*_launch("--config_file", str(ROOT / "configs/accelerate/multi_node.yaml"), "--num_processes", "2",
+                  "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", port),
+         str(TESTS / "mp_update.py"), str(out), "2"], env=ENV, cwd=TESTS, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+    ranks = [json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in (0, 1)]
+    assert [m["processes"] for m in ranks] == [2, 2]  # one process group over both machines, not two runs
+    _same_update(_update(tmp_path / "one.safetensors", [sys.executable], "0"), load_file(out),
+                 trainable_state(tiny_policy(seed=0)))
 
 
 def test_a_non_finite_loss_on_one_process_skips_the_step_on_all(tmp_path):

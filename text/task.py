@@ -191,7 +191,7 @@ class TextTask:
         self.policy = self.build_policy(cfg, device, rows)
         self.train_contexts, eval_rows = train_eval_split(rows, cfg.eval_fraction, seed=0)
         self.eval_contexts = eval_rows[: cfg.eval_size] if cfg.eval_size else eval_rows
-        self.last_eval: list[dict] = []
+        self.eval_records: list[dict] = []
 
     @staticmethod
     def dataset_path(name: str) -> Path:
@@ -212,13 +212,13 @@ class TextTask:
     def evaluate(self, policy: CausalLMPolicy, batch_size: int = 16) -> dict[str, float]:
         """Mean reward of each reward function on the held-out rows, one (greedy) completion each."""
         totals: dict[str, list[torch.Tensor]] = {name: [] for name, _, _ in self.rewards}
-        self.last_eval = []
+        self.eval_records = []
         for i in range(0, len(self.eval_contexts), batch_size):
             ctx = self.eval_contexts[i:i + batch_size]
             outputs = policy.sample(ctx, 1, greedy=self.cfg.eval_greedy).outputs
             for name, fn, _ in self.rewards:
                 totals[name].append(check_rewards(fn(ctx, outputs), len(ctx), name))
-            self.last_eval += [{"prompt": c["prompt"], "output": o} for c, o in zip(ctx, outputs)]
+            self.eval_records += [{"prompt": c["prompt"], "output": o} for c, o in zip(ctx, outputs)]
         means = {name: float(torch.cat(v).mean()) for name, v in totals.items()}
         weighted = sum(w * means[name] for name, _, w in self.rewards)
         return {"reward": weighted, **{f"reward/{k}": v for k, v in means.items()}}
@@ -226,5 +226,5 @@ class TextTask:
     def finish(self, policy: CausalLMPolicy, run_dir: Path) -> None:
         """Held-out completions of the final policy, for people to read."""
         with (run_dir / "eval_samples.jsonl").open("w") as f:
-            for row in self.last_eval:
+            for row in self.eval_records:
                 f.write(json.dumps(row) + "\n")

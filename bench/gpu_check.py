@@ -1,0 +1,139 @@
+"""GPU check: each domain's shipped config for a few Trainer steps on CUDA in bf16, and text GRPO on a random-init
+Qwen2.5-0.5B-shaped model beside TRL's `GRPOTrainer` on the same shape; prints step time and peak memory per row.
+
+    python bench/gpu_check.py [--steps 3] [--only text diffusion ...] [--out gpu_check.json]
+
+Needs a CUDA GPU (it exits with a message on a machine without one). The domain rows run the configs as shipped
+(tiny models), so their figures show the loop's overhead on a GPU, not a large model's speed; the 0.5B rows are
+the large-model anchor. TRL runs only when the `bench` extra is installed (`pip install -e .[bench]`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DOMAINS = {
+    "text": "configs/text/tiny_grpo.yaml",
+    "diffusion": "configs/diffusion/shapes_grpo.yaml",
+    "video": "configs/video/push_pfc.yaml",
+    "vlm": "configs/vlm/tiny_position.yaml",
+    "robot": "configs/robotics/reach_prefppo.yaml",
+}
+"""One shipped Trainer config per domain."""
+QWEN_05B = {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+            "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
+            "max_position_embeddings": 4096, "tie_word_embeddings": True}
+"""Qwen2.5-0.5B's shape (random weights: throughput does not depend on them)."""
+GROUP, PROMPTS, MAX_NEW = 8, 2, 256
+"""The 0.5B rows' batch: 2 prompts x 8 completions of 256 tokens, one optimizer step per iteration."""
+
+
+def gpu_or_exit() -> str:
+    if not torch.cuda.is_available():
+        print("bench/gpu_check.py needs a CUDA GPU, and torch sees none here (torch "
+              f"{torch.__version__}); run it on a GPU machine. Nothing was measured.", file=sys.stderr)
+        sys.exit(2)
+    return torch.cuda.get_device_name(0)
+
+
+def time_trainer(config: Path | str, overrides: list[str], steps: int) -> dict:
+    """Build the Trainer of `config` on CUDA in bf16 and time `steps` iterations after one warm-up iteration."""
+    from mmalign.run_config import load_run_config
+    from mmalign.trainer import Trainer
+
+    out = tempfile.mkdtemp()
+    cfg = load_run_config(config, [f"trainer.output_dir={out}", "trainer.device=cuda", "trainer.cpu=false",
+                                   "trainer.mixed_precision=bf16", "trainer.save_every=0", "trainer.eval_every=0",
+                                   *overrides])
+    trainer = Trainer(cfg)
+    trainer.step(0)  # warm-up: kernels, caches
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    times, metrics = [], {}
+    for k in range(1, steps + 1):
+        t = time.perf_counter()
+        metrics = trainer.step(k)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return {"step_s": sum(times) / len(times), "peak_mem_GB": torch.cuda.max_memory_allocated() / 1e9,
+            "loss": metrics.get("loss"), "sample_s": metrics.get("time_sample")}
+
+
+def text_05b(steps: int) -> dict:
+    """mmalign's text GRPO on the 0.5B shape: the tiny text config with the model, batch and length replaced."""
+    model = json.dumps(QWEN_05B).replace('"', "")
+    return time_trainer(ROOT / DOMAINS["text"], [
+        f"task_args.model_config={model}", "task_args.tokenizer=chars", f"task_args.max_new_tokens={MAX_NEW}",
+        f"trainer.contexts_per_step={PROMPTS}", f"trainer.num_samples={GROUP}", "trainer.epochs=1",
+        "trainer.minibatches=1", "trainer.lr=1e-6", "trainer.max_grad_norm=1.0"], steps)
+
+
+def trl_05b(steps: int) -> dict:
+    """TRL's GRPOTrainer on the same shape and batch (bf16, no reference model, one step per generation batch)."""
+    try:
+        from datasets import Dataset
+        from trl import GRPOConfig, GRPOTrainer
+    except ImportError as e:
+        return {"error": f"TRL is not installed ({e}); pip install -e .[bench]"}
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from mmalign.text.policy import char_tokenizer
+
+    tok = char_tokenizer()
+    tok.padding_side = "left"
+    shape = {k: v for k, v in QWEN_05B.items() if k != "model_type"}
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(**shape, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                         bos_token_id=tok.bos_token_id)).to("cuda", torch.bfloat16)
+    prompts = [f"Write a short poem about the number {i} and the sea." for i in range(PROMPTS)]
+    args = GRPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=GROUP * PROMPTS,
+                      num_generations=GROUP, max_completion_length=MAX_NEW, max_steps=steps + 1, bf16=True,
+                      logging_steps=1, report_to=[], save_strategy="no", learning_rate=1e-6, beta=0.0,
+                      gradient_checkpointing=False)
+    distinct = lambda completions, **kw: [float(len(set(c))) for c in completions]  # noqa: E731
+    data = Dataset.from_dict({"prompt": prompts * 50})
+    trainer = GRPOTrainer(model=model, reward_funcs=distinct, args=args, train_dataset=data, processing_class=tok)
+    torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    trainer.train()
+    total = time.perf_counter() - t
+    return {"step_s": total / (steps + 1), "peak_mem_GB": torch.cuda.max_memory_allocated() / 1e9,
+            "note": "mean over all steps, warm-up included"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=3, help="timed iterations per row (after one warm-up)")
+    p.add_argument("--only", nargs="*", default=None, help=f"rows to run: {[*DOMAINS, 'text-0.5b', 'trl-0.5b']}")
+    p.add_argument("--out", default="gpu_check.json", help="JSON file of the results")
+    args = p.parse_args(argv)
+    device = gpu_or_exit()
+    rows = {**{name: (lambda n=name: time_trainer(ROOT / DOMAINS[n], [], args.steps)) for name in DOMAINS},
+            "text-0.5b": lambda: text_05b(args.steps), "trl-0.5b": lambda: trl_05b(args.steps)}
+    results = {"device": device, "torch": torch.__version__}
+    print(f"{'row':<12}{'step s':>10}{'peak GB':>10}  ({device})")
+    for name, run in rows.items():
+        if args.only and name not in args.only:
+            continue
+        try:
+            results[name] = run()
+        except Exception as e:  # a failing row is reported, the others still run
+            results[name] = {"error": f"{type(e).__name__}: {e}"}
+        torch.cuda.empty_cache()
+        r = results[name]
+        print(f"{name:<12}{r.get('step_s', float('nan')):>10.3f}{r.get('peak_mem_GB', float('nan')):>10.2f}"
+              f"  {r.get('error', '')}", flush=True)
+    Path(args.out).write_text(json.dumps(results, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
