@@ -55,10 +55,10 @@ def test_knn_state_entropy_is_kth_neighbour_distance():
 
 def test_replay_buffer_relabels_every_transition_and_keeps_its_state():
     from mmalign.robotics.sac import SAC, ReplayBuffer, SACConfig
-    from mmalign.robotics.sampler import VecEnvSampler, make_vec_env
+    from mmalign.robotics.sampler import VecEnvSampler
 
-    sampler = VecEnvSampler(make_vec_env("mmalign/Reach-v0", 2))
-    buf = ReplayBuffer(sampler.env.single_observation_space.shape[0], 2, capacity=4)
+    sampler = VecEnvSampler("mmalign/Reach-v0", 2)
+    buf = ReplayBuffer(sampler.observation_space.shape[0], 2, capacity=4)
     buf.add_rollout(sampler.collect(SAC(buf.obs.shape[1], 2, SACConfig(hidden=[8])), 3))  # 6 into a ring of 4
     assert len(buf) == 4 and buf.pos == 2
     buf.relabel(lambda s, a: s[:, 0] + a[:, 1])
