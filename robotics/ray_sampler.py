@@ -37,7 +37,7 @@ def shares(num_envs: int, workers: int) -> list[list[int]]:
     if not 1 <= workers <= num_envs:
         raise ValueError(f"ray_workers={workers} must be between 1 and num_envs={num_envs} (each worker holds at "
                          "least one env)")
-    bounds = np.linspace(0, num_envs, workers + 1).round().astype(int)
+    bounds = np.cumsum([0] + [num_envs // workers + (i < num_envs % workers) for i in range(workers)])
     return [list(range(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 

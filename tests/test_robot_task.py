@@ -81,16 +81,22 @@ def test_prefppo_through_the_trainer_leaves_its_run_folder(tmp_path):
     assert (run / "final_policy.mp4").stat().st_size > 1000
 
 
-def _train(cfg: str, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mmalign.cli", "train", cfg, *extra], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+TWO_PROCESSES = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+"""Two CPU processes (gloo) under torchrun, which accelerate picks up."""
+
+
+def _train(cfg: str, *extra: str, launcher: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`mmalign train` in a session of its own, so that a kill reaches every process it started."""
+    return subprocess.Popen([sys.executable, *launcher, "-m", "mmalign.cli", "train", cfg, *extra], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def _kill_after(proc: subprocess.Popen, marker: Path, timeout: float = 300) -> None:
+    """SIGKILL the run's whole process group (workers and launcher too) once `marker` exists."""
     deadline = time.time() + timeout
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
 
@@ -101,15 +107,24 @@ def _same_curve(whole: list[dict], resumed: list[dict]) -> None:
 
 
 @pytest.mark.slow
-def test_prefppo_sigkill_then_resume_continues_the_same_curve(tmp_path):
+@pytest.mark.parametrize("how", ["local", "ray workers", "two processes"])
+def test_prefppo_sigkill_then_resume_continues_the_same_curve(tmp_path, how):
     """Weights, optimizer, RNG streams, the envs (restarted at each checkpoint), the episode stores, every label and
-    the reward ensemble come back, so the resumed run logs exactly the rows of an uninterrupted one."""
+    the reward ensemble come back, so the resumed run logs exactly the rows of an uninterrupted one: in one process,
+    with the envs on 2 Ray workers (whose rows are the in-process run's), and on 2 processes."""
     args = [f"trainer.output_dir={tmp_path}", "trainer.steps=8", *SMALL_PREFPPO]
-    assert _train(PREFPPO, *args, "trainer.name=whole").wait(timeout=600) == 0
-    proc = _train(PREFPPO, *args, "trainer.name=killed")
+    launcher, killed = (), list(args)
+    if how == "ray workers":
+        pytest.importorskip("ray")
+        killed += ["task_args.sampler=ray", "task_args.ray_workers=2"]
+    if how == "two processes":
+        launcher = TWO_PROCESSES
+    assert _train(PREFPPO, *args, "trainer.name=whole", launcher=launcher).wait(timeout=600) == 0
+    proc = _train(PREFPPO, *killed, "trainer.name=killed", launcher=launcher)
     _kill_after(proc, tmp_path / "killed/checkpoints/step_000004")
     assert max(r["step"] for r in read_metrics(tmp_path / "killed/metrics.jsonl")) < 8, "killed too late"
-    assert _train(PREFPPO, *args, "trainer.name=killed", "--resume").wait(timeout=600) == 0
+    resumed = _train(PREFPPO, *killed, "trainer.name=killed", "--resume", launcher=launcher)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
     _same_curve(read_metrics(tmp_path / "whole/metrics.jsonl"), read_metrics(tmp_path / "killed/metrics.jsonl"))
 
 
