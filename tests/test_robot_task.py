@@ -113,12 +113,13 @@ def test_prefppo_sigkill_then_resume_continues_the_same_curve(tmp_path, how):
     the reward ensemble come back, so the resumed run logs exactly the rows of an uninterrupted one: in one process,
     with the envs on 2 Ray workers (whose rows are the in-process run's), and on 2 processes."""
     args = [f"trainer.output_dir={tmp_path}", "trainer.steps=8", *SMALL_PREFPPO]
-    launcher, killed = (), list(args)
+    launcher = TWO_PROCESSES if how == "two processes" else ()
+    if how == "two processes":  # the env is the context: one per process, each with its own envs and labels
+        args.append("trainer.contexts_per_step=2")
+    killed = list(args)
     if how == "ray workers":
         pytest.importorskip("ray")
         killed += ["task_args.sampler=ray", "task_args.ray_workers=2"]
-    if how == "two processes":
-        launcher = TWO_PROCESSES
     assert _train(PREFPPO, *args, "trainer.name=whole", launcher=launcher).wait(timeout=600) == 0
     proc = _train(PREFPPO, *killed, "trainer.name=killed", launcher=launcher)
     _kill_after(proc, tmp_path / "killed/checkpoints/step_000004")
