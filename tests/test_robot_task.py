@@ -3,15 +3,11 @@ SAC loop (`loop: pebble`), their pieces, and kill / resume on the same curve."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from kill import TWO_PROCESSES, kill_when, same_rows, train
 
 from mmalign.cli import main
 from mmalign.run_config import load_run_config
@@ -22,7 +18,6 @@ pytest.importorskip("mujoco")
 ROOT = Path(__file__).resolve().parents[1]
 PREFPPO = str(ROOT / "configs/robotics/reach_prefppo.yaml")
 PEBBLE = str(ROOT / "configs/robotics/reach_pebble.yaml")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 SMALL_PREFPPO = ["task_args.num_envs=2", "task_args.eval_episodes=2", "task_args.video=false",
                  "trainer.num_samples=64", "task_args.feedback.segment_length=20",
                  "task_args.feedback.queries_per_round=10",
@@ -81,34 +76,9 @@ def test_prefppo_through_the_trainer_leaves_its_run_folder(tmp_path):
     assert (run / "final_policy.mp4").stat().st_size > 1000
 
 
-TWO_PROCESSES = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
-"""Two CPU processes (gloo) under torchrun, which accelerate picks up."""
-
-
-def _train(cfg: str, *extra: str, launcher: tuple[str, ...] = ()) -> subprocess.Popen:
-    """`mmalign train` in a session of its own, so that a kill reaches every process it started."""
-    return subprocess.Popen([sys.executable, *launcher, "-m", "mmalign.cli", "train", cfg, *extra], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def _kill_after(proc: subprocess.Popen, marker: Path, timeout: float = 300) -> None:
-    """SIGKILL the run's whole process group (workers and launcher too) once `marker` exists."""
-    deadline = time.time() + timeout
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _same_curve(whole: list[dict], resumed: list[dict]) -> None:
-    assert [r["step"] for r in resumed] == [r["step"] for r in whole]
-    for a, b in zip(whole, resumed):
-        assert {k: v for k, v in a.items() if "time" not in k} == {k: v for k, v in b.items() if "time" not in k}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["local", "ray workers", "two processes"])
-def test_prefppo_sigkill_then_resume_continues_the_same_curve(tmp_path, how):
+def test_prefppo_sigkill_then_resume_continues_thesame_rows(tmp_path, how):
     """Weights, optimizer, RNG streams, the envs (restarted at each checkpoint), the episode stores, every label and
     the reward ensemble come back, so the resumed run logs exactly the rows of an uninterrupted one: in one process,
     with the envs on 2 Ray workers (whose rows are the in-process run's), and on 2 processes."""
@@ -120,27 +90,27 @@ def test_prefppo_sigkill_then_resume_continues_the_same_curve(tmp_path, how):
     if how == "ray workers":
         pytest.importorskip("ray")
         killed += ["task_args.sampler=ray", "task_args.ray_workers=2"]
-    assert _train(PREFPPO, *args, "trainer.name=whole", launcher=launcher).wait(timeout=600) == 0
-    proc = _train(PREFPPO, *killed, "trainer.name=killed", launcher=launcher)
-    _kill_after(proc, tmp_path / "killed/checkpoints/step_000004")
+    assert train(PREFPPO, *args, "trainer.name=whole", launcher=launcher).wait(timeout=600) == 0
+    proc = train(PREFPPO, *killed, "trainer.name=killed", launcher=launcher)
+    kill_when(proc, (tmp_path / "killed/checkpoints/step_000004").exists)
     assert max(r["step"] for r in read_metrics(tmp_path / "killed/metrics.jsonl")) < 8, "killed too late"
-    resumed = _train(PREFPPO, *killed, "trainer.name=killed", "--resume", launcher=launcher)
+    resumed = train(PREFPPO, *killed, "trainer.name=killed", "--resume", launcher=launcher)
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
-    _same_curve(read_metrics(tmp_path / "whole/metrics.jsonl"), read_metrics(tmp_path / "killed/metrics.jsonl"))
+    same_rows(read_metrics(tmp_path / "whole/metrics.jsonl"), read_metrics(tmp_path / "killed/metrics.jsonl"))
 
 
 @pytest.mark.slow
-def test_pebble_warms_up_asks_relabels_and_resumes_on_the_same_curve(tmp_path):
+def test_pebble_warms_up_asks_relabels_and_resumes_on_thesame_rows(tmp_path):
     args = [f"output_dir={tmp_path}", *SMALL_PEBBLE]
-    assert _train(PEBBLE, *args, "name=whole").wait(timeout=600) == 0
+    assert train(PEBBLE, *args, "name=whole").wait(timeout=600) == 0
     whole = read_metrics(tmp_path / "whole/metrics.jsonl")
     assert whole[-1]["feedback"] == 20 and "eval/reward_model_accuracy" in whole[-1] and "q_loss" in whole[-1]
     assert (tmp_path / "whole/curves.png").exists() and (tmp_path / "whole/final/reward_ensemble.safetensors").exists()
-    proc = _train(PEBBLE, *args, "name=killed")
-    _kill_after(proc, tmp_path / "killed/checkpoints/step_000400")
+    proc = train(PEBBLE, *args, "name=killed")
+    kill_when(proc, (tmp_path / "killed/checkpoints/step_000400").exists)
     assert max(r["step"] for r in read_metrics(tmp_path / "killed/metrics.jsonl")) < 600, "killed too late"
-    assert _train(PEBBLE, *args, "name=killed", "--resume").wait(timeout=600) == 0
-    _same_curve(whole, read_metrics(tmp_path / "killed/metrics.jsonl"))
+    assert train(PEBBLE, *args, "name=killed", "--resume").wait(timeout=600) == 0
+    same_rows(whole, read_metrics(tmp_path / "killed/metrics.jsonl"))
 
 
 def test_every_robot_entry_point_refuses_an_existing_run_untouched(tmp_path, capsys):
