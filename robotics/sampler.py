@@ -86,7 +86,7 @@ class VecEnvSampler:
         preference segments hold, so what a learned reward must be fed), next_obs (B, T, obs_dim) (the
         final observation at an episode end), env_rewards (B, T), success (B, T) bool.
         rewards: (B, T) env rewards, or `reward_fn`'s. extras: terminated, truncated (B, T) bool,
-        bootstrap_values (B, T).
+        bootstrap_values (B, T). Tensors on `policy.device` where the policy has one; outputs on the CPU.
         """
         chunks = self._collect(policy, steps)
         for _, _, ep in sorted((e for c in chunks for e in c.episodes), key=lambda e: e[:2]):
@@ -108,7 +108,7 @@ class VecEnvSampler:
         sent = t["sent"].float()
         rewards = env_rewards if self.reward_fn is None else self.reward_fn(obs, sent) * t["mask"]
         mask = t["mask"].bool()
-        return Rollout(
+        rollout = Rollout(
             group=torch.zeros(self.n, dtype=torch.long), logprobs=t["logp"].float(), mask=mask,
             outputs=[Trajectory(*row) for row in zip(obs, sent, env_rewards, mask)],
             state={"obs": obs, "actions": t["act"].float(), "env_actions": sent, "next_obs": next_obs,
@@ -116,6 +116,8 @@ class VecEnvSampler:
             rewards=rewards,
             extras={"terminated": t["term"].bool(), "truncated": t["trunc"].bool(), "bootstrap_values": bootstrap},
         )
+        device = getattr(policy, "device", None)  # the learner's device (outputs, what rewards read, stay on the CPU)
+        return rollout if device is None else rollout.to(device)
 
     def pop_finished(self) -> list[Episode]:
         """Episodes finished since the last call."""

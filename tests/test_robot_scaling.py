@@ -132,3 +132,34 @@ def test_prefppo_on_ray_workers_learns_reach_as_the_in_process_run_does(local_ra
     assert last["eval/feedback"] == 300 and last["eval/reward_model_accuracy"] >= 0.85
     assert last["eval/success_rate"] >= first["eval/success_rate"] + 0.3  # 0.0 -> 0.35 on seed 0
     assert last["eval/return"] >= first["eval/return"] + 8  # -27.2 -> -15.8
+
+
+def test_device_settings_are_checked():
+    from mmalign.config import ConfigError
+    from mmalign.robotics.pearl_run import PearlRunConfig
+    from mmalign.robotics.pebble import PebbleConfig
+
+    with pytest.raises(ConfigError, match="device: device 'tpu' is not one of auto, cpu, cuda"):
+        PebbleConfig(device="tpu")
+    assert PearlRunConfig(device="cpu").device == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="torch sees no GPU here: use device=cpu"):
+            PearlRunConfig(device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_robot_learners_run_on_cuda(tmp_path):
+    """PrefPPO (the Trainer's device), PEBBLE and PEARL with their networks on the GPU, a few steps each."""
+    from pathlib import Path
+
+    from test_robot_task import PEBBLE, PREFPPO, SMALL_PEBBLE, SMALL_PREFPPO
+
+    from mmalign.cli import main
+
+    pearl = str(Path(__file__).parents[1] / "configs/robotics/pearl_planar.yaml")
+    assert main(["train", PREFPPO, f"trainer.output_dir={tmp_path}", "trainer.cpu=false", "trainer.steps=2",
+                 *SMALL_PREFPPO]) == 0
+    assert main(["train", PEBBLE, f"output_dir={tmp_path}", "device=cuda", *SMALL_PEBBLE, "total_env_steps=300"]) == 0
+    assert main(["train", pearl, f"output_dir={tmp_path}", "device=cuda", "seeds=[0]", "methods=[cpa-rrl]",
+                 "pearl.episodes_per_policy=2", "pearl.segments=12", "pearl.reward_pairs=50", "pearl.iql.steps=50",
+                 "pearl.eval_episodes=1"]) == 0
