@@ -15,3 +15,13 @@ def resolve_device(spec: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {spec!r} asks for CUDA, but torch sees no GPU here: use device=cpu (or auto)")
     return torch.device(name)
+
+
+def check_device(cfg, name: str = "device") -> None:
+    """Config check of field `name` (a device spec): a ConfigError keyed by the field if `resolve_device` refuses."""
+    from mmalign.config import ConfigError
+
+    try:
+        resolve_device(getattr(cfg, name))
+    except ValueError as e:
+        raise ConfigError(f"{e}.", name) from e

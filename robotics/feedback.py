@@ -93,7 +93,7 @@ def knn_state_entropy(obs: Tensor, reference: Tensor | None = None, k: int = 5) 
     """
     ref = obs if reference is None else torch.cat([reference, obs])
     if len(obs) == 0 or len(ref) < 2:
-        return torch.zeros(len(obs))
+        return torch.zeros(len(obs), device=obs.device)
     d = torch.cdist(obs, ref)
     return d.topk(min(k + 1, len(ref)), largest=False).values[:, -1]
 
@@ -106,14 +106,16 @@ class PreferenceFeedback:
         obs_dim: observation size.
         act_dim: action size.
         seed: seed of the teacher, segment sampling and reward fitting.
+        device: where the reward ensemble lives and trains (episodes and labels stay on the CPU).
     """
 
-    def __init__(self, cfg: FeedbackConfig, obs_dim: int, act_dim: int, seed: int = 0):
+    def __init__(self, cfg: FeedbackConfig, obs_dim: int, act_dim: int, seed: int = 0,
+                 device: torch.device | str = "cpu"):
         self.cfg, self.seed = cfg, seed
         self.rng = np.random.default_rng(seed)
         self.store, self.heldout = EpisodeStore(cfg.store_episodes), EpisodeStore(cfg.store_episodes)
         self.episodes = 0  # finished episodes seen
-        self.ensemble = RewardEnsemble(obs_dim, act_dim, cfg.reward_model)
+        self.ensemble = RewardEnsemble(obs_dim, act_dim, cfg.reward_model, device)
         self.teacher = ScriptedTeacher(TeacherConfig(**vars(teacher_config(cfg.teacher, **cfg.teacher_overrides))),
                                        seed=seed)
         self.oracle = ScriptedTeacher(teacher_config("oracle"))

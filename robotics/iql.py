@@ -128,15 +128,18 @@ def transitions(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarr
             "next_obs": f(observations[e, t + 1]), "done": torch.zeros(len(e))}
 
 
-def train_iql(data: dict[str, Tensor], cfg: IQLConfig | None = None) -> tuple[DeterministicActor, dict[str, float]]:
+def train_iql(data: dict[str, Tensor], cfg: IQLConfig | None = None, device: torch.device | str = "cpu",
+              ) -> tuple[DeterministicActor, dict[str, float]]:
     """Train IQL offline.
 
     Args:
         data: transitions from `transitions` (obs, act, rew, next_obs, done).
         cfg: settings.
+        device: where the networks train (the data moves there; batches are drawn by a CPU generator, so the same
+            seed draws the same batches on any device).
 
     Returns:
-        The actor and the last step's losses / mean advantage weight.
+        The actor, on the CPU (rolling it out is env work), and the last step's losses / mean advantage weight.
     """
     cfg = cfg or IQLConfig()
     torch.manual_seed(cfg.seed)
@@ -144,6 +147,8 @@ def train_iql(data: dict[str, Tensor], cfg: IQLConfig | None = None) -> tuple[De
     obs_dim, act_dim = data["obs"].shape[-1], data["act"].shape[-1]
     q, v, actor = TwinQ(obs_dim, act_dim, cfg.hidden), _mlp(obs_dim, 1, cfg.hidden), DeterministicActor(
         obs_dim, act_dim, cfg.hidden)
+    q, v, actor = q.to(device), v.to(device), actor.to(device)
+    data = {k: x.to(device) for k, x in data.items()}
     if cfg.normalize_obs:  # critics read the standardised observations; the actor stores the statistics
         mean, std = data["obs"].mean(0), data["obs"].std(0) + 1e-3
         actor.obs_mean.copy_(mean)
@@ -155,9 +160,9 @@ def train_iql(data: dict[str, Tensor], cfg: IQLConfig | None = None) -> tuple[De
     q_target = copy.deepcopy(q).requires_grad_(False)
     opt_q, opt_v = torch.optim.Adam(q.parameters(), cfg.lr), torch.optim.Adam(v.parameters(), cfg.lr)
     opt_pi = torch.optim.Adam(actor.parameters(), cfg.lr)
-    n, log = len(data["obs"]), {}
+    n = len(data["obs"])
     for _ in range(cfg.steps):
-        idx = torch.randint(0, n, (cfg.batch_size,), generator=g)
+        idx = torch.randint(0, n, (cfg.batch_size,), generator=g).to(device)
         s, a, r, s2, d = (data[k][idx] for k in ("obs", "act", "rew", "next_obs", "done"))
         with torch.no_grad():
             q_t = torch.min(*q_target(s, a))
@@ -185,8 +190,8 @@ def train_iql(data: dict[str, Tensor], cfg: IQLConfig | None = None) -> tuple[De
         with torch.no_grad():
             for p, pt in zip(q.parameters(), q_target.parameters()):
                 pt.lerp_(p, cfg.polyak)
-        log = {"loss_v": loss_v.item(), "loss_q": loss_q.item(), "loss_pi": loss_pi.item(), "weight": w.mean().item()}
-    return actor, log
+        last = (loss_v, loss_q, loss_pi, w.mean())  # read once at the end: .item() per step would sync a GPU
+    return actor.cpu(), {k: float(x) for k, x in zip(("loss_v", "loss_q", "loss_pi", "weight"), last)}
 
 
 def evaluate(actor: DeterministicActor, env_id: str, episodes: int = 10, seed: int = 10_000,

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from mmalign.config import ConfigError, check_numbers
+from mmalign.device import resolve_device
 from mmalign.robotics.cpa import CPAConfig, SourceTask, all_pairs, cross_task_labels, segment_features
 from mmalign.robotics.iql import IQLConfig, evaluate, train_iql, transitions
 from mmalign.robotics.offline_data import OfflineDataset, check_dataset, collect_dataset, dataset_record
@@ -129,7 +130,7 @@ def get_dataset(task: str, cfg: PearlConfig, data: dict[str, OfflineDataset]) ->
 
 
 def run_pearl(source: str | Sequence[str], target: str, method: str = "cpa-rrl", seed: int = 0,
-              cfg: PearlConfig | None = None, data: dict | None = None) -> dict:
+              cfg: PearlConfig | None = None, data: dict | None = None, device: torch.device | str = "cpu") -> dict:
     """One zero-shot transfer run; see the module docstring.
 
     Args:
@@ -139,6 +140,7 @@ def run_pearl(source: str | Sequence[str], target: str, method: str = "cpa-rrl",
         seed: seeds the segments, the random labels, the reward model and IQL (datasets use seed 0).
         cfg: budget.
         data: optional {task: OfflineDataset} cache.
+        device: where the reward model and IQL train (CPA and the rollouts run on the CPU).
 
     Returns:
         dict with success, return, label_accuracy (of the target labels the reward model trains on, vs the truth),
@@ -168,14 +170,14 @@ def run_pearl(source: str | Sequence[str], target: str, method: str = "cpa-rrl",
     f = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
     rcfg = RRLConfig(**{**asdict(cfg.rrl), "stochastic": model_kind == "rrl", "seed": seed})
     model, _ = fit_reward(f(t["obs"][a[pick]]), f(t["actions"][a[pick]]), f(t["obs"][b[pick]]),
-                          f(t["actions"][b[pick]]), f(labels[pick]), rcfg)
+                          f(t["actions"][b[pick]]), f(labels[pick]), rcfg, device)
     ds = data[target]
     rew = model.reward(f(ds.observations), f(ds.actions)).numpy()
     valid = np.arange(rew.shape[1])[None] < ds.lengths[:, None]
     rew = (rew - rew[valid].mean()) / (rew[valid].std() + 1e-8)
     corr = float(np.corrcoef(_rank(rew[valid]), _rank(ds.rewards[valid]))[0, 1])
     actor, _ = train_iql(transitions(ds.observations, ds.actions, rew, ds.lengths),
-                         IQLConfig(**{**asdict(cfg.iql), "seed": seed}))
+                         IQLConfig(**{**asdict(cfg.iql), "seed": seed}), device)
     ev = evaluate(actor, target, cfg.eval_episodes, max_episode_steps=cfg.max_episode_steps)
     return {"source": "+".join(sources), "target": target, "method": method, "seed": seed, "success": ev["success"],
             "return": ev["return"], "label_accuracy": acc, "reward_rank_corr": corr, "seconds": time.time() - t0}
@@ -196,6 +198,7 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--normalize-obs", action="store_true", help="standardise observations inside IQL "
                         "(Meta-World)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda: where the reward model and IQL train")
     parser.add_argument("--out", default=None, help="optional JSON file for the results")
     args = parser.parse_args()
     cfg = PearlConfig(iql=IQLConfig(steps=args.iql_steps, normalize_obs=args.normalize_obs),
@@ -204,7 +207,7 @@ def main() -> None:
     results = []
     for method in args.methods:
         for seed in args.seeds:
-            res = run_pearl(args.source, args.target, method, seed, cfg, data)
+            res = run_pearl(args.source, args.target, method, seed, cfg, data, resolve_device(args.device))
             results.append(res)
             print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()}), flush=True)
     if args.out:

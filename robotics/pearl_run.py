@@ -26,6 +26,7 @@ import torch
 
 from mmalign import config
 from mmalign.config import ConfigError, check_nonempty, check_numbers, from_dict, to_dict
+from mmalign.device import check_device, resolve_device
 from mmalign.robotics.offline_data import load_dataset, save_dataset
 from mmalign.robotics.pearl import PearlConfig, check_method, get_dataset, run_pearl
 from mmalign.runs import Run
@@ -54,6 +55,8 @@ class PearlRunConfig:
     """Folder with <task>.npz datasets to reuse (collected and written there when missing); None = collect."""
     torch_threads: int = 1
     """torch CPU threads (small networks are fastest on one)."""
+    device: str = "auto"
+    """Where the reward models and IQL train: auto (CUDA when there is one), cpu or cuda (`mmalign.device`)."""
     pearl: PearlConfig = field(default_factory=PearlConfig)
     """Budget of each (method, seed) run."""
 
@@ -63,6 +66,7 @@ class PearlRunConfig:
             check_method(method, f"methods[{i}]")
         check_numbers(self, "seeds", ge=0)
         check_numbers(self, "torch_threads", ge=1)
+        check_device(self)
         if self.target in self.source:
             raise ConfigError(f"{self.target!r} is also a source; zero-shot transfer needs another task.", "target")
 
@@ -135,6 +139,7 @@ def train(cfg: PearlRunConfig, command: str = "", resume: bool = False) -> Path:
     that holds one; `resume` continues one, skipping the (method, seed) runs its metrics already hold."""
     run = Run(Path(cfg.output_dir) / cfg.name, to_dict(cfg), resume, fixed=tuple(to_dict(cfg)))
     torch.set_num_threads(cfg.torch_threads)
+    device = resolve_device(cfg.device)
     data: dict = {}
     cache = Path(cfg.data_dir) if cfg.data_dir else None
     for task in (*cfg.source, cfg.target):
@@ -152,7 +157,7 @@ def train(cfg: PearlRunConfig, command: str = "", resume: bool = False) -> Path:
             for method in cfg.methods:
                 if (method, seed) in done:
                     continue
-                row = run_pearl(cfg.source, cfg.target, method, seed, cfg.pearl, data)
+                row = run_pearl(cfg.source, cfg.target, method, seed, cfg.pearl, data, device)
                 rows.append(row)
                 tracker.log(len(rows), row)
                 print(f"[{time.time() - t0:6.0f}s] {method} seed {seed}: success {row['success']:.2f} return "

@@ -21,6 +21,7 @@ import torch
 from mmalign import config
 from mmalign.checkpoint import load_checkpoint, rng_state, set_rng_state
 from mmalign.config import check_numbers, from_dict, to_dict
+from mmalign.device import check_device, resolve_device
 from mmalign.robotics.sac import SAC, ReplayBuffer, SACConfig
 from mmalign.robotics.task import RobotTask, RobotTaskConfig
 from mmalign.runs import Run
@@ -42,6 +43,8 @@ class PebbleConfig:
     """Checkpoint every this many env steps (and at the end); a checkpoint restarts the envs."""
     keep_checkpoints: int = 2
     """How many of the newest checkpoints to keep."""
+    device: str = "auto"
+    """Where SAC, its replay buffer and the reward ensemble live: auto (CUDA when there is one), cpu or cuda."""
     task: RobotTaskConfig = field(default_factory=RobotTaskConfig)
     """Envs, preference feedback and evaluation (the robot task's settings; its `hidden` is unused)."""
     sac: SACConfig = field(default_factory=SACConfig)
@@ -50,6 +53,7 @@ class PebbleConfig:
     def __post_init__(self) -> None:
         check_numbers(self, "total_env_steps", "eval_every", "save_every", "keep_checkpoints", ge=1)
         check_numbers(self, "seed", ge=0)
+        check_device(self)
 
 
 FIXED_ON_RESUME = ("seed", "task", "sac.hidden", "sac.buffer_size")
@@ -63,11 +67,12 @@ class Pebble:
         self.cfg = cfg
         self.metrics: dict[str, float] = {}  # the newest value of each training metric
         torch.manual_seed(cfg.seed)
-        self.task = RobotTask(cfg.task)
-        space = self.task.sampler.env
-        obs_dim, act_dim = space.single_observation_space.shape[0], space.single_action_space.shape[0]
-        self.agent = SAC(obs_dim, act_dim, cfg.sac)
-        self.buffer = ReplayBuffer(obs_dim, act_dim, cfg.sac.buffer_size)
+        device = resolve_device(cfg.device)
+        self.task = RobotTask(cfg.task, device)
+        sampler = self.task.sampler
+        obs_dim, act_dim = sampler.observation_space.shape[0], sampler.action_space.shape[0]
+        self.agent = SAC(obs_dim, act_dim, cfg.sac, device)
+        self.buffer = ReplayBuffer(obs_dim, act_dim, cfg.sac.buffer_size, device)
 
     @property
     def env_steps(self) -> int:
@@ -94,7 +99,7 @@ class Pebble:
         if fb.cfg.unsup_steps and before <= fb.cfg.unsup_steps < self.env_steps:
             self.agent.reset_critics()  # PEBBLE: leave warm-up with fresh critics on the new reward
             if ground_truth:
-                self.buffer.relabel(lambda s, a: torch.zeros(len(s)))  # env rewards of warm-up are unknown
+                self.buffer.relabel(lambda s, a: torch.zeros(len(s), device=s.device))  # warm-up env rewards unknown
         for _ in range(max(1, round(cfg.updates_per_step * (self.env_steps - before)))):
             metrics.update(self.agent.update(self.buffer.sample(cfg.batch_size)))
         return metrics

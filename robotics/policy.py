@@ -8,9 +8,11 @@ over action dimensions (as CleanRL and Stable-Baselines3 do). `Rollout.state` ho
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +21,9 @@ from torch import Tensor, nn
 from torch.distributions import Normal
 
 from mmalign.rollout import Rollout
+
+if TYPE_CHECKING:
+    from mmalign.robotics.env_runner import EnvNoise
 
 
 def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.Tanh, out_gain: float = 1.0) -> nn.Sequential:
@@ -31,6 +36,15 @@ def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.Tanh, out_gain: f
         nn.init.zeros_(lin.bias)
         layers += [lin] if last else [lin, activation()]
     return nn.Sequential(*layers)
+
+
+def rowwise(net: nn.Sequential, x: Tensor) -> Tensor:
+    """`net(x)` with each row computed alone: every Linear as an elementwise product summed over its inputs. A matrix
+    multiply's blocking depends on the batch size, so a row's output would change in the last bits with the rows
+    beside it; here it does not, and envs split over workers act exactly as in one batch (`env_runner.py`)."""
+    for layer in net:
+        x = (x.unsqueeze(-2) * layer.weight).sum(-1) + layer.bias if isinstance(layer, nn.Linear) else layer(x)
+    return x
 
 
 class GaussianActorCritic(nn.Module):
@@ -61,14 +75,15 @@ class GaussianActorCritic(nn.Module):
 
 
 class GaussianPolicy:
-    """The adapter: samples env steps through a `VecEnvSampler` and re-scores them (Policy, HasValue, HasEntropy).
+    """The adapter: samples env steps through a sampler (`VecEnvSampler`, `RaySampler`) and re-scores them (Policy,
+    HasValue, HasEntropy).
 
     `sample(contexts, num_samples)` collects `num_samples` steps from each of the sampler's envs: B = num_envs rows,
     T = num_samples columns, all of group 0 (the env is the one context).
 
     Args:
         net: the actor-critic.
-        sampler: the vector-env sampler that `sample` drives (optional for re-scoring only).
+        sampler: the sampler that `sample` drives (optional for re-scoring only).
     """
 
     def __init__(self, net: GaussianActorCritic, sampler=None):
@@ -81,13 +96,26 @@ class GaussianPolicy:
         return self.net.named_parameters()
 
     @torch.no_grad()
-    def act(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-        """One step for CPU observations (N, obs_dim): raw action (N, act_dim), log-prob (N,), V (N,), on the CPU (the
-        envs' side), computed on the network's device."""
+    def act(self, obs: Tensor, noise: EnvNoise | None = None, deterministic: bool = False) -> tuple[Tensor, Tensor]:
+        """One step for CPU observations (N, obs_dim): raw action mu + sigma * eps (N, act_dim) and its log-prob (N,),
+        on the CPU (the envs' side), computed row by row (`rowwise`) on the network's device.
+
+        Args:
+            noise: each env's eps (`EnvNoise`); None = the global torch generator.
+            deterministic: the mean action.
+        """
         obs = obs.to(self.device)
-        d = self.net.dist(obs)
-        action = d.mean if deterministic else d.sample()
-        return action.cpu(), d.log_prob(action).sum(-1).cpu(), self.net.value(obs).cpu()
+        mean, std = rowwise(self.net.actor, obs), self.net.log_std.exp()
+        if deterministic:
+            action = mean
+        else:
+            eps = noise.normal(mean.shape[-1]) if noise is not None else torch.randn(mean.shape)
+            action = mean + std * eps.to(self.device)
+        return action.cpu(), Normal(mean, std).log_prob(action).sum(-1).cpu()
+
+    def for_workers(self) -> GaussianPolicy:
+        """A CPU copy that acts (no sampler): what a Ray sampler sends its workers each iteration."""
+        return GaussianPolicy(copy.deepcopy(self.net).cpu())
 
     @torch.no_grad()
     def state_value(self, obs: Tensor) -> Tensor:
@@ -127,7 +155,7 @@ class GaussianPolicy:
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic (mean) action for one or a batch of numpy observations, clipped to [-1, 1]."""
-        action, _, _ = self.act(torch.as_tensor(obs, dtype=torch.float32), deterministic=True)
+        action, _ = self.act(torch.as_tensor(obs, dtype=torch.float32), deterministic=True)
         return action.clamp(-1, 1).numpy()
 
 

@@ -5,6 +5,9 @@ segment's score is the sum of its step rewards, and P(a > b) = sigmoid(R_hat(a) 
 2017, Eq. 1). Every member trains with `mmalign.algorithms.reward_model.reward_model_update` on its own
 shuffled order of the labelled pairs; SURF's pseudo-labels (Park et al. 2022, Eq. 4) and temporal cropping
 (Sec. 3.2) are options. The ensemble mean is the RL reward (`step_reward`).
+
+The ensemble lives on one device (`device`); segments and labels may stay on the CPU: each batch moves there, and
+rewards and probabilities come back on the device of their inputs.
 """
 
 from __future__ import annotations
@@ -64,21 +67,25 @@ class RewardEnsemble(nn.Module):
         obs_dim: observation size.
         act_dim: action size.
         cfg: ensemble settings.
+        device: where the members live and train.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg: RewardEnsembleConfig):
+    def __init__(self, obs_dim: int, act_dim: int, cfg: RewardEnsembleConfig, device: torch.device | str = "cpu"):
         super().__init__()
         self.cfg = cfg
         self.nets = nn.ModuleList(
             nn.Sequential(mlp([obs_dim + act_dim, *cfg.hidden, 1], activation=nn.LeakyReLU), nn.Tanh())
             for _ in range(cfg.members))
-        self.optimizers = [torch.optim.Adam(n.parameters(), lr=cfg.lr) for n in self.nets]
         self.register_buffer("input_mean", torch.zeros(obs_dim + act_dim))
         self.register_buffer("input_std", torch.ones(obs_dim + act_dim))
+        self.to(device)
+        self.optimizers = [torch.optim.Adam(n.parameters(), lr=cfg.lr) for n in self.nets]
 
     def inputs(self, obs: Tensor, actions: Tensor) -> Tensor:
-        """(..., obs_dim), (..., act_dim) -> (..., obs_dim + act_dim) standardised network input."""
-        return (torch.cat([obs, actions], -1) - self.input_mean) / self.input_std
+        """(..., obs_dim), (..., act_dim) -> (..., obs_dim + act_dim) standardised network input, on the ensemble's
+        device."""
+        x = torch.cat([obs, actions], -1).to(self.input_mean.device)
+        return (x - self.input_mean) / self.input_std
 
     @torch.no_grad()
     def set_normalizer(self, *segments: Segments) -> None:
@@ -94,8 +101,8 @@ class RewardEnsemble(nn.Module):
 
     @torch.no_grad()
     def step_reward(self, obs: Tensor, actions: Tensor) -> Tensor:
-        """The RL reward: ensemble-mean r_hat(s, a), (..., obs_dim), (..., act_dim) -> (...)."""
-        return self.member_rewards(obs, actions).mean(0)
+        """The RL reward: ensemble-mean r_hat(s, a), (..., obs_dim), (..., act_dim) -> (...) on obs' device."""
+        return self.member_rewards(obs, actions).mean(0).to(obs.device)
 
     def scorer(self, m: int):
         """Member m as the core's `score_fn`: Segments (N, H, .) -> (N,) segment return, with grad."""
@@ -103,10 +110,10 @@ class RewardEnsemble(nn.Module):
 
     @torch.no_grad()
     def probs(self, a: Segments, b: Segments) -> Tensor:
-        """(M, N) each member's P(a_i > b_i) = sigmoid(R_m(a_i) - R_m(b_i))."""
+        """(M, N) each member's P(a_i > b_i) = sigmoid(R_m(a_i) - R_m(b_i)), on the segments' device."""
         ra = self.member_rewards(a.obs, a.actions).sum(-1)
         rb = self.member_rewards(b.obs, b.actions).sum(-1)
-        return torch.sigmoid(ra - rb)
+        return torch.sigmoid(ra - rb).to(a.obs.device)
 
     @torch.no_grad()
     def accuracy(self, a: Segments, b: Segments, labels: Tensor) -> float:
@@ -140,7 +147,7 @@ class RewardEnsemble(nn.Module):
             for m in range(len(self.nets)):
                 order = torch.randperm(len(labels), generator=g)  # each member: its own order (B-Pref)
                 for idx in order.split(cfg.batch_size):
-                    ba, bb, y = a[idx], b[idx], labels[idx]
+                    ba, bb, y = a[idx], b[idx], labels[idx].to(self.input_mean.device)
                     if unlabelled is not None and cfg.surf_threshold > 0:
                         ba, bb, y, n_pseudo = self._with_pseudo(m, ba, bb, y, unlabelled, g)
                         out["pseudo_labels"] += n_pseudo if last else 0
@@ -157,10 +164,10 @@ class RewardEnsemble(nn.Module):
         pick = torch.randint(0, len(ua), (len(y) * self.cfg.surf_ratio,), generator=g)
         ua, ub = ua[pick], ub[pick]
         with torch.no_grad():
-            p = torch.sigmoid(self.scorer(m)(ua) - self.scorer(m)(ub))
+            p = torch.sigmoid(self.scorer(m)(ua) - self.scorer(m)(ub)).to(ua.obs.device)
         sure = torch.maximum(p, 1 - p) > self.cfg.surf_threshold
         if not sure.any():
             return a, b, y, 0
         ua, ub = ua[sure.nonzero().flatten()], ub[sure.nonzero().flatten()]
-        return (Segments.cat([a, ua]), Segments.cat([b, ub]), torch.cat([y, (p[sure] > 0.5).float()]),
+        return (Segments.cat([a, ua]), Segments.cat([b, ub]), torch.cat([y, (p[sure] > 0.5).float().to(y.device)]),
                 int(sure.sum()))

@@ -110,8 +110,9 @@ class GaussianReward(nn.Module):
 
     @torch.no_grad()
     def reward(self, obs: Tensor, actions: Tensor) -> Tensor:
-        """Mean reward (...), e.g. to relabel an offline dataset."""
-        return self(obs, actions).mean
+        """Mean reward (...) on obs' device, e.g. to relabel an offline dataset."""
+        dev = self.head.weight.device
+        return self(obs.to(dev), actions.to(dev)).mean.to(obs.device)
 
 
 def gaussian_kl_to_scale(std: Tensor, sigma0: float) -> Tensor:
@@ -125,12 +126,13 @@ def sampled_returns(step: StepReward, num_samples: int, generator: torch.Generat
     Args:
         step: mean, std (N, H).
         num_samples: draws S.
-        generator: noise generator.
+        generator: noise generator (a CPU one: the draws are the same whatever device the model is on).
 
     Returns:
         (S, N) returns, differentiable in mean and std.
     """
     eps = torch.randn((num_samples, *step.mean.shape), generator=generator, dtype=step.mean.dtype)
+    eps = eps.to(step.mean.device)
     return (step.mean + step.std * eps).sum(-1)
 
 
@@ -168,7 +170,7 @@ def rrl_loss(model: GaussianReward, obs_a: Tensor, act_a: Tensor, obs_b: Tensor,
 
 
 def fit_reward(obs_a: Tensor, act_a: Tensor, obs_b: Tensor, act_b: Tensor, labels: Tensor, cfg: RRLConfig,
-               ) -> tuple[GaussianReward, list[dict[str, float]]]:
+               device: torch.device | str = "cpu") -> tuple[GaussianReward, list[dict[str, float]]]:
     """Train a reward model on labelled pairs of segments.
 
     Args:
@@ -178,19 +180,21 @@ def fit_reward(obs_a: Tensor, act_a: Tensor, obs_b: Tensor, act_b: Tensor, label
         act_b: (N, H, act_dim).
         labels: (N,) P(a preferred to b).
         cfg: settings (cfg.stochastic picks RRL or plain BT).
+        device: where the model trains (the data moves there; shuffling and noise stay on a CPU generator).
 
     Returns:
-        The trained model and per-epoch mean metrics.
+        The trained model (on `device`) and per-epoch mean metrics.
     """
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
-    model = GaussianReward(obs_a.shape[-1], act_a.shape[-1], cfg.hidden, cfg.sigma0, cfg.mean_bound)
+    model = GaussianReward(obs_a.shape[-1], act_a.shape[-1], cfg.hidden, cfg.sigma0, cfg.mean_bound).to(device)
+    obs_a, act_a, obs_b, act_b, labels = (x.to(device) for x in (obs_a, act_a, obs_b, act_b, labels))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history = []
     for _ in range(cfg.epochs):
         order, sums = torch.randperm(len(labels), generator=g), {"loss": 0.0, "bt": 0.0, "kl": 0.0}
         for i in range(0, len(order), cfg.batch_size):
-            j = order[i:i + cfg.batch_size]
+            j = order[i:i + cfg.batch_size].to(device)
             out = rrl_loss(model, obs_a[j], act_a[j], obs_b[j], act_b[j], labels[j], cfg, g)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()

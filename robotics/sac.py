@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,8 +20,11 @@ from torch import Tensor, nn
 
 from mmalign.checkpoint import load_optimizer_state, optimizer_state
 from mmalign.config import check_numbers
-from mmalign.robotics.policy import mlp
+from mmalign.robotics.policy import mlp, rowwise
 from mmalign.rollout import Rollout
+
+if TYPE_CHECKING:
+    from mmalign.robotics.env_runner import EnvNoise
 
 
 @dataclass
@@ -53,30 +57,34 @@ class SACConfig:
 
 
 class ReplayBuffer:
-    """A ring buffer of transitions (s, a, s', terminated) whose rewards can be recomputed at any time."""
+    """A ring buffer of transitions (s, a, s', terminated) whose rewards can be recomputed at any time, held on
+    `device` (where the SAC updates read it)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, capacity: int):
-        self.obs = torch.zeros(capacity, obs_dim)
-        self.actions = torch.zeros(capacity, act_dim)
-        self.next_obs = torch.zeros(capacity, obs_dim)
-        self.terminated = torch.zeros(capacity)
-        self.rewards = torch.zeros(capacity)
+    FIELDS = ("obs", "actions", "next_obs", "terminated", "rewards")
+
+    def __init__(self, obs_dim: int, act_dim: int, capacity: int, device: torch.device | str = "cpu"):
+        self.obs = torch.zeros(capacity, obs_dim, device=device)
+        self.actions = torch.zeros(capacity, act_dim, device=device)
+        self.next_obs = torch.zeros(capacity, obs_dim, device=device)
+        self.terminated = torch.zeros(capacity, device=device)
+        self.rewards = torch.zeros(capacity, device=device)
         self.capacity, self.pos, self.size = capacity, 0, 0
 
     def __len__(self) -> int:
         return self.size
 
     def add_rollout(self, rollout: Rollout, reward_fn: Callable[[Tensor, Tensor], Tensor] | None = None) -> None:
-        """Append the real steps (mask) of a sampler rollout; rewards from `reward_fn` or the env."""
-        m = rollout.mask
-        s, a, s2 = rollout.state["obs"][m], rollout.state["actions"][m], rollout.state["next_obs"][m]
-        r = reward_fn(s, a) if reward_fn is not None else rollout.state["env_rewards"][m]
-        done = rollout.extras["terminated"][m].float()
-        for i in range(len(s)):  # a few rows per call; keeps the ring arithmetic simple
-            j = self.pos
-            self.obs[j], self.actions[j], self.next_obs[j], self.terminated[j], self.rewards[j] = (
-                s[i], a[i], s2[i], done[i], r[i])
-            self.pos, self.size = (j + 1) % self.capacity, min(self.size + 1, self.capacity)
+        """Append the real steps (mask) of a sampler rollout; rewards from `reward_fn` (called with the buffer's
+        device tensors) or the env."""
+        m, dev = rollout.mask, self.obs.device
+        s, a, s2 = (rollout.state[k][m].to(dev) for k in ("obs", "actions", "next_obs"))
+        r = reward_fn(s, a) if reward_fn is not None else rollout.state["env_rewards"][m].to(dev)
+        k = len(s)
+        keep = slice(max(0, k - self.capacity), k)  # a rollout longer than the ring: its newest steps
+        idx = ((self.pos + torch.arange(k)) % self.capacity)[keep].to(dev)
+        for name, v in zip(self.FIELDS, (s, a, s2, rollout.extras["terminated"][m].float().to(dev), r)):
+            getattr(self, name)[idx] = v[keep]
+        self.pos, self.size = (self.pos + k) % self.capacity, min(self.size + k, self.capacity)
 
     @torch.no_grad()
     def relabel(self, reward_fn: Callable[[Tensor, Tensor], Tensor], chunk: int = 8192) -> None:
@@ -86,33 +94,58 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict:
         """The stored transitions and the ring position (checkpoints)."""
-        fields = ("obs", "actions", "next_obs", "terminated", "rewards")
-        return {**{k: getattr(self, k)[: self.size] for k in fields}, "pos": self.pos, "size": self.size}
+        return {**{k: getattr(self, k)[: self.size] for k in self.FIELDS}, "pos": self.pos, "size": self.size}
 
     def load_state_dict(self, state: dict) -> None:
-        for k in ("obs", "actions", "next_obs", "terminated", "rewards"):
+        for k in self.FIELDS:
             getattr(self, k)[: state["size"]] = state[k]
         self.pos, self.size = state["pos"], state["size"]
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        idx = torch.randint(0, self.size, (n,), generator=generator)
+        idx = torch.randint(0, self.size, (n,), generator=generator, device=self.obs.device)
         return {"obs": self.obs[idx], "actions": self.actions[idx], "next_obs": self.next_obs[idx],
                 "terminated": self.terminated[idx], "rewards": self.rewards[idx]}
 
 
 class SquashedGaussianActor(nn.Module):
+    """tanh(u), u ~ N(mu(s), sigma(s)); `act` also serves the samplers (uniform actions while `random_actions`)."""
+
     def __init__(self, obs_dim: int, act_dim: int, hidden: list[int]):
         super().__init__()
         self.trunk = mlp([obs_dim, *hidden, 2 * act_dim], activation=nn.ReLU)
+        self.act_dim, self.random_actions = act_dim, True  # uniform actions until learning starts
 
     def forward(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
         """(N, obs_dim) -> action in [-1, 1] (N, act_dim), log pi(a|s) (N,) with the tanh correction."""
         mean, log_std = self.trunk(obs).chunk(2, -1)
+        return self._squash(mean, log_std, None if deterministic else torch.randn_like(mean))
+
+    @staticmethod
+    def _squash(mean: Tensor, log_std: Tensor, eps: Tensor | None) -> tuple[Tensor, Tensor]:
         std = log_std.clamp(-5, 2).exp()
-        u = mean if deterministic else mean + std * torch.randn_like(mean)
+        u = mean if eps is None else mean + std * eps
         logp = torch.distributions.Normal(mean, std).log_prob(u).sum(-1)
         logp = logp - (2 * (np.log(2) - u - F.softplus(-2 * u))).sum(-1)  # log |d tanh(u) / du|, stable form
         return torch.tanh(u), logp
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, noise: EnvNoise | None = None, deterministic: bool = False) -> tuple[Tensor, Tensor]:
+        """CPU observations (N, obs_dim) -> action (N, act_dim), log-prob (N,) on the CPU, each row computed alone
+        (`policy.rowwise`) with its env's noise (`EnvNoise`; None = the global torch generator)."""
+        n, dev = obs.shape[0], next(self.parameters()).device
+        if self.random_actions and not deterministic:
+            u = noise.uniform(self.act_dim) if noise is not None else torch.rand(n, self.act_dim)
+            return u * 2 - 1, torch.zeros(n)
+        mean, log_std = rowwise(self.trunk, obs.to(dev)).chunk(2, -1)
+        eps = None
+        if not deterministic:
+            eps = (noise.normal(self.act_dim) if noise is not None else torch.randn(n, self.act_dim)).to(dev)
+        action, logp = self._squash(mean, log_std, eps)
+        return action.cpu(), logp.cpu()
+
+    def for_workers(self) -> SquashedGaussianActor:
+        """A CPU copy that acts: what a Ray sampler sends its workers."""
+        return copy.deepcopy(self).cpu()
 
 
 class SAC:
@@ -122,31 +155,36 @@ class SAC:
         obs_dim: observation size.
         act_dim: action size.
         cfg: SAC settings.
+        device: where the networks train.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig):
+    def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig, device: torch.device | str = "cpu"):
         self.cfg = cfg
-        self.actor = SquashedGaussianActor(obs_dim, act_dim, cfg.hidden)
-        self.critics = nn.ModuleList(mlp([obs_dim + act_dim, *cfg.hidden, 1], nn.ReLU) for _ in range(2))
+        self.actor = SquashedGaussianActor(obs_dim, act_dim, cfg.hidden).to(device)
+        self.critics = nn.ModuleList(mlp([obs_dim + act_dim, *cfg.hidden, 1], nn.ReLU) for _ in range(2)).to(device)
         self.targets = copy.deepcopy(self.critics).requires_grad_(False)
-        self.log_alpha = torch.tensor(float(np.log(cfg.init_alpha)), requires_grad=True)
+        self.log_alpha = torch.tensor(float(np.log(cfg.init_alpha)), device=device, requires_grad=True)
         self.target_entropy = -float(act_dim)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
         self.critic_opt = torch.optim.Adam(self.critics.parameters(), lr=cfg.lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
-        self.random_actions = True  # uniform actions until learning starts
+
+    @property
+    def random_actions(self) -> bool:
+        return self.actor.random_actions
+
+    @random_actions.setter
+    def random_actions(self, value: bool) -> None:
+        self.actor.random_actions = value
 
     def parameters(self):
         return [*self.actor.parameters(), *self.critics.parameters()]
 
-    @torch.no_grad()
-    def act(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-        """(N, obs_dim) -> action (N, act_dim), log-prob (N,), zeros (N,) (no state value)."""
-        if self.random_actions and not deterministic:
-            a = torch.rand(obs.shape[0], self.actor.trunk[-1].out_features // 2) * 2 - 1
-            return a, torch.zeros(len(a)), torch.zeros(len(a))
-        a, logp = self.actor(obs, deterministic)
-        return a, logp, torch.zeros(len(a))
+    def act(self, obs: Tensor, noise: EnvNoise | None = None, deterministic: bool = False) -> tuple[Tensor, Tensor]:
+        return self.actor.act(obs, noise, deterministic)
+
+    def for_workers(self) -> SquashedGaussianActor:
+        return self.actor.for_workers()
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic action for numpy observations (videos, evaluation)."""

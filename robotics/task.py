@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmalign.config import check_numbers
+from mmalign.config import check_choice, check_numbers
+from mmalign.robotics.env_runner import VECTORS, make_vec_env
 from mmalign.robotics.feedback import FeedbackConfig, PreferenceFeedback
 from mmalign.robotics.policy import GaussianActorCritic, GaussianPolicy
-from mmalign.robotics.sampler import Trajectory, VecEnvSampler, make_vec_env
+from mmalign.robotics.sampler import Trajectory, make_sampler
 
 
 @dataclass
@@ -37,7 +38,17 @@ class RobotTaskConfig:
     env_kwargs: dict = field(default_factory=dict)
     """Keyword arguments of the env (e.g. {task: reach-v3} for mmalign/MetaWorld-v3)."""
     num_envs: int = 8
-    """Parallel envs (synchronous vector env): the rows of a rollout."""
+    """Parallel envs: the rows of a rollout."""
+    sampler: str = "local"
+    """Where the envs step: "local" (this process) or "ray" (`ray_workers` Ray actors, each a vector env over its
+    share of the envs; `pip install 'mmalign[ray]'`). Same seed, same rollouts (docs/robotics.md, Scaling out)."""
+    vector: str = "sync"
+    """How each vector env steps its envs: "sync" (one after another) or "async" (gymnasium's AsyncVectorEnv, a
+    subprocess per env)."""
+    ray_workers: int = 2
+    """Ray actors of `sampler: ray` (1 CPU each, at most num_envs)."""
+    ray_address: str | None = None
+    """Ray cluster of `sampler: ray` ("auto", "ray://head:10001"); None = a local instance with `ray_workers` CPUs."""
     seed: int = 0
     """Seed of the envs, the teacher, query sampling and reward fitting (the networks follow trainer.seed)."""
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
@@ -55,6 +66,9 @@ class RobotTaskConfig:
 
     def __post_init__(self) -> None:
         check_numbers(self, "num_envs", "eval_episodes", "torch_threads", ge=1)
+        check_numbers(self, "ray_workers", ge=1, le=self.num_envs)
+        check_choice(self, "sampler", ("local", "ray"))
+        check_choice(self, "vector", VECTORS)
         check_numbers(self, "seed", ge=0)
         check_numbers(self, "hidden", ge=1)
 
@@ -79,7 +93,8 @@ class RobotReward:
 
 
 class RobotTask:
-    """A Task (mmalign.task) for online preference RL: envs, a Gaussian actor-critic, preference feedback."""
+    """A Task (mmalign.task) for online preference RL: envs, a Gaussian actor-critic, preference feedback. The
+    actor-critic and the reward ensemble live on `device` (the Trainer's); the envs step on CPUs."""
 
     Config = RobotTaskConfig
 
@@ -88,10 +103,11 @@ class RobotTask:
         torch.set_num_threads(cfg.torch_threads)
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         self.seed = cfg.seed + 1_000_003 * rank  # each process its own envs and labels
-        env = make_vec_env(cfg.env_id, cfg.num_envs, seed=self.seed, **cfg.env_kwargs)
-        obs_dim, act_dim = env.single_observation_space.shape[0], env.single_action_space.shape[0]
-        self.feedback = PreferenceFeedback(cfg.feedback, obs_dim, act_dim, self.seed)
-        self.sampler = VecEnvSampler(env, on_episode=self.feedback.add_episode)
+        self.sampler = make_sampler(cfg.sampler, cfg.env_id, cfg.num_envs, self.seed, cfg.vector, cfg.env_kwargs,
+                                    on_episode=lambda ep: self.feedback.add_episode(ep),
+                                    ray_workers=cfg.ray_workers, ray_address=cfg.ray_address)
+        obs_dim, act_dim = self.sampler.observation_space.shape[0], self.sampler.action_space.shape[0]
+        self.feedback = PreferenceFeedback(cfg.feedback, obs_dim, act_dim, self.seed, device)
         net = GaussianActorCritic(obs_dim, act_dim, cfg.hidden, cfg.log_std_init).to(device)
         self.policy = GaussianPolicy(net, self.sampler)
         self.rewards = [("reward", RobotReward(self), 1.0)]
@@ -108,7 +124,7 @@ class RobotTask:
         """Ground-truth success rate and return of the deterministic policy; held-out reward-model accuracy."""
         cfg, n = self.cfg, self.cfg.eval_episodes
         env = make_vec_env(cfg.env_id, n, seed=10_000 + self.seed, **cfg.env_kwargs)
-        obs, _ = env.reset(seed=10_000 + self.seed)
+        obs, _ = env.reset(seed=[10_000 + self.seed] * n)
         ret, success, done = np.zeros(n), np.zeros(n, bool), np.zeros(n, bool)
         while not done.all():
             obs, r, term, trunc, info = env.step(policy(obs))

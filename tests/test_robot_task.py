@@ -3,15 +3,11 @@ SAC loop (`loop: pebble`), their pieces, and kill / resume on the same curve."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from kill import TWO_PROCESSES, kill_when, same_rows, train
 
 from mmalign.cli import main
 from mmalign.run_config import load_run_config
@@ -22,7 +18,6 @@ pytest.importorskip("mujoco")
 ROOT = Path(__file__).resolve().parents[1]
 PREFPPO = str(ROOT / "configs/robotics/reach_prefppo.yaml")
 PEBBLE = str(ROOT / "configs/robotics/reach_pebble.yaml")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 SMALL_PREFPPO = ["task_args.num_envs=2", "task_args.eval_episodes=2", "task_args.video=false",
                  "trainer.num_samples=64", "task_args.feedback.segment_length=20",
                  "task_args.feedback.queries_per_round=10",
@@ -55,10 +50,10 @@ def test_knn_state_entropy_is_kth_neighbour_distance():
 
 def test_replay_buffer_relabels_every_transition_and_keeps_its_state():
     from mmalign.robotics.sac import SAC, ReplayBuffer, SACConfig
-    from mmalign.robotics.sampler import VecEnvSampler, make_vec_env
+    from mmalign.robotics.sampler import VecEnvSampler
 
-    sampler = VecEnvSampler(make_vec_env("mmalign/Reach-v0", 2))
-    buf = ReplayBuffer(sampler.env.single_observation_space.shape[0], 2, capacity=4)
+    sampler = VecEnvSampler("mmalign/Reach-v0", 2)
+    buf = ReplayBuffer(sampler.observation_space.shape[0], 2, capacity=4)
     buf.add_rollout(sampler.collect(SAC(buf.obs.shape[1], 2, SACConfig(hidden=[8])), 3))  # 6 into a ring of 4
     assert len(buf) == 4 and buf.pos == 2
     buf.relabel(lambda s, a: s[:, 0] + a[:, 1])
@@ -81,50 +76,41 @@ def test_prefppo_through_the_trainer_leaves_its_run_folder(tmp_path):
     assert (run / "final_policy.mp4").stat().st_size > 1000
 
 
-def _train(cfg: str, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mmalign.cli", "train", cfg, *extra], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def _kill_after(proc: subprocess.Popen, marker: Path, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _same_curve(whole: list[dict], resumed: list[dict]) -> None:
-    assert [r["step"] for r in resumed] == [r["step"] for r in whole]
-    for a, b in zip(whole, resumed):
-        assert {k: v for k, v in a.items() if "time" not in k} == {k: v for k, v in b.items() if "time" not in k}
-
-
 @pytest.mark.slow
-def test_prefppo_sigkill_then_resume_continues_the_same_curve(tmp_path):
+@pytest.mark.parametrize("how", ["local", "ray workers", "two processes"])
+def test_prefppo_sigkill_then_resume_continues_thesame_rows(tmp_path, how):
     """Weights, optimizer, RNG streams, the envs (restarted at each checkpoint), the episode stores, every label and
-    the reward ensemble come back, so the resumed run logs exactly the rows of an uninterrupted one."""
+    the reward ensemble come back, so the resumed run logs exactly the rows of an uninterrupted one: in one process,
+    with the envs on 2 Ray workers (whose rows are the in-process run's), and on 2 processes."""
     args = [f"trainer.output_dir={tmp_path}", "trainer.steps=8", *SMALL_PREFPPO]
-    assert _train(PREFPPO, *args, "trainer.name=whole").wait(timeout=600) == 0
-    proc = _train(PREFPPO, *args, "trainer.name=killed")
-    _kill_after(proc, tmp_path / "killed/checkpoints/step_000004")
+    launcher = TWO_PROCESSES if how == "two processes" else ()
+    if how == "two processes":  # the env is the context: one per process, each with its own envs and labels
+        args.append("trainer.contexts_per_step=2")
+    killed = list(args)
+    if how == "ray workers":
+        pytest.importorskip("ray")
+        killed += ["task_args.sampler=ray", "task_args.ray_workers=2"]
+    assert train(PREFPPO, *args, "trainer.name=whole", launcher=launcher).wait(timeout=600) == 0
+    proc = train(PREFPPO, *killed, "trainer.name=killed", launcher=launcher)
+    kill_when(proc, (tmp_path / "killed/checkpoints/step_000004").exists)
     assert max(r["step"] for r in read_metrics(tmp_path / "killed/metrics.jsonl")) < 8, "killed too late"
-    assert _train(PREFPPO, *args, "trainer.name=killed", "--resume").wait(timeout=600) == 0
-    _same_curve(read_metrics(tmp_path / "whole/metrics.jsonl"), read_metrics(tmp_path / "killed/metrics.jsonl"))
+    resumed = train(PREFPPO, *killed, "trainer.name=killed", "--resume", launcher=launcher)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
+    same_rows(read_metrics(tmp_path / "whole/metrics.jsonl"), read_metrics(tmp_path / "killed/metrics.jsonl"))
 
 
 @pytest.mark.slow
-def test_pebble_warms_up_asks_relabels_and_resumes_on_the_same_curve(tmp_path):
+def test_pebble_warms_up_asks_relabels_and_resumes_on_thesame_rows(tmp_path):
     args = [f"output_dir={tmp_path}", *SMALL_PEBBLE]
-    assert _train(PEBBLE, *args, "name=whole").wait(timeout=600) == 0
+    assert train(PEBBLE, *args, "name=whole").wait(timeout=600) == 0
     whole = read_metrics(tmp_path / "whole/metrics.jsonl")
     assert whole[-1]["feedback"] == 20 and "eval/reward_model_accuracy" in whole[-1] and "q_loss" in whole[-1]
     assert (tmp_path / "whole/curves.png").exists() and (tmp_path / "whole/final/reward_ensemble.safetensors").exists()
-    proc = _train(PEBBLE, *args, "name=killed")
-    _kill_after(proc, tmp_path / "killed/checkpoints/step_000400")
+    proc = train(PEBBLE, *args, "name=killed")
+    kill_when(proc, (tmp_path / "killed/checkpoints/step_000400").exists)
     assert max(r["step"] for r in read_metrics(tmp_path / "killed/metrics.jsonl")) < 600, "killed too late"
-    assert _train(PEBBLE, *args, "name=killed", "--resume").wait(timeout=600) == 0
-    _same_curve(whole, read_metrics(tmp_path / "killed/metrics.jsonl"))
+    assert train(PEBBLE, *args, "name=killed", "--resume").wait(timeout=600) == 0
+    same_rows(whole, read_metrics(tmp_path / "killed/metrics.jsonl"))
 
 
 def test_every_robot_entry_point_refuses_an_existing_run_untouched(tmp_path, capsys):

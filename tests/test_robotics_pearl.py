@@ -327,3 +327,32 @@ def test_shipped_recipe_configs_load(name):
 
     cfg = load_config(Path(__file__).parents[1] / "configs" / "robotics" / f"{name}.yaml", [])
     assert cfg.target and cfg.methods and cfg.seeds
+
+
+@pytest.mark.slow
+def test_pearl_sigkill_then_resume_gives_the_uninterrupted_results(tmp_path):
+    """Killed after its first (method, seed) row, a resumed comparison reruns only the missing ones and ends with the
+    rows and summary of an uninterrupted run (datasets recollected from seed 0, each run seeded by its seed)."""
+    pytest.importorskip("mujoco")
+    import json
+    from pathlib import Path
+
+    from kill import kill_when, same_rows, train
+
+    from mmalign.tracking import read_metrics
+
+    cfg = str(Path(__file__).parents[1] / "configs" / "robotics" / "pearl_planar.yaml")
+    args = ["pearl.episodes_per_policy=2", "pearl.segments=12", "pearl.reward_pairs=50", "pearl.rrl.epochs=2",
+            "pearl.iql.steps=300", "pearl.eval_episodes=2", "seeds=[0]", "methods=[cpa-rrl, random-bt, oracle-rrl]",
+            "device=cpu", f"output_dir={tmp_path}"]
+    assert train(cfg, *args, "name=whole").wait(timeout=600) == 0
+    proc = train(cfg, *args, "name=killed")
+    metrics = tmp_path / "killed/metrics.jsonl"
+    kill_when(proc, lambda: metrics.exists() and metrics.read_text().count("\n") >= 1)
+    assert len(read_metrics(metrics)) < 3, "killed too late"
+    resumed = train(cfg, *args, "name=killed", "--resume")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
+    same_rows(read_metrics(tmp_path / "whole/metrics.jsonl"), read_metrics(metrics), volatile=("seconds",))
+    whole, killed = (json.loads((tmp_path / f"{n}/results.json").read_text()) for n in ("whole", "killed"))
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop(whole["runs"]) == drop(killed["runs"]) and whole["summary"] == killed["summary"]

@@ -92,10 +92,10 @@ class _TerminatingEnv(gym.Env):
 
 
 def test_termination_gets_zero_successor_value():
-    env = gym.vector.SyncVectorEnv([_TerminatingEnv, _TerminatingEnv])
-    env.reset(seed=0)
+    if "test/Terminating-v0" not in gym.registry:
+        gym.register("test/Terminating-v0", entry_point=_TerminatingEnv)
     torch.manual_seed(0)
-    policy = GaussianPolicy(GaussianActorCritic(10, 2, (8,)), VecEnvSampler(env))
+    policy = GaussianPolicy(GaussianActorCritic(10, 2, (8,)), VecEnvSampler("test/Terminating-v0", 2))
     r = policy.sample(["x"], 8)
     assert torch.equal(r.extras["terminated"][0], torch.tensor([0, 0, 1, 0, 0, 0, 1, 0], dtype=torch.bool))
     assert torch.equal(r.mask[0], torch.tensor([1, 1, 1, 0, 1, 1, 1, 0], dtype=torch.bool))
