@@ -188,3 +188,21 @@ def test_decoder_wires_each_method_and_refuses_a_foreign_vocabulary():
         Decoder(policy, "tq", count_dog, DecodeSettings(aligned="big"), load=models.__getitem__)
     with pytest.raises(ValueError, match="searches under a reward"):
         Decoder(policy, "bon")
+
+
+def test_best_of_n_ranks_diffusion_samples_too():
+    """The same best-of-N over a (tiny) diffusion policy: the brightest of N images per prompt."""
+    import numpy as np
+    from diffusion_tiny import PROMPTS as IMAGE_PROMPTS
+    from diffusion_tiny import tiny_diffusion_policy
+
+    def brightness(contexts, outputs):
+        return [float(np.asarray(o, np.float32).mean()) for o in outputs]
+
+    policy = tiny_diffusion_policy()
+    torch.manual_seed(0)
+    drawn = brightness(None, policy.sample(IMAGE_PROMPTS, 4).outputs)
+    torch.manual_seed(0)
+    best, cost = best_of_n(policy, IMAGE_PROMPTS, brightness, 4)
+    assert brightness(None, best) == [max(drawn[:4]), max(drawn[4:])]
+    assert cost.model_calls == policy.num_steps

@@ -1,4 +1,5 @@
-"""Decoders that search under rewards, for a text policy (`mmalign.text.policy.CausalLMPolicy`).
+"""Decoders that search under rewards: best-of-N for any policy (text, image, video), the token searches for a text
+policy (`mmalign.text.policy.CausalLMPolicy`).
 
 - `best_of_n`: N samples per prompt, the one the reward ranks first (N = 1 is plain sampling).
 - `lookahead_decode`, DeAL (Huang et al. 2024): decoding as search: at each step the top-k next tokens of the model

@@ -1,0 +1,83 @@
+"""Decoding-time alignment on held-out prompts: reward and cost of each method (docs/decoding.md).
+
+    python bench/decoding_table.py configs/text/bleuberi_smollm2.yaml --seeds 0 1 2 --eval-size 24 \
+        [--aligned RUN/final] [--arm ARM/final] [--small S_RL --small-base S_BASE]
+
+The task's held-out rows are decoded by each method and scored by the task's rewards (the searches rank by the
+weighted reward; a reward of weight 0, e.g. chrF, is a second metric they never see). Methods that combine models
+run when their folders are given: Transfer Q* (`--aligned`, e.g. a GRPO run's final/), GenARM (`--arm`, a causal LM
+trained with `preference.loss: arm`), RAST (`--small`, `--small-base`); `--aligned` also adds the aligned model's own
+samples as a row. Prints one markdown table: mean (min-max over seeds) of each reward, tokens and seconds per prompt.
+"""
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+
+import torch
+
+from mmalign.decoding.decoder import Decoder, DecodeSettings
+from mmalign.run_config import load_run_config, task_class
+from mmalign.text.task import load_causal_lm
+
+
+def methods(args) -> list[tuple[str, str, dict]]:
+    rows = [("sampling", "sample", {}), ("greedy", "greedy", {}), ("best-of-4", "bon", {"n": 4}),
+            ("best-of-16", "bon", {"n": 16}), ("DeAL (k 4, depth 4)", "deal", {"k": 4, "depth": 4})]
+    if args.aligned:
+        rows.append(("Transfer Q* (k 4, alpha 10)", "tq", {"aligned": args.aligned, "k": 4, "alpha": 10.0}))
+    if args.arm:
+        rows.append(("GenARM (beta 1)", "genarm", {"arm": [args.arm], "beta": 1.0}))
+    if args.small:
+        rows.append(("RAST (lambda 1)", "rast", {"small": args.small, "small_base": args.small_base}))
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--eval-size", type=int, default=24)
+    p.add_argument("--aligned", default="")
+    p.add_argument("--arm", default="")
+    p.add_argument("--small", default="")
+    p.add_argument("--small-base", default="")
+    args = p.parse_args()
+    cfg = load_run_config(args.config, [*args.overrides, f"task_args.eval_size={args.eval_size}"])
+    task = task_class(cfg.task)(cfg.task_args, "cpu")
+    weights = {name: w for name, _, w in task.rewards}
+
+    def reward(contexts, outputs):
+        per = [[w * float(v) for v in fn(contexts, outputs)] for _, fn, w in task.rewards]
+        return [sum(col) for col in zip(*per)]
+
+    def load(spec):
+        return load_causal_lm(spec)[0].eval()
+
+    table = defaultdict(lambda: defaultdict(list))
+    for label, method, knobs in methods(args):
+        decoder = Decoder(task.policy, method, reward, DecodeSettings(**knobs), load)
+        for seed in args.seeds:
+            torch.manual_seed(seed)
+            before, start = (decoder.cost.tokens, decoder.cost.model_calls), time.perf_counter()
+            scores = task.evaluate(decoder)
+            n = len(task.eval_contexts)
+            for name in weights:
+                table[label][name].append(scores[f"reward/{name}"])
+            table[label]["tokens / prompt"].append((decoder.cost.tokens - before[0]) / n)
+            table[label]["seconds / prompt"].append((time.perf_counter() - start) / n)
+            print(f"# {label} seed {seed}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in table[label].items()),
+                  file=sys.stderr, flush=True)
+    columns = [*weights, "tokens / prompt", "seconds / prompt"]
+    print(f"\n`python {' '.join(sys.argv)}`\n")
+    print("| method | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for label, figures in table.items():
+        cells = [f"{sum(v) / len(v):.3f} ({min(v):.3f}-{max(v):.3f})" for v in (figures[c] for c in columns)]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
