@@ -35,9 +35,11 @@ def build(a):
 
     model_dir = save_components(embedded_components(PretrainConfig(size=a.size, width=a.width)), tempfile.mkdtemp())
     cfg = load_run_config(a.config)
+    targs = cfg.task_args
+    no_lora, no_b2 = dataclasses.replace(targs.lora, rank=0), dataclasses.replace(targs.b2, branches=0)
     cfg = dataclasses.replace(
-        cfg, task_args=dataclasses.replace(cfg.task_args, model=str(model_dir), lora_r=0, b2_branches=0,
-                                               train_end=0),
+        cfg, task_args=dataclasses.replace(cfg.task_args, model=str(model_dir), lora=no_lora, b2=no_b2,
+                                           trained_steps=dataclasses.replace(targs.trained_steps, end=0)),
         trainer=dataclasses.replace(cfg.trainer, output_dir=tempfile.mkdtemp(), steps=a.warmup + a.steps,
                                     cpu=True, save_every=0, eval_every=0))
     task = task_class(cfg.task)(cfg.task_args, torch.device("cpu"))
@@ -48,7 +50,7 @@ def floor(policy, rows: int, minibatches: int) -> tuple[float, float]:
     """Seconds of T bare forwards on `rows` rows (no grad), and of T forwards + one backward per minibatch."""
     import torch
 
-    cfg_rows = 2 if policy.guidance_scale > 1 else 1
+    cfg_rows = 2 if policy.sampling.guidance_scale > 1 else 1
     x = torch.randn(rows * cfg_rows, policy.channels, policy.latent_size, policy.latent_size)
     emb, pooled = policy.encode(["a red circle on the left"] * len(x))
     ts = policy.timesteps
@@ -78,7 +80,7 @@ def branch_saving(policy, contexts: list, num_samples: int, branches: int, branc
         calls, t0 = policy.net_calls, time.perf_counter()
         fn()
         out[name] = {"rows": policy.net_calls - calls, "seconds": time.perf_counter() - t0}
-    b, cfg_rows = len(contexts) * num_samples, 2 if policy.guidance_scale > 1 else 1
+    b, cfg_rows = len(contexts) * num_samples, 2 if policy.sampling.guidance_scale > 1 else 1
     out["rows_saved"] = out["plain"]["rows"] - out["branched"]["rows"]
     out["rows_saved_formula"] = (b - b // branches) * branch_step * cfg_rows
     out["time_ratio"] = out["branched"]["seconds"] / out["plain"]["seconds"]
@@ -117,7 +119,7 @@ def main() -> None:
     saving = branch_saving(policy, contexts, tc.num_samples, a.branches, a.branch_step or policy.num_steps // 2)
     result = {
         "model": {"size": a.size, "width": a.width, "params": sum(p.numel() for p in policy.denoiser.parameters())},
-        "batch": {"images": rows, "steps": policy.num_steps, "cfg": policy.guidance_scale,
+        "batch": {"images": rows, "steps": policy.num_steps, "cfg": policy.sampling.guidance_scale,
                   "minibatches": tc.minibatches},
         "iteration_s": med, "floor_s": {"sample": f_sample, "train": f_train},
         "overhead": {"sample": med["time_sample"] / f_sample, "train": med["time_train"] / f_train,

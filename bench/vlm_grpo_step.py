@@ -49,7 +49,7 @@ def build(a):
     cfg = load_run_config(a.config)
     targs = cfg.task_args
     if a.max_new is not None:
-        targs = dataclasses.replace(targs, max_new_tokens=a.max_new)
+        targs = dataclasses.replace(targs, generation=dataclasses.replace(targs.generation, max_new_tokens=a.max_new))
     if a.model_type is not None:
         if not targs.model_config:
             raise SystemExit("--model-type needs a config with task_args.model_config (a tiny model).")
@@ -145,13 +145,13 @@ def run_trl(a, cfg, task) -> list[dict]:
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         return reward([{"answer": x, "task": t} for x, t in zip(answer, task)], texts)
 
-    algo = cfg.algorithm_args
+    algo, gen = cfg.algorithm_args, cfg.task_args.generation
     args = GRPOConfig(
         output_dir=tempfile.mkdtemp(), per_device_train_batch_size=tc.contexts_per_step * tc.num_samples,
         gradient_accumulation_steps=1, num_generations=tc.num_samples,
-        max_completion_length=cfg.task_args.max_new_tokens, max_steps=a.warmup + a.steps, num_iterations=tc.epochs,
+        max_completion_length=gen.max_new_tokens, max_steps=a.warmup + a.steps, num_iterations=tc.epochs,
         beta=algo.beta, epsilon=algo.clip_low, loss_type="dapo", scale_rewards="group",
-        temperature=cfg.task_args.temperature, top_k=0, top_p=1.0, learning_rate=tc.lr, lr_scheduler_type="constant",
+        temperature=gen.temperature, top_k=0, top_p=1.0, learning_rate=tc.lr, lr_scheduler_type="constant",
         weight_decay=tc.weight_decay, max_grad_norm=tc.max_grad_norm, use_cpu=True, logging_steps=1, report_to=[],
         save_strategy="no", disable_tqdm=True, seed=tc.seed, shuffle_dataset=False)
     trainer = GRPOTrainer(model=copy.deepcopy(task.policy.model), reward_funcs=reward_fn, args=args,
@@ -197,10 +197,10 @@ def child(a) -> None:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     steps = run_mmalign(a, cfg, task, trainer) if a.system == "mmalign" else run_trl(a, cfg, task)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    tc = cfg.trainer
+    tc, gen = cfg.trainer, cfg.task_args.generation
     info = (f"{a.config} ({task.policy.model.config.model_type}): "
             f"{sum(p.numel() for p in task.policy.parameters()) / 1e3:.0f}k params, {tc.contexts_per_step} contexts "
-            f"x G={tc.num_samples}, max_new_tokens={cfg.task_args.max_new_tokens}, {a.threads} torch thread(s), "
+            f"x G={tc.num_samples}, max_new_tokens={gen.max_new_tokens}, {a.threads} torch thread(s), "
             f"torch {torch.__version__}, trl {trl.__version__}")
     with open(a.json, "w") as f:
         json.dump({"steps": steps, "base_mb": base, "peak_mb": peak, "checksum": checksum, "info": info}, f)
@@ -215,7 +215,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--rounds", type=int, default=2, help="ABBA rounds of whole runs (mmalign, TRL, TRL, mmalign)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--max-new", type=int, default=None, help="override task_args.max_new_tokens")
+    p.add_argument("--max-new", type=int, default=None, help="override task_args.generation.max_new_tokens")
     p.add_argument("--no-trl", action="store_true")
     p.add_argument("--system", choices=["mmalign", "trl"], help=argparse.SUPPRESS)
     p.add_argument("--json", help=argparse.SUPPRESS)

@@ -43,4 +43,4 @@ def sample_branched(policy, contexts: Sequence, num_samples: int, branch_step: i
     emb, pooled, group = clone(emb), clone(pooled), clone(group)
     suffix, post_lp = policy.denoise(prefix[-1], emb, pooled, branch_step, policy.num_steps)
     return policy._rollout(contexts, group, prefix + suffix, [clone(v) for v in pre_lp] + post_lp, emb, pooled,
-                           max(branch_step, policy.train_start), {"branch": clone(trunk)})
+                           max(branch_step, policy.trained.start), {"branch": clone(trunk)})

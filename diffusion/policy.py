@@ -32,7 +32,8 @@ from mmalign.diffusion.branching import sample_branched
 from mmalign.diffusion.guidance import classifier_free_guidance
 from mmalign.diffusion.models import Components, save_denoiser
 from mmalign.diffusion.schedule import B2Schedule, schedule_tensors, timestep_mask
-from mmalign.diffusion.steps import REDUCTIONS, StepOutput, ddim_step, flow_sde_step
+from mmalign.diffusion.settings import B2Settings, SamplingSettings, TrainedSteps
+from mmalign.diffusion.steps import StepOutput, ddim_step, flow_sde_step
 from mmalign.rollout import Rollout
 
 
@@ -56,30 +57,20 @@ class DiffusionPolicy(nn.Module):
 
     Args:
         comp: the model's components (`models.load_components` / `models.tiny_components`).
-        num_steps: denoising steps T of a rollout.
-        guidance_scale: CFG scale; 1 disables CFG (one forward per step).
-        eta: DDIM stochasticity (> 0), "ddim" family.
-        noise_level: SDE noise scale a (> 0), "flow" family.
-        reduce: per-step log-prob reduction over latent elements: "mean" or "sum".
-        resolution: sample height = width in pixels (latent size = resolution / VAE factor); 0 = model's size.
-        max_text_length: prompts are padded / truncated to this many tokens (fixed, so embeddings never depend
-            on the batch).
+        sampling: how a sample is drawn (`settings.SamplingSettings`: steps, guidance, step noise, size, prompt
+            tokens); the task config's `sampling` group.
+        trained: which steps train and how a step's log-prob reduces (`settings.TrainedSteps`); the task config's
+            `trained_steps` group.
         reference: "lora" (adapters disabled), "copy" (frozen copy made now) or "none".
-        timestep_fraction: train a random subset of this fraction of each sample's trained steps (DDPO).
-        train_start: first trained step index; steps before it are sampled but masked out.
-        train_end: one past the last trained step (0 = T); steps from it on are sampled but masked out.
-        detach_uncond: stop gradients through the unconditional CFG branch (Flow-GRPO).
+        b2: B2-DiffuRL branch sampling (`settings.B2Settings`); None or 0 branches = independent samples.
     """
 
-    def __init__(self, comp: Components, num_steps: int = 20, guidance_scale: float = 1.0, eta: float = 1.0,
-                 noise_level: float = 0.7, reduce: str = "mean", resolution: int = 0, max_text_length: int = 16,
-                 reference: str = "none", timestep_fraction: float = 1.0, train_start: int = 0,
-                 detach_uncond: bool = False, train_end: int = 0):
+    def __init__(self, comp: Components, sampling: SamplingSettings | None = None,
+                 trained: TrainedSteps | None = None, reference: str = "none", b2: B2Settings | None = None):
         super().__init__()
-        if reduce not in REDUCTIONS:
-            raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}.")
+        self.sampling, self.trained = sampling or SamplingSettings(), trained or TrainedSteps()
         self.family = "flow" if "FlowMatch" in type(comp.scheduler).__name__ else "ddim"
-        if (self.family == "ddim" and eta <= 0) or (self.family == "flow" and noise_level <= 0):
+        if (self.sampling.noise_level if self.family == "flow" else self.sampling.eta) <= 0:
             raise ValueError("RL over denoising steps needs stochastic steps: eta > 0 (DDIM) or noise_level > 0 "
                              "(flow); deterministic sampling is available through "
                              "`generate(..., deterministic=True)`.")
@@ -88,24 +79,27 @@ class DiffusionPolicy(nn.Module):
         self.denoiser = comp.denoiser.eval()
         self.text_encoder = comp.text_encoder.eval().requires_grad_(False)
         self.vae = None if comp.vae is None else comp.vae.eval().requires_grad_(False)
-        self.tokenizer, self.scheduler_config = comp.tokenizer, dict(comp.scheduler.config)
-        self.num_steps, self.guidance_scale, self.eta, self.noise_level = num_steps, guidance_scale, eta, noise_level
-        self.reduce, self.max_text_length, self.reference = reduce, max_text_length, reference
-        self.timestep_fraction, self.train_start, self.detach_uncond = timestep_fraction, train_start, detach_uncond
-        self.train_end = train_end
+        self.tokenizer, self.scheduler_config, self.reference = comp.tokenizer, dict(comp.scheduler.config), reference
         self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
         self.ref_denoiser = copy.deepcopy(self.denoiser).requires_grad_(False) if reference == "copy" else None
         self._use_ref = False
         self.net_calls = 0  # rows through the denoiser (x2 with CFG): what branching saves
-        for name, value in schedule_tensors(comp.scheduler, num_steps, self.family).items():
+        for name, value in schedule_tensors(comp.scheduler, self.num_steps, self.family).items():
             self.register_buffer(name, value, persistent=False)  # timesteps, sigmas / alphas (schedule.py)
         cfg = self.denoiser.config
         self.channels = cfg.in_channels
         factor = 2 ** (len(comp.vae.config.block_out_channels) - 1) if comp.vae is not None else 1
+        resolution = self.sampling.resolution
         self.latent_size = resolution // factor if resolution else cfg.sample_size
         self._uncond: Tensor | None = None
-        self.b2: B2Schedule | None = None  # set to sample with B2-DiffuRL branching (`branching.py`)
+        self.b2 = None if b2 is None or not b2.branches else B2Schedule(  # B2-DiffuRL branching (`branching.py`)
+            self.num_steps, b2.split_left, min(b2.split_right, self.num_steps), b2.stages, b2.branches)
         self.iteration = 0  # the Trainer's iteration (`set_progress`): picks the B2 branch point
+
+    @property
+    def num_steps(self) -> int:
+        """Denoising steps T of a sample."""
+        return self.sampling.num_steps
 
     @property
     def device(self) -> torch.device:
@@ -115,8 +109,8 @@ class DiffusionPolicy(nn.Module):
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """Prompt embeddings (B, L, D) and pooled embeddings (B, D) from the frozen text encoder."""
-        enc = self.tokenizer(list(prompts), padding="max_length", max_length=self.max_text_length, truncation=True,
-                             return_tensors="pt")
+        enc = self.tokenizer(list(prompts), padding="max_length", max_length=self.sampling.max_text_length,
+                             truncation=True, return_tensors="pt")
         out = self.text_encoder(input_ids=enc["input_ids"].to(self.device), output_hidden_states=False)
         return out.last_hidden_state, out.pooler_output if out.pooler_output is not None else out[0].mean(1)
 
@@ -173,19 +167,21 @@ class DiffusionPolicy(nn.Module):
             k: (B,) long schedule index of the step.
             emb, pooled: (B, L, D), (B, D) prompt embeddings.
         """
-        if self.guidance_scale == 1.0:
+        s = self.sampling
+        if s.guidance_scale == 1.0:
             return self._net(x, k, emb, pooled)
         return classifier_free_guidance(self._net, x, k, (emb, pooled), self.uncond_inputs(x.shape[0], pooled),
-                                        self.guidance_scale, self.detach_uncond)
+                                        s.guidance_scale, s.detach_uncond)
 
     def step(self, out: Tensor, x: Tensor, k: Tensor, prev_sample: Tensor | None = None,
              noise: Tensor | None = None) -> StepOutput:
         """The family's stateless step at schedule indices k (B,): draws x_{t-1} or scores `prev_sample`."""
+        reduce = self.trained.reduce
         if self.family == "flow":
-            return flow_sde_step(out, x, self.sigmas[k], self.sigmas[k + 1], self.noise_level, prev_sample, noise,
-                                 self.reduce)
-        return ddim_step(out, x, self.alpha_t[k], self.alpha_prev[k], self.eta, self.prediction_type, prev_sample,
-                         noise, self.reduce)
+            return flow_sde_step(out, x, self.sigmas[k], self.sigmas[k + 1], self.sampling.noise_level, prev_sample,
+                                 noise, reduce)
+        return ddim_step(out, x, self.alpha_t[k], self.alpha_prev[k], self.sampling.eta, self.prediction_type,
+                         prev_sample, noise, reduce)
 
     # --- sampling ------------------------------------------------------------------------------------------
     def init_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -225,7 +221,7 @@ class DiffusionPolicy(nn.Module):
     def _rollout(self, contexts: Sequence, group: Tensor, chain: list[Tensor], logps: list[Tensor], emb: Tensor,
                  pooled: Tensor, start: int, extra: dict | None = None) -> Rollout:
         b, t = group.shape[0], self.num_steps
-        mask = timestep_mask(b, t, start, self.timestep_fraction, device=group.device, end=self.train_end)
+        mask = timestep_mask(b, t, start, self.trained.fraction, device=group.device, end=self.trained.end)
         steps = torch.arange(t, device=group.device).expand(b, t).clone()
         state = {"kind": "chain", "latents": torch.stack(chain, 1), "steps": steps, "prompt_embeds": emb,
                  "pooled": pooled, "prompts": [prompt_of(contexts[g]) for g in group.tolist()], **(extra or {})}
@@ -250,7 +246,7 @@ class DiffusionPolicy(nn.Module):
         group, emb, pooled = self._contexts(contexts, num_samples)
         x = self.init_noise(len(group)) if noise is None else noise[0].to(self.device)
         chain, logps = self.denoise(x, emb, pooled, 0, self.num_steps, None if noise is None else noise[1:])
-        return self._rollout(contexts, group, [x] + chain, logps, emb, pooled, self.train_start)
+        return self._rollout(contexts, group, [x] + chain, logps, emb, pooled, self.trained.start)
 
     # --- re-scoring ----------------------------------------------------------------------------------------
     def logprobs(self, rollout: Rollout) -> Tensor:
@@ -299,12 +295,16 @@ SCORERS = {"chain": chain_logprobs, "given": dpo.denoising_logprobs}
 """How `DiffusionPolicy.logprobs` scores each kind of rollout (`Rollout.state["kind"]`)."""
 
 
+DENOISER_LORA_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
+"""The denoiser's attention projections (diffusers' names): where its LoRA adapters go by default."""
+
+
 def add_lora(denoiser: nn.Module, r: int = 4, alpha: int = 4, target_modules: Sequence[str] | None = None,
              init: str | bool = "gaussian") -> nn.Module:
     """Put a peft LoRA adapter on a diffusers denoiser (base weights frozen); returns it."""
     from peft import LoraConfig
 
-    targets = list(target_modules or ["to_q", "to_k", "to_v", "to_out.0"])
+    targets = list(target_modules or DENOISER_LORA_MODULES)
     denoiser.requires_grad_(False)
     denoiser.add_adapter(LoraConfig(r=r, lora_alpha=alpha, init_lora_weights=init, target_modules=targets))
     return denoiser

@@ -10,12 +10,9 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
-
-from mmalign.config import ConfigError, check_numbers
 
 
 def schedule_tensors(scheduler, num_steps: int, family: str) -> dict[str, Tensor]:
@@ -38,18 +35,6 @@ def schedule_tensors(scheduler, num_steps: int, family: str) -> dict[str, Tensor
     out.update(alphas_cumprod=ac.clone(), alpha_t=ac[t].clone(),
                alpha_prev=torch.where(prev >= 0, ac[prev.clamp(min=0)], final))
     return out
-
-
-def check_trained_steps(cfg: Any) -> None:
-    """Check that a task config's trained steps [train_start, train_end or num_steps) hold one (`timestep_mask`).
-
-    Raises:
-        ConfigError: keyed "train_end" or "train_start".
-    """
-    check_numbers(cfg, "train_end", le=cfg.num_steps)
-    if cfg.train_start >= (cfg.train_end or cfg.num_steps):
-        raise ConfigError(f"must be below train_end (or num_steps when train_end is 0), got {cfg.train_start}: no "
-                          "step would train.", "train_start")
 
 
 def timestep_mask(b: int, t: int, start: int = 0, fraction: float = 1.0, generator: torch.Generator | None = None,

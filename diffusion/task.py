@@ -18,10 +18,11 @@ import torch
 from mmalign.config import ConfigError, check_choice, check_nonempty, check_numbers
 from mmalign.diffusion import shapes
 from mmalign.diffusion.models import load_components, tiny_components
-from mmalign.diffusion.policy import DiffusionPolicy, add_lora
+from mmalign.diffusion.policy import DENOISER_LORA_MODULES, DiffusionPolicy, add_lora
 from mmalign.diffusion.rewards import PromptAlignmentReward, build_reward, check_reward_specs
 from mmalign.diffusion.rlg import generate
-from mmalign.diffusion.schedule import B2Schedule, check_trained_steps
+from mmalign.diffusion.settings import B2Settings, SamplingSettings, TrainedSteps, check_trained_steps
+from mmalign.settings import LoRASettings
 
 
 @dataclass
@@ -38,47 +39,21 @@ class DiffusionTaskConfig:
     """Override the pipeline's scheduler family: "ddim" or "flow"; "" = the pipeline's own."""
     dtype: str = "float32"
     """Weights dtype when loading a pipeline (float32, bfloat16, float16); step arithmetic is always fp32."""
-    num_steps: int = 20
-    """Denoising steps per sample."""
-    guidance_scale: float = 1.0
-    """Classifier-free guidance scale (1 = off)."""
-    eta: float = 1.0
-    """DDIM stochasticity (> 0)."""
-    noise_level: float = 0.7
-    """Flow-SDE noise level (> 0)."""
-    reduce: str = "mean"
-    """Step log-prob reduction over latent elements: "mean" (DDPO, clip ~1e-4) or "sum"."""
-    resolution: int = 0
-    """Image size in pixels; 0 = the model's."""
-    max_text_length: int = 8
-    """Prompt tokens (padded / truncated); 77 for CLIP-based SD checkpoints."""
-    lora_r: int = 0
-    """LoRA rank through peft; 0 trains the whole denoiser."""
-    lora_alpha: int = 8
-    """LoRA alpha."""
-    lora_target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
-    """Modules that get LoRA adapters."""
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    """How a sample is drawn (`mmalign.diffusion.settings.SamplingSettings`): steps, guidance, noise, size, prompt
+    tokens."""
+    trained_steps: TrainedSteps = field(default_factory=TrainedSteps)
+    """Which denoising steps train (`mmalign.diffusion.settings.TrainedSteps`)."""
+    lora: LoRASettings = field(
+        default_factory=lambda: LoRASettings(alpha=8, target_modules=list(DENOISER_LORA_MODULES)))
+    """LoRA on the denoiser (`mmalign.settings.LoRASettings`); rank 0 trains the denoiser's weights (`trainable`)."""
     trainable: list[str] = field(default_factory=list)
     """Without LoRA: train only the denoiser parameters whose name contains one of these (e.g. ["attn2"]: the UNet's
     cross-attention); [] = the whole denoiser."""
     reference: str = "auto"
     """KL / RLG reference: "lora", "copy", "none" or "auto" (lora with LoRA, else none)."""
-    timestep_fraction: float = 1.0
-    """Train a random subset of this fraction of the steps of each sample (DDPO)."""
-    train_start: int = 0
-    """First trained step index (earlier steps are sampled, not trained)."""
-    train_end: int = 0
-    """One past the last trained step (0 = all; later steps are sampled, not trained)."""
-    detach_uncond: bool = False
-    """Stop gradients through the unconditional CFG branch (Flow-GRPO)."""
-    b2_branches: int = 0
-    """B2-DiffuRL branch sampling: clones per trunk (0 = off); num_samples must be a multiple."""
-    b2_split_left: int = 14
-    """B2: remaining steps at the branch point in the first stage."""
-    b2_split_right: int = 20
-    """B2: remaining steps at the branch point in the last stage."""
-    b2_stages: int = 100
-    """B2: iterations over which the branch point moves earlier."""
+    b2: B2Settings = field(default_factory=B2Settings)
+    """B2-DiffuRL branch sampling (`mmalign.diffusion.settings.B2Settings`); off unless b2.branches > 0."""
     counts: list[int] = field(default_factory=lambda: [1])
     """Object counts of the shapes prompts."""
     prompts: str = "shapes"
@@ -100,24 +75,21 @@ class DiffusionTaskConfig:
     def __post_init__(self) -> None:
         check_choice(self, "scheduler", ("", "ddim", "flow"))
         check_choice(self, "dtype", ("float32", "bfloat16", "float16"))
-        check_choice(self, "reduce", ("mean", "sum"))
         check_choice(self, "reference", ("auto", "lora", "copy", "none"))
         check_choice(self, "eval_split", ("prompt", "pair"))
         check_nonempty(self, "counts")
         check_choice(self, "counts", tuple(shapes.NUMBERS))
-        check_numbers(self, "pretrain_steps", "num_steps", "max_text_length", "lora_alpha", "eval_samples",
-                      "b2_split_left", "b2_split_right", "b2_stages", ge=1)
-        check_numbers(self, "resolution", "lora_r", "train_start", "train_end", "b2_branches", "preference_pairs",
-                      "eval_seed", "guidance_scale", "eta", "noise_level", ge=0)
-        check_numbers(self, "timestep_fraction", gt=0, le=1)
+        check_numbers(self, "pretrain_steps", "eval_samples", ge=1)
+        check_numbers(self, "preference_pairs", "eval_seed", ge=0)
         check_numbers(self, "eval_fraction", gt=0, lt=1)  # evaluation needs held-out prompts
         check_trained_steps(self)
-        if self.trainable and self.lora_r:
-            raise ConfigError("picks parameters of the full denoiser; with LoRA (lora_r > 0) choose the adapted "
-                              "modules with lora_target_modules instead.", "trainable")
-        if self.b2_branches and self.b2_split_left > min(self.b2_split_right, self.num_steps):
-            raise ConfigError(f"must be <= b2_split_right and num_steps (B2Schedule), got {self.b2_split_left}.",
-                              "b2_split_left")
+        if self.trainable and self.lora.rank:
+            raise ConfigError("picks parameters of the full denoiser; with LoRA (lora.rank > 0) choose the adapted "
+                              "modules with lora.target_modules instead.", "trainable")
+        b2, steps = self.b2, self.sampling.num_steps
+        if b2.branches and b2.split_left > min(b2.split_right, steps):
+            raise ConfigError(f"must be <= b2.split_right and sampling.num_steps ({steps}) (B2Schedule), got "
+                              f"{b2.split_left}.", "b2.split_left")
         check_reward_specs(self.rewards)
 
 
@@ -182,7 +154,7 @@ class DiffusionTask:
             from mmalign.diffusion.pretrain import PretrainConfig, embedded_model
 
             path = embedded_model(cfg.embedded_dir, PretrainConfig(steps=cfg.pretrain_steps, counts=tuple(cfg.counts)),
-                                  cfg.max_text_length)
+                                  cfg.sampling.max_text_length)
         comp = load_components(path, getattr(torch, cfg.dtype))
         if cfg.scheduler:
             from mmalign.diffusion.models import ddim_scheduler, flow_scheduler
@@ -194,25 +166,20 @@ class DiffusionTask:
     def build_policy(cls, cfg: DiffusionTaskConfig, device) -> DiffusionPolicy:
         comp = cls.components(cfg)
         reference = cfg.reference
-        if cfg.lora_r > 0:
-            add_lora(comp.denoiser, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules)
+        if cfg.lora.rank > 0:
+            add_lora(comp.denoiser, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules)
             reference = "lora" if reference == "auto" else reference
         reference = "none" if reference == "auto" else reference
         comp.text_encoder.to(device)
         if comp.vae is not None:
             comp.vae.to(device)
-        policy = DiffusionPolicy(comp, cfg.num_steps, cfg.guidance_scale, cfg.eta, cfg.noise_level, cfg.reduce,
-                                 cfg.resolution, cfg.max_text_length, reference, cfg.timestep_fraction,
-                                 cfg.train_start, cfg.detach_uncond, cfg.train_end).to(device)
+        policy = DiffusionPolicy(comp, cfg.sampling, cfg.trained_steps, reference, cfg.b2).to(device)
         if cfg.trainable:
             for name, p in policy.denoiser.named_parameters():
                 p.requires_grad_(any(t in name for t in cfg.trainable))
             if not any(p.requires_grad for p in policy.denoiser.parameters()):
                 raise ValueError(f"trainable={cfg.trainable} matches no denoiser parameter (names look like "
                                  f"{next(iter(dict(policy.denoiser.named_parameters())))!r}).")
-        if cfg.b2_branches:
-            policy.b2 = B2Schedule(cfg.num_steps, cfg.b2_split_left, min(cfg.b2_split_right, cfg.num_steps),
-                                   cfg.b2_stages, cfg.b2_branches)
         return policy
 
     def evaluate(self, policy: DiffusionPolicy) -> dict[str, float]:

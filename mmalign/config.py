@@ -4,6 +4,10 @@ Unknown keys, wrong types, non-finite floats and out-of-range values raise `Conf
 where its value came from: the YAML file, or the command-line override that set it (`load_config`). Dataclasses
 check their own fields in `__post_init__` with `check_numbers`, `check_choice` and `check_nonempty`. Components named
 in configs resolve through registries (plain dicts) or "module:attr" strings, never `eval`.
+
+Settings that several configs share are nested groups (`mmalign.settings`, `mmalign.diffusion.settings`); a section
+that sets some of a group's keys keeps the config's defaults for the others. A key that moved into a group
+(`MOVED_KEYS`) is an error naming its new place; a run folder's recorded config is mapped (`move_recorded_keys`).
 """
 
 from __future__ import annotations
@@ -118,16 +122,87 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - fields, key=str)
+    _check_moved(cls, unknown, where)
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} for {cls.__name__}{did_you_mean(unknown[0], fields)}; "
                           f"known keys: {sorted(fields)}.", join_key(where, str(unknown[0])))
-    kwargs = {k: _check_type(v, hints[k], join_key(where, k)) for k, v in data.items()}
+    kwargs = {k: _check_type(_onto_default(cls, k, v), hints[k], join_key(where, k)) for k, v in data.items()}
     try:
         return cls(**kwargs)
     except ConfigError as e:
         raise e.under(where) from e
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e), where) from e
+
+
+def _onto_default(cls: type, name: str, value: Any) -> Any:
+    """A partial mapping for a settings-group field laid over the config's own default group, so the keys it does not
+    set keep `cls`'s defaults (a video config's `sampling: {eta: 0.5}` keeps the video's num_steps)."""
+    spec = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if not isinstance(value, dict) or spec.default_factory is dataclasses.MISSING:
+        return value
+    default = spec.default_factory()
+    if not dataclasses.is_dataclass(default):
+        return value
+    return {**{f.name: getattr(default, f.name) for f in dataclasses.fields(default) if f.init}, **value}
+
+
+MOVED_KEYS = {
+    **{f"lora_{old}": f"lora.{new}" for old, new in (("r", "rank"), ("alpha", "alpha"),
+                                                     ("target_modules", "target_modules"))},
+    **{key: f"generation.{key}" for key in ("max_new_tokens", "temperature", "max_prompt_length", "eval_greedy")},
+    **{key: f"sampling.{key}" for key in ("num_steps", "guidance_scale", "detach_uncond", "eta", "noise_level",
+                                          "resolution", "max_text_length")},
+    "train_start": "trained_steps.start", "train_end": "trained_steps.end",
+    "timestep_fraction": "trained_steps.fraction", "reduce": "trained_steps.reduce",
+    **{f"b2_{key}": f"b2.{key}" for key in ("branches", "split_left", "split_right", "stages")},
+}
+"""Keys that moved into a settings group: {old key: its dotted place now}, relative to the config that held it (the
+task configs of text, VLM, diffusion and video). A moved key is one only where its new place exists."""
+
+
+def moved_to(cls: type, key: str) -> str | None:
+    """Where `key` of dataclass `cls` moved (a dotted path inside `cls`), or None when it did not move there."""
+    path = MOVED_KEYS.get(key)
+    if path is None:
+        return None
+    node = cls
+    for part in path.split("."):
+        if not (dataclasses.is_dataclass(node) and part in {f.name for f in dataclasses.fields(node)}):
+            return None
+        node = typing.get_type_hints(node)[part]
+    return path
+
+
+def _check_moved(cls: type, keys: list, where: str) -> None:
+    """Refuse keys of `cls` that moved into a settings group, naming the first one's new place (and the others')."""
+    moved = [(key, moved_to(cls, key)) for key in keys if isinstance(key, str) and moved_to(cls, key)]
+    if not moved:
+        return
+    (key, path), others = moved[0], moved[1:]
+    group, _, leaf = path.rpartition(".")
+    more = "; also moved: " + ", ".join(f"{k} -> {p}" for k, p in others) if others else ""
+    raise ConfigError(f"moved into the settings group {group!r}: write {join_key(where, path)} instead (in YAML "
+                      f"`{group}: {{{leaf}: ...}}`){more}.", join_key(where, key))
+
+
+def move_recorded_keys(recorded: Any, current: Any) -> Any:
+    """A recorded config (a run folder's config.yaml, plain data) with each moved key put at its new place, wherever
+    the `current` config (plain data, same layout) has that place and lacks the old key; the rest unchanged."""
+    if not (isinstance(recorded, dict) and isinstance(current, dict)):
+        return recorded
+    out = {k: move_recorded_keys(v, current.get(k)) for k, v in recorded.items()}
+    for key in [k for k in out if k in MOVED_KEYS and k not in current]:
+        *groups, leaf = MOVED_KEYS[key].split(".")
+        place = current
+        for group in groups:
+            place = place.get(group) if isinstance(place, dict) else None
+        if isinstance(place, dict) and leaf in place:
+            node = out
+            for group in groups:
+                node = node.setdefault(group, {})
+            node[leaf] = out.pop(key)
+    return out
 
 
 def check_numbers(obj: Any, *names: str, ge: float | None = None, gt: float | None = None, le: float | None = None,

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import yaml
 
 from mmalign.checkpoint import CheckpointError, finalize_checkpoint, list_checkpoints, save_checkpoint
-from mmalign.config import ConfigError
+from mmalign.config import MOVED_KEYS, ConfigError, join_key, move_recorded_keys
 from mmalign.tracking import Tracker
 
 T = TypeVar("T")
@@ -99,6 +99,7 @@ def check_resume_config(run_dir: Path, config: dict, fixed: Iterable[str], chang
     if not isinstance(old, dict):
         raise ConfigError(f"--resume: {path} does not hold a config mapping; start a new run under a new name "
                           "(nothing was changed).")
+    old = _moved_keys_mapped(old, config, main)
     changes, recorded = config_changes(old, config), flatten(old)
     # a key the recorded config lacks is a setting newer than the run: its default keeps what ran
     refused = [k for k in changes if k in recorded and _under(k, tuple(fixed)) and not _under(k, tuple(changeable))]
@@ -110,6 +111,17 @@ def check_resume_config(run_dir: Path, config: dict, fixed: Iterable[str], chang
         for k, (a, b) in changes.items():
             print(f"resume: {k} changed from {a!r} to {b!r}", file=sys.stderr)
     return changes
+
+
+def _moved_keys_mapped(recorded: dict, config: dict, main: bool) -> dict:
+    """The recorded config with keys that moved into settings groups at their new places (`MOVED_KEYS`), each move
+    printed."""
+    mapped = move_recorded_keys(recorded, yaml.safe_load(yaml.safe_dump(config)))
+    if main:
+        for key in sorted(flatten(recorded).keys() - flatten(mapped).keys()):
+            section, _, leaf = key.rpartition(".")
+            print(f"resume: recorded key {key} is now {join_key(section, MOVED_KEYS[leaf])}", file=sys.stderr)
+    return mapped
 
 
 class Run:

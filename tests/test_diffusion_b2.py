@@ -117,6 +117,7 @@ def test_b2_and_ddpo_prepare_train_through_grpo_loss():
 
 def _ddpo_trainer(tmp_path, name: str):
     """A tiny DDPO run over two prompts, so their reward histories reach across iterations."""
+    from mmalign.diffusion.settings import SamplingSettings
     from mmalign.diffusion.task import DiffusionTaskConfig
     from mmalign.run_config import RunConfig, TrainerConfig
     from mmalign.trainer import Trainer
@@ -124,8 +125,8 @@ def _ddpo_trainer(tmp_path, name: str):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(f'{{"prompt": "{p}"}}\n' for p in ["a red circle left", "a blue square top",
                                                                   "a green triangle right"]))
-    task = DiffusionTaskConfig(tiny=True, num_steps=2, prompts=str(prompts), eval_fraction=0.3, eval_samples=1,
-                               rewards=[{"name": "jpeg_compressibility"}])
+    task = DiffusionTaskConfig(tiny=True, sampling=SamplingSettings(num_steps=2), prompts=str(prompts),
+                               eval_fraction=0.3, eval_samples=1, rewards=[{"name": "jpeg_compressibility"}])
     trainer = TrainerConfig(name=name, output_dir=str(tmp_path), steps=4, contexts_per_step=2, num_samples=3,
                             minibatches=1, lr=1e-2, cpu=True)
     return Trainer(RunConfig("diffusion", task, trainer, "ddpo", DDPOConfig(history=4, min_count=4)))

@@ -27,8 +27,9 @@ def negative_brightness(contexts, outputs, **kw) -> list[float]:
 def eval_brightness(tmp_path: Path, fn: str) -> tuple[float, float]:
     """Held-out mean brightness before and after 12 GRPO steps on reward `fn`."""
     cfg = load_run_config(CONFIG, [
-        "task_args.tiny=true", "task_args.num_steps=4", "task_args.guidance_scale=1.0", "task_args.eval_split=prompt",
-        "task_args.train_end=0", "task_args.eval_fraction=0.05", "task_args.eval_samples=16",
+        "task_args.tiny=true", "task_args.sampling.num_steps=4",
+        "task_args.sampling.guidance_scale=1.0", "task_args.eval_split=prompt",
+        "task_args.trained_steps.end=0", "task_args.eval_fraction=0.05", "task_args.eval_samples=16",
         f"task_args.rewards=[{{fn: 'test_diffusion_learning:{fn}'}}]",
         "trainer.steps=12", "trainer.contexts_per_step=4", "trainer.num_samples=8", "trainer.minibatches=1",
         "trainer.lr=0.01", "trainer.eval_every=12", "trainer.save_every=0", "trainer.cpu=true",

@@ -8,6 +8,7 @@ from adapters import domain_cases
 from diffusion_tiny import PROMPTS, tiny_diffusion_policy
 
 from mmalign.algorithms.grpo import GRPOConfig, grpo_loss, grpo_prepare
+from mmalign.diffusion.settings import TrainedSteps
 
 
 @pytest.mark.parametrize("name", domain_cases("diffusion"))
@@ -33,7 +34,7 @@ def test_lora_is_the_only_trainable_part_and_reference_differs(sampled):
 
 def test_timestep_fraction_masks_steps_and_skips_their_compute():
     torch.manual_seed(0)
-    policy = tiny_diffusion_policy("ddim", timestep_fraction=0.34)
+    policy = tiny_diffusion_policy("ddim", trained=TrainedSteps(fraction=0.34))
     rollout = policy.sample(PROMPTS, 2)
     assert rollout.mask.sum(1).tolist() == [1, 1, 1, 1]
     policy.net_calls = 0
@@ -43,10 +44,10 @@ def test_timestep_fraction_masks_steps_and_skips_their_compute():
 
 
 def test_train_start_and_end_mask_steps_outside_the_window():
-    policy = tiny_diffusion_policy("flow", train_start=2)
+    policy = tiny_diffusion_policy("flow", trained=TrainedSteps(start=2))
     rollout = policy.sample(PROMPTS, 1)
     assert rollout.mask.tolist() == [[False, False, True]] * 2
-    policy = tiny_diffusion_policy("ddim", train_end=1)
+    policy = tiny_diffusion_policy("ddim", trained=TrainedSteps(end=1))
     rollout = policy.sample(PROMPTS, 1)
     assert rollout.mask.tolist() == [[True, False, False]] * 2
     assert torch.allclose(policy.logprobs(rollout), rollout.logprobs) and (rollout.logprobs[:, 1:] == 0).all()

@@ -14,7 +14,8 @@ from mmalign.run_config import load_run_config
 from mmalign.trainer import Trainer
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "diffusion").glob("*.yaml"))
-TINY = ["task_args.tiny=true", "task_args.num_steps=2", "task_args.train_end=0", "task_args.eval_samples=1",
+TINY = ["task_args.tiny=true", "task_args.sampling.num_steps=2", "task_args.trained_steps.end=0",
+        "task_args.eval_samples=1",
         "task_args.eval_fraction=0.05",
         "trainer.steps=2", "trainer.contexts_per_step=2", "trainer.num_samples=2", "trainer.minibatches=1",
         "trainer.eval_every=0", "trainer.save_every=0", "trainer.micro_batch_size=0",
@@ -36,8 +37,7 @@ def test_tiny_grpo_run_leaves_grids_and_curves(name, tmp_path):
 
 def test_tiny_b2_run_and_lora_dpo_run(tmp_path):
     out = run(CONFIGS[[c.stem for c in CONFIGS].index("shapes_b2_grpo")], tmp_path,
-              ["task_args.b2_branches=2", "task_args.b2_split_left=1", "task_args.b2_split_right=2",
-               "task_args.b2_stages=2"])
+              ["task_args.b2={branches: 2, split_left: 1, split_right: 2, stages: 2}"])
     assert (out / "metrics.jsonl").exists()
     out = run(CONFIGS[[c.stem for c in CONFIGS].index("shapes_dpo")], tmp_path, ["task_args.preference_pairs=1"])
     assert (out / "final" / "lora").exists()
@@ -47,7 +47,7 @@ def test_every_shipped_config_loads():
     assert len(CONFIGS) >= 5
     for path in CONFIGS:
         cfg = load_run_config(path)
-        assert cfg.task_args.num_steps >= 1
+        assert cfg.task_args.sampling.num_steps >= 1
 
 
 def _tiny_sd_folder(path: Path) -> Path:
@@ -66,15 +66,16 @@ def _tiny_sd_folder(path: Path) -> Path:
 
 def test_sd_style_pipeline_from_local_folder_with_lora_cfg_and_kl(tmp_path):
     folder = _tiny_sd_folder(tmp_path / "tiny-sd")
-    overrides = [f"task_args.model={folder}", "task_args.resolution=16", "task_args.max_text_length=8",
-                 "task_args.num_steps=2", "task_args.prompts=shapes", "task_args.eval_samples=1",
+    overrides = [f"task_args.model={folder}", "task_args.sampling.resolution=16",
+                 "task_args.sampling.max_text_length=8",
+                 "task_args.sampling.num_steps=2", "task_args.prompts=shapes", "task_args.eval_samples=1",
                  "task_args.eval_fraction=0.05", "trainer.steps=1", "trainer.contexts_per_step=1",
                  "trainer.num_samples=2", "trainer.minibatches=1", "trainer.mixed_precision='no'", "trainer.cpu=true",
                  f"trainer.output_dir={tmp_path}"]
     cfg = load_run_config(CONFIGS[[c.stem for c in CONFIGS].index("sd_local")], overrides)
     task = DiffusionTask(cfg.task_args)
     policy = task.policy
-    assert policy.vae is not None and policy.reference == "lora" and policy.guidance_scale == 5.0
+    assert policy.vae is not None and policy.reference == "lora" and policy.sampling.guidance_scale == 5.0
     rollout = policy.sample([task.train_contexts[0]], 2)
     assert rollout.outputs[0].shape == (16, 16, 3) and rollout.state["latents"].shape[-1] == 8
     assert torch.allclose(policy.logprobs(rollout), rollout.logprobs, atol=1e-5)
@@ -107,7 +108,8 @@ def test_micro_steps_give_the_same_gradient_as_all_steps_at_once(tmp_path):
     path = CONFIGS[[c.stem for c in CONFIGS].index("shapes_grpo")]
     grads = []
     for chunk in (0, 1, 2):
-        cfg = load_run_config(path, TINY + [f"trainer.output_dir={tmp_path}", "task_args.num_steps=3", "grpo.beta=0.1",
+        cfg = load_run_config(path, TINY + [f"trainer.output_dir={tmp_path}", "task_args.sampling.num_steps=3",
+                                            "grpo.beta=0.1",
                                             f"trainer.micro_steps={chunk}", "task_args.reference=copy"])
         trainer = Trainer(cfg)
         trainer._step = lambda finite, t=trainer: grads.append(torch.cat([p.grad.flatten() for p in t.params])) or 0.0

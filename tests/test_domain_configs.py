@@ -12,6 +12,7 @@ from mmalign.cli import LOOPS, main
 from mmalign.config import ConfigError, from_dict
 from mmalign.diffusion.algorithms import B2Config, DDPOConfig
 from mmalign.diffusion.pretrain import PretrainConfig
+from mmalign.diffusion.settings import B2Settings, SamplingSettings, TrainedSteps
 from mmalign.diffusion.task import DiffusionTaskConfig
 from mmalign.diffusion.video.pretrain import VideoPretrainConfig
 from mmalign.diffusion.video.task import VideoTaskConfig
@@ -29,10 +30,12 @@ from mmalign.robotics.sac import SACConfig
 from mmalign.robotics.task import RobotTaskConfig
 from mmalign.robotics.teachers import TeacherConfig
 from mmalign.run_config import load_run_config
+from mmalign.settings import LoRASettings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_CLASSES = [DDPOConfig, B2Config, ClipConfig, PretrainConfig, VideoPretrainConfig, PFCConfig, JEPAConfig,
-                  WorldModelTrainConfig, DiffusionTaskConfig, VideoTaskConfig, FeedbackConfig, RobotTaskConfig,
+                  WorldModelTrainConfig, SamplingSettings, TrainedSteps, B2Settings, LoRASettings, DiffusionTaskConfig,
+                  VideoTaskConfig, FeedbackConfig, RobotTaskConfig,
                   PebbleConfig, RewardEnsembleConfig, SACConfig, TeacherConfig, IQLConfig, RRLConfig, CPAConfig,
                   PearlConfig, PearlRunConfig]
 
@@ -63,28 +66,32 @@ CASES = [
     *bad_values(JEPAConfig, size=2, dim=0, width=0, context=0, future=0, hidden=0),
     *bad_values(WorldModelTrainConfig, steps=0, batch_size=0, lr=0.0, weight_decay=-1.0, ema=1.5, var_weight=-1.0,
                 order_weight=-1.0, order_temp=0.0, seed=-1),
-    *bad_values(DiffusionTaskConfig, scheduler="euler", dtype="fp16", reduce="max", reference="ref",
-                eval_split="colour", counts=[], pretrain_steps=0, num_steps=0, max_text_length=0, lora_alpha=0,
-                eval_samples=0, b2_split_left=0, b2_split_right=0, b2_stages=0, resolution=-1, lora_r=-1,
-                train_start=-1, train_end=21, b2_branches=-1, preference_pairs=-1, eval_seed=-1, guidance_scale=-1.0,
-                eta=-0.5, noise_level=-0.1, timestep_fraction=0.0, eval_fraction=1.0, rewards=[]),
+    *bad_values(SamplingSettings, num_steps=0, max_text_length=0, guidance_scale=-1.0, eta=-0.5, noise_level=-0.1,
+                resolution=-1),
+    *bad_values(TrainedSteps, start=-1, end=-1, fraction=0.0, reduce="max"),
+    bad(TrainedSteps, "fraction", fraction=1.5),
+    *bad_values(B2Settings, branches=-1, split_left=0, split_right=0, stages=0),
+    *bad_values(LoRASettings, rank=-1, alpha=0),
+    *bad_values(DiffusionTaskConfig, scheduler="euler", dtype="fp16", reference="ref", eval_split="colour", counts=[],
+                pretrain_steps=0, eval_samples=0, preference_pairs=-1, eval_seed=-1, eval_fraction=1.0, rewards=[]),
     bad(DiffusionTaskConfig, "counts[0]", counts=[5]),
-    bad(DiffusionTaskConfig, "timestep_fraction", timestep_fraction=1.5),
-    bad(DiffusionTaskConfig, "train_start", train_start=20),
-    bad(DiffusionTaskConfig, "train_start", train_start=5, train_end=5),
-    bad(DiffusionTaskConfig, "trainable", trainable=["attn2"], lora_r=4),
-    bad(DiffusionTaskConfig, "b2_split_left", b2_branches=2, b2_split_left=15, b2_split_right=12),
-    bad(DiffusionTaskConfig, "b2_split_left", b2_branches=2, num_steps=10),
+    bad(DiffusionTaskConfig, "trained_steps.end", trained_steps=TrainedSteps(end=21)),
+    bad(DiffusionTaskConfig, "trained_steps.start", trained_steps=TrainedSteps(start=20)),
+    bad(DiffusionTaskConfig, "trained_steps.start", trained_steps=TrainedSteps(start=5, end=5)),
+    bad(DiffusionTaskConfig, "trainable", trainable=["attn2"], lora=LoRASettings(rank=4)),
+    bad(DiffusionTaskConfig, "b2.split_left", b2=B2Settings(branches=2, split_left=15, split_right=12)),
+    bad(DiffusionTaskConfig, "b2.split_left", b2=B2Settings(branches=2), sampling=SamplingSettings(num_steps=10)),
     bad(DiffusionTaskConfig, "rewards[1]", rewards=[{"name": "alignment"}, {"name": "alignmnt"}]),
     bad(DiffusionTaskConfig, "rewards[0]", rewards=[{"name": "clip_score"}]),  # no local CLIP folder given
     bad(DiffusionTaskConfig, "rewards[0]", rewards=[{"name": "alignment", "strict": True, "sharp": True}]),
     bad(DiffusionTaskConfig, "rewards[0]", rewards=[{"name": "alignment", "weight": "heavy"}]),
     bad(DiffusionTaskConfig, "rewards[0]", rewards=[{"name": "alignment", "fn": "pkg.mod:fn"}]),
-    *bad_values(VideoTaskConfig, reduce="max", episodes=0, pretrain_steps=0, world_model_steps=0, num_steps=0,
-                max_text_length=0, context=0, future=0, stride=0, eval_conditions=0, world_model_extra_episodes=-1,
-                num_frames=-1, train_start=-1, train_end=11, eval_seed=-1, guidance_scale=-1.0, eta=-1.0,
-                timestep_fraction=0.0, tau=0.0, world_model_loader="pkg.mod:Loader", rewards=[]),
-    bad(VideoTaskConfig, "train_start", train_start=10),
+    *bad_values(VideoTaskConfig, episodes=0, pretrain_steps=0, world_model_steps=0, context=0, future=0, stride=0,
+                eval_conditions=0, world_model_extra_episodes=-1, num_frames=-1, eval_seed=-1, tau=0.0,
+                world_model_loader="pkg.mod:Loader", rewards=[]),
+    bad(VideoTaskConfig, "trained_steps.start", trained_steps=TrainedSteps(start=10)),
+    bad(VideoTaskConfig, "trained_steps.end", trained_steps=TrainedSteps(end=11)),
+    bad(VideoTaskConfig, "sampling.resolution", sampling=SamplingSettings(resolution=64)),
     bad(VideoTaskConfig, "rewards[0]", rewards=[{"name": "pfc", "context": 3}]),
     *bad_values(FeedbackConfig, reward="learned", selection="random", teacher="expert", segment_length=0,
                 queries_per_round=0, query_every=0, large_batch=0, heldout_every=0, heldout_pairs=0, unsup_steps=-1,
@@ -150,8 +157,12 @@ def test_errors_nest_under_their_section():
     ("robotics/reach_pebble.yaml", "task.feedback.selection=disagrement", "task.feedback.selection: must be one of"),
     ("robotics/pearl_planar.yaml", "seeds=[]", "seeds: is empty"),
     ("robotics/pearl_planar.yaml", "pearl.cpa.method=sinkhorn", "pearl.cpa.method: must be one of"),
-    ("diffusion/shapes_grpo.yaml", "task_args.num_steps=-4", "task_args.num_steps: must be >= 1, got -4"),
-    ("video/push_pfc.yaml", "task_args.reduce=max", "task_args.reduce: must be one of ['mean', 'sum'], got 'max'"),
+    ("diffusion/shapes_grpo.yaml", "task_args.sampling.num_steps=-4",
+     "task_args.sampling.num_steps: must be >= 1, got -4"),
+    ("video/push_pfc.yaml", "task_args.trained_steps.reduce=max",
+     "task_args.trained_steps.reduce: must be one of ['mean', 'sum'], got 'max'"),
+    ("diffusion/shapes_grpo.yaml", "task_args.num_steps=4",
+     "task_args.num_steps: moved into the settings group 'sampling': write task_args.sampling.num_steps instead"),
 ])
 def test_cli_blames_the_override_and_builds_nothing(tmp_path, capsys, config, override, message):
     """The check runs when the config loads: exit 2, one line naming the override, no run folder, no model."""

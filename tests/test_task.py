@@ -66,7 +66,8 @@ def test_sample_takes_the_tasks_own_options(capsys):
 
 def test_image_tasks_take_rl_guidance_options(tmp_path, capsys):
     cfg = str(ROOT / "configs/diffusion/shapes_grpo.yaml")
-    args = ["sample", cfg, "task_args.tiny=true", "task_args.num_steps=2", "task_args.train_end=2",
+    args = ["sample", cfg, "task_args.tiny=true", "task_args.sampling.num_steps=2",
+            "task_args.trained_steps.end=2",
             "--prompt", "a red circle", "--out", str(tmp_path)]
     assert main([*args, "--num-samples", "2", "--option", "rlg_start=1"]) == 0
     assert len(list(tmp_path.glob("sample_*.png"))) == 2 and (tmp_path / "grid.png").exists()

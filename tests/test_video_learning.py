@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mmalign.algorithms.grpo import GRPOConfig, grpo_loss, grpo_prepare
+from mmalign.diffusion.settings import SamplingSettings
 from mmalign.diffusion.video.policy import VideoPolicy, generate_clips, tiny_video_components
 
 WORDS = "push block up down".split()
@@ -21,7 +22,7 @@ def test_grpo_raises_a_clip_reward():
     torch.manual_seed(0)
     comp = tiny_video_components(WORDS, frames=3, size=8)
     comp.scheduler = type(comp.scheduler).from_config(comp.scheduler.config, prediction_type="v_prediction")
-    policy = VideoPolicy(comp, num_steps=4, max_text_length=4)
+    policy = VideoPolicy(comp, 0, SamplingSettings(num_steps=4, max_text_length=4))
     rng = np.random.default_rng(0)
     ctx = [{"prompt": p, "frame": rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)} for p in ("push block up",
                                                                                             "push block down")]

@@ -10,6 +10,7 @@ from diffusion_tiny import VIDEO_WORDS, tiny_video_policy, video_contexts
 
 from mmalign.algorithms.grpo import GRPOConfig, grpo_loss, grpo_prepare
 from mmalign.diffusion.models import load_components, save_components
+from mmalign.diffusion.settings import SamplingSettings, TrainedSteps
 from mmalign.diffusion.video.policy import VideoPolicy, generate_clips, tiny_video_components
 
 
@@ -54,7 +55,7 @@ def test_grpo_step_changes_logprobs_and_seeded_generation_is_reproducible():
 def test_saved_model_loads_from_a_local_folder(tmp_path):
     comp = tiny_video_components(VIDEO_WORDS, frames=4)
     save_components(comp, tmp_path / "video")
-    policy = VideoPolicy(load_components(tmp_path / "video"), num_steps=2, max_text_length=4)
+    policy = VideoPolicy(load_components(tmp_path / "video"), 0, SamplingSettings(num_steps=2, max_text_length=4))
     assert policy.num_frames == 4 and policy.channels == 3
     assert generate_clips(policy, video_contexts(1), seed=0)[0].shape == (5, 8, 8, 3)
 
@@ -66,12 +67,12 @@ def test_bad_inputs_name_the_problem(sampled):
     with pytest.raises(ValueError, match="resize"):
         policy.sample(video_contexts(1, size=16), 1)
     with pytest.raises(ValueError, match="num_frames"):
-        VideoPolicy(tiny_video_components(VIDEO_WORDS, kind="3d"), num_steps=2)
+        VideoPolicy(tiny_video_components(VIDEO_WORDS, kind="3d"), 0, SamplingSettings(num_steps=2))
 
 
 def test_train_end_masks_the_late_steps():
     torch.manual_seed(0)
-    policy = tiny_video_policy(train_end=2)
+    policy = tiny_video_policy(trained=TrainedSteps(end=2))
     rollout = policy.sample(video_contexts(), 2)
     assert rollout.mask[:, :2].all() and not rollout.mask[:, 2:].any()
     assert (rollout.logprobs[:, 2:] == 0).all()

@@ -17,8 +17,8 @@ from mmalign.trainer import Trainer
 @pytest.mark.slow
 def test_tiny_video_grpo_run_leaves_mp4s_and_curves(tmp_path):
     cfg = load_run_config("configs/video/push_pfc.yaml", [
-        "task_args.tiny=true", f"task_args.embedded_dir={tmp_path}/emb", "task_args.num_steps=2",
-        "task_args.eval_conditions=4", "task_args.train_end=1",
+        "task_args.tiny=true", f"task_args.embedded_dir={tmp_path}/emb", "task_args.sampling.num_steps=2",
+        "task_args.eval_conditions=4", "task_args.trained_steps.end=1",
         "trainer.steps=2", "trainer.contexts_per_step=2", "trainer.num_samples=2",
         "trainer.eval_every=0", f"trainer.output_dir={tmp_path}/runs"])
     run = Trainer(cfg).train()

@@ -13,6 +13,7 @@ import torch
 
 from mmalign.algorithms.grpo import GRPOConfig
 from mmalign.run_config import RunConfig, TrainerConfig
+from mmalign.settings import GenerationSettings
 from mmalign.trainer import Trainer
 from mmalign.vlm.task import SSLTask, SSLTaskConfig
 
@@ -33,7 +34,7 @@ def held_out_accuracy(tmp_path, spec: dict, steps: int, num_samples: int = 8, mo
     name = spec["name"]
     task = SSLTask(SSLTaskConfig(
         model_config={"model_type": model_type, "hidden": 32, "vision_dim": 32}, tasks=[spec], instruction=False,
-        max_new_tokens=1,
+        generation=GenerationSettings(max_new_tokens=1),
         num_images=400, image_size=32, task_size=28, eval_fraction=0.2, eval_views=2,
         rewards=[{"name": "accuracy", "require_tags": False}]))
     cfg = RunConfig(task="mmalign.vlm.task:SSLTask", task_args=task.cfg, algorithm_args=GRPOConfig(),

@@ -12,6 +12,7 @@ import torch
 from mmalign.config import ConfigError, check_choice, check_numbers
 from mmalign.data import load_jsonl, shipped_dataset, train_eval_split
 from mmalign.rewards import resolve_reward
+from mmalign.settings import GenerationSettings, LoRASettings
 from mmalign.task import check_rewards
 from mmalign.text.policy import (
     CausalLMPolicy,
@@ -118,22 +119,14 @@ class TextTaskConfig:
     """Weights dtype when loading: float32, bfloat16 or float16."""
     trust_remote_code: bool = False
     """Allow custom modelling code inside a local model folder; off unless you ask for it."""
-    lora_r: int = 0
-    """LoRA rank through peft; 0 trains all weights."""
-    lora_alpha: int = 16
-    """LoRA alpha."""
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    """Modules that get LoRA adapters."""
+    lora: LoRASettings = field(default_factory=LoRASettings)
+    """LoRA adapters (`mmalign.settings.LoRASettings`); rank 0 trains all weights."""
     reference: str = "auto"
     """KL reference: "lora" (adapters disabled), "copy" (frozen copy), "none", or "auto" (lora if LoRA else none)."""
     value_head: bool = False
     """Add a critic head (needed by PPO)."""
-    max_new_tokens: int = 64
-    """Completion length limit."""
-    temperature: float = 1.0
-    """Sampling temperature (part of the policy's definition)."""
-    max_prompt_length: int = 512
-    """Prompts are truncated on the left to this many tokens."""
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    """Decoding (`mmalign.settings.GenerationSettings`): completion and prompt length, temperature, greedy eval."""
     logprob_chunk: int = 512
     """Re-score through the LM head in chunks of this many positions (never full (B, T, V) logits); 0 = off."""
     chat_template: bool = True
@@ -148,8 +141,6 @@ class TextTaskConfig:
     """Cap on held-out rows used by evaluation; 0 = all."""
     rewards: list[dict] = field(default_factory=lambda: [{"name": "bleu"}])
     """Reward specs ({"name": ..., "weight": ..., options}); see mmalign.rewards."""
-    eval_greedy: bool = True
-    """Evaluate with greedy decoding (deterministic held-out scores)."""
 
     def __post_init__(self) -> None:
         if bool(self.model) == bool(self.model_config):
@@ -157,9 +148,7 @@ class TextTaskConfig:
         check_choice(self, "reference", ("auto", "lora", "copy", "none"))
         check_choice(self, "dtype", ("float32", "bfloat16", "float16"))
         check_choice(self, "tokenizer", ("", "chars", "words"))
-        check_numbers(self, "max_new_tokens", "max_prompt_length", "lora_alpha", ge=1)
-        check_numbers(self, "lora_r", "logprob_chunk", "eval_size", ge=0)
-        check_numbers(self, "temperature", gt=0)
+        check_numbers(self, "logprob_chunk", "eval_size", ge=0)
         check_numbers(self, "eval_fraction", gt=0, lt=1)  # evaluation needs held-out rows
         if not self.rewards:
             raise ConfigError("is empty; give at least one reward spec, e.g. [{name: bleu}].", "rewards")
@@ -204,10 +193,10 @@ class TextTask:
             model = build_causal_lm(cfg.model_config, tokenizer)
         else:
             model, tokenizer = load_causal_lm(cfg.model, cfg.dtype, cfg.trust_remote_code)
-        model, reference = with_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules, cfg.reference)
-        policy = CausalLMPolicy(model.to(device), tokenizer, cfg.max_new_tokens, cfg.temperature, cfg.chat_template,
-                                reference, cfg.value_head, cfg.max_prompt_length, cfg.logprob_chunk)
-        return policy
+        model, reference = with_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules, cfg.reference)
+        gen = cfg.generation
+        return CausalLMPolicy(model.to(device), tokenizer, gen.max_new_tokens, gen.temperature, cfg.chat_template,
+                              reference, cfg.value_head, gen.max_prompt_length, cfg.logprob_chunk)
 
     def evaluate(self, policy: CausalLMPolicy, batch_size: int = 16) -> dict[str, float]:
         """Mean reward of each reward function on the held-out rows, one (greedy) completion each."""
@@ -215,7 +204,7 @@ class TextTask:
         self.eval_records = []
         for i in range(0, len(self.eval_contexts), batch_size):
             ctx = self.eval_contexts[i:i + batch_size]
-            outputs = policy.sample(ctx, 1, greedy=self.cfg.eval_greedy).outputs
+            outputs = policy.sample(ctx, 1, greedy=self.cfg.generation.eval_greedy).outputs
             for name, fn, _ in self.rewards:
                 totals[name].append(check_rewards(fn(ctx, outputs), len(ctx), name))
             self.eval_records += [{"prompt": c["prompt"], "output": o} for c, o in zip(ctx, outputs)]

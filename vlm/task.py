@@ -19,6 +19,7 @@ import torch
 
 from mmalign.config import ConfigError, check_choice, check_numbers, did_you_mean
 from mmalign.rewards import build_reward, reward_spec
+from mmalign.settings import GenerationSettings, LoRASettings
 from mmalign.task import RewardError, check_rewards
 from mmalign.text.policy import check_model_folder, with_lora
 from mmalign.vlm.images import load_image_folder, procedural_images
@@ -39,20 +40,12 @@ class SSLTaskConfig:
     ({"model_type": "qwen2_vl" | "qwen2_5_vl" | "idefics3" | "smolvlm" | "llava", "hidden": 32, ...}; tests)."""
     dtype: str = "float32"
     """Weights dtype when loading: float32, bfloat16 or float16."""
-    lora_r: int = 0
-    """LoRA rank through peft; 0 trains all weights."""
-    lora_alpha: int = 16
-    """LoRA alpha."""
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    """Modules that get LoRA adapters (the language model's; the vision tower's attention is `qkv`)."""
+    lora: LoRASettings = field(default_factory=LoRASettings)
+    """LoRA adapters (`mmalign.settings.LoRASettings`); rank 0 trains all weights."""
     reference: str = "auto"
     """KL reference: "lora" (adapters disabled), "copy" (frozen copy), "none", or "auto" (lora if LoRA else none)."""
-    max_new_tokens: int = 64
-    """Completion length limit."""
-    temperature: float = 1.0
-    """Sampling temperature (part of the policy's definition)."""
-    max_prompt_length: int = 4096
-    """Longer prompts are an error (truncation would cut image tokens)."""
+    generation: GenerationSettings = field(default_factory=lambda: GenerationSettings(max_prompt_length=4096))
+    """Decoding (`mmalign.settings.GenerationSettings`): completion and prompt length, temperature, greedy eval."""
     min_pixels: int = 0
     """Qwen2-VL image processor's min_pixels (each image is resized to at least this area); 0 = the model's setting."""
     max_pixels: int = 0
@@ -83,8 +76,6 @@ class SSLTaskConfig:
     """Held-out questions per (image, task)."""
     rewards: list = field(default_factory=lambda: [{"name": "accuracy"}, {"name": "format", "weight": 0.1}])
     """Reward specs {"name": accuracy | valid | format, "weight": w, options}."""
-    eval_greedy: bool = True
-    """Evaluate with greedy decoding."""
     seed: int = 0
     """Seed of the images, the split and the questions."""
 
@@ -93,10 +84,8 @@ class SSLTaskConfig:
             raise ValueError("set exactly one of `model` (a local folder) or `model_config` (a tiny random model).")
         check_choice(self, "reference", ("auto", "lora", "copy", "none"))
         check_choice(self, "dtype", ("float32", "bfloat16", "float16"))
-        check_numbers(self, "max_new_tokens", "max_prompt_length", "lora_alpha", "image_size", "task_size",
-                      "views_per_image", "eval_views", ge=1)
-        check_numbers(self, "lora_r", "min_pixels", "max_pixels", "num_images", "seed", ge=0)
-        check_numbers(self, "temperature", gt=0)
+        check_numbers(self, "image_size", "task_size", "views_per_image", "eval_views", ge=1)
+        check_numbers(self, "min_pixels", "max_pixels", "num_images", "seed", ge=0)
         check_numbers(self, "eval_fraction", gt=0, lt=1)
         if self.dataset == "procedural":
             train_size(self.num_images, self.eval_fraction, "num_images")
@@ -298,10 +287,10 @@ class SSLTask:
                 model = build_vlm(tiny_vlm_config(tokenizer, model_type, **cfg_dict))
         else:
             model, tokenizer, processor = load_vlm(cfg)
-        model, reference = with_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules, cfg.reference)
+        model, reference = with_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules, cfg.reference)
         model = model.to(device)
-        inputs = prompt_encoder(model, tokenizer, processor, cfg.max_prompt_length)
-        return VLMPolicy(model, inputs, cfg.max_new_tokens, cfg.temperature, reference)
+        inputs = prompt_encoder(model, tokenizer, processor, cfg.generation.max_prompt_length)
+        return VLMPolicy(model, inputs, cfg.generation.max_new_tokens, cfg.generation.temperature, reference)
 
     def evaluate(self, policy: VLMPolicy, batch_size: int = 16) -> dict[str, float]:
         """Per-task accuracy (the task's verifier) and mean rewards on held-out images, one completion each."""
@@ -310,7 +299,7 @@ class SSLTask:
         self.last_eval = []
         for i in range(0, len(self.eval_contexts), batch_size):
             ctx = self.eval_contexts[i:i + batch_size]
-            outputs = policy.sample(ctx, 1, greedy=self.cfg.eval_greedy).outputs
+            outputs = policy.sample(ctx, 1, greedy=self.cfg.generation.eval_greedy).outputs
             for c, acc in zip(ctx, self.accuracy(ctx, outputs)):
                 per_task.setdefault(c["task"], []).append(acc)
             for name, fn, _ in self.rewards:

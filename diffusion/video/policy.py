@@ -52,12 +52,11 @@ class VideoPolicy(DiffusionPolicy):
     Args:
         comp: components (`tiny_video_components`, `models.load_components`).
         num_frames: generated frames F; read from the channels of a frame-folding UNet, needed for a 3D UNet.
-        **kw: `DiffusionPolicy` arguments (num_steps, eta, reduce, guidance_scale, reference, train_end, ...);
-            `train_end=5` of 10 steps trains only the high-noise steps (what the embedded run needs, docs/video.md).
+        *args, **kw: `DiffusionPolicy`'s (sampling, trained, reference, b2).
     """
 
-    def __init__(self, comp: Components, num_frames: int = 0, **kw):
-        super().__init__(comp, **kw)
+    def __init__(self, comp: Components, num_frames: int = 0, *args, **kw):
+        super().__init__(comp, *args, **kw)
         cfg = self.denoiser.config
         self.folded = not is_video_unet(self.denoiser)
         if self.folded:

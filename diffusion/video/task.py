@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmalign.config import ConfigError, check_choice, check_numbers
+from mmalign.config import ConfigError, check_numbers
 from mmalign.diffusion.models import load_components
 from mmalign.diffusion.rewards import check_reward_specs
-from mmalign.diffusion.schedule import check_trained_steps
+from mmalign.diffusion.settings import SamplingSettings, TrainedSteps, check_trained_steps
 from mmalign.diffusion.video.policy import VideoPolicy, generate_clips
 from mmalign.diffusion.video.world_model import PFCReward, load_world_model
 from mmalign.envs.clips import ClipConfig, load_clips, motion_continuity, split_episodes
@@ -47,26 +47,14 @@ class VideoTaskConfig:
     world_model_steps: int = 5000
     """Training steps of the embedded world model."""
     world_model_extra_episodes: int = 360
-    """More rendered episodes (seed 1, none shared with the video model's) the embedded world model also trains on:
-    480 training episodes in all lift its held-out AUROC to 0.85-0.92 from 0.72-0.84 (docs/video.md)."""
+    """More rendered episodes (seed 1, none shared with the video model's) the embedded world model also trains on,
+    besides the video model's training episodes (docs/video.md)."""
     num_frames: int = 0
     """Generated frames of a 3D video UNet (a frame-folding UNet knows its own)."""
-    num_steps: int = 10
-    """Denoising steps per clip."""
-    guidance_scale: float = 1.0
-    """Classifier-free guidance on the instruction (1 = off)."""
-    eta: float = 1.0
-    """DDIM stochasticity (> 0)."""
-    reduce: str = "mean"
-    """Step log-prob reduction over the clip latent: "mean" (clip ranges ~1e-4 to 1e-3) or "sum"."""
-    max_text_length: int = 6
-    """Instruction tokens."""
-    train_start: int = 0
-    """First trained denoising step (earlier steps are sampled, not trained)."""
-    train_end: int = 0
-    """Steps from this index on are sampled, not trained (0 = none excluded)."""
-    timestep_fraction: float = 1.0
-    """Train a random subset of this fraction of each clip's trained steps (DDPO)."""
+    sampling: SamplingSettings = field(default_factory=lambda: SamplingSettings(num_steps=10, max_text_length=6))
+    """How a clip is drawn (`mmalign.diffusion.settings.SamplingSettings`); its resolution stays 0 (the clips')."""
+    trained_steps: TrainedSteps = field(default_factory=TrainedSteps)
+    """Which denoising steps train (`mmalign.diffusion.settings.TrainedSteps`)."""
     context: int = 3
     """PFC window: context frames."""
     future: int = 2
@@ -86,14 +74,14 @@ class VideoTaskConfig:
     """Tests: few episodes, few steps, a tiny model."""
 
     def __post_init__(self) -> None:
-        check_choice(self, "reduce", ("mean", "sum"))
-        check_numbers(self, "episodes", "pretrain_steps", "world_model_steps", "num_steps", "max_text_length",
-                      "context", "future", "stride", "eval_conditions", ge=1)
-        check_numbers(self, "world_model_extra_episodes", "num_frames", "train_start", "train_end", "eval_seed",
-                      "guidance_scale", "eta", ge=0)
-        check_numbers(self, "timestep_fraction", gt=0, le=1)
+        check_numbers(self, "episodes", "pretrain_steps", "world_model_steps", "context", "future", "stride",
+                      "eval_conditions", ge=1)
+        check_numbers(self, "world_model_extra_episodes", "num_frames", "eval_seed", ge=0)
         check_numbers(self, "tau", gt=0)
         check_trained_steps(self)
+        if self.sampling.resolution:
+            raise ConfigError(f"must be 0 for video, got {self.sampling.resolution}: the clips' size is the model's.",
+                              "sampling.resolution")
         if self.world_model == "embedded" and self.world_model_loader:
             raise ConfigError("loads a world_model folder; the embedded world model is the project's own: set "
                               "world_model: <folder> with it, or drop world_model_loader.", "world_model_loader")
@@ -156,11 +144,8 @@ class VideoTask:
 
             pc = VideoPretrainConfig(steps=20, width=8, text_hidden=8) if c.tiny else \
                 VideoPretrainConfig(steps=c.pretrain_steps)
-            path = embedded_video_model(root, data, train, self.clip_cfg, pc, c.max_text_length)
-        return VideoPolicy(load_components(path), num_frames=c.num_frames, num_steps=c.num_steps,
-                           guidance_scale=c.guidance_scale, eta=c.eta, reduce=c.reduce,
-                           max_text_length=c.max_text_length, train_start=c.train_start, train_end=c.train_end,
-                           timestep_fraction=c.timestep_fraction)
+            path = embedded_video_model(root, data, train, self.clip_cfg, pc, c.sampling.max_text_length)
+        return VideoPolicy(load_components(path), c.num_frames, c.sampling, c.trained_steps)
 
     def _reward(self, spec: str | dict) -> tuple[str, object, float]:
         spec = {"name": spec} if isinstance(spec, str) else dict(spec)
