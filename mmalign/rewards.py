@@ -76,6 +76,7 @@ REWARDS: dict[str, str | Callable[..., RewardFn]] = {
     "regex": "mmalign.text.rewards:RegexReward",
     "format": "mmalign.text.rewards:think_answer_format_reward",
     "reward_model": "mmalign.text.rewards:SequenceClassifierReward",
+    "ctrl": "mmalign.decoding.calibrate:ctrl",
 }
 """Reward names usable in configs -> factories taking the spec's other keys as keyword arguments, each given as
 a "package.module:attr" string (imported when a spec names it) or as the factory itself."""

@@ -206,3 +206,29 @@ def test_best_of_n_ranks_diffusion_samples_too():
     best, cost = best_of_n(policy, IMAGE_PROMPTS, brightness, 4)
     assert brightness(None, best) == [max(drawn[:4]), max(drawn[4:])]
     assert cost.model_calls == policy.num_steps
+
+
+def test_ctrl_from_a_config_calibrates_against_the_reference_model(tmp_path):
+    """`{name: ctrl, reward: {name: bleu}}` in a text config: reference samples drawn once per prompt with LoRA
+    disabled, seeded by the prompt (the training RNG untouched); rewards in [exp(0), exp(t)]; no reference, no CTRL."""
+    from pathlib import Path
+
+    from mmalign.config import ConfigError
+    from mmalign.run_config import load_run_config
+    from mmalign.text.task import TextTask
+
+    config = Path(__file__).resolve().parents[1] / "configs/text/tiny_grpo.yaml"
+    ctrl = "task_args.rewards=[{name: ctrl, reward: {name: bleu, smoothing: add-one}, samples: 4, t: 2.0}]"
+    task = TextTask(load_run_config(config, [ctrl, "task_args.lora.rank=4"]).task_args)
+    _, fn, _ = task.rewards[0]
+    rows = task.train_contexts[:2]
+    torch.manual_seed(0)
+    values = fn(rows, [r["references"][0] for r in rows])
+    after = torch.rand(1)
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(1), after)  # drawing reference samples left the global RNG alone
+    assert all(1.0 <= v <= torch.exp(torch.tensor(2.0)).item() for v in values)
+    assert values == pytest.approx([torch.exp(torch.tensor(2.0)).item()] * 2)  # a reference beats every sample
+    assert len(fn._outputs[rows[0]["prompt"]]) == 4
+    with pytest.raises(ConfigError, match="reference"):
+        TextTask(load_run_config(config, [ctrl]).task_args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 
 from mmalign.config import ConfigError, check_choice, check_numbers
 from mmalign.data import load_jsonl, shipped_dataset, train_eval_split
+from mmalign.decoding.calibrate import CalibratedReward
 from mmalign.rewards import resolve_reward
 from mmalign.settings import GenerationSettings, LoRASettings
 from mmalign.task import check_rewards
@@ -19,6 +21,7 @@ from mmalign.text.policy import (
     char_tokenizer,
     check_model_folder,
     check_model_type,
+    prompt_text,
     transformers_config,
     with_lora,
     word_tokenizer,
@@ -107,6 +110,25 @@ def build_causal_lm(model_config: dict, tokenizer):
     return AutoModelForCausalLM.from_config(causal_lm_config(model_config, vocab_size=len(tokenizer), **ids))
 
 
+def reference_sampler(policy: CausalLMPolicy):
+    """`sample(context, m)`: m outputs of the policy's reference (LoRA disabled, or the frozen copy), seeded by the
+    prompt and on RNG streams of their own, so training's draws are untouched and a resumed run gets the same ones."""
+    if policy.reference == "none":
+        raise ConfigError("CTRL calibrates rewards against the reference policy's samples, and this policy has none: "
+                          "turn LoRA on (lora.rank > 0) or set reference: copy.", "rewards")
+    devices = [policy.device.index or 0] if policy.device.type == "cuda" else []
+
+    def sample(context, m: int) -> list[str]:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(zlib.crc32(prompt_text(context).encode()))
+            if policy.reference == "copy":
+                return policy.sample([context], m, model=policy.ref_model).outputs
+            with policy.model.disable_adapter():
+                return policy.sample([context], m).outputs
+
+    return sample
+
+
 @dataclass
 class TextTaskConfig:
     model: str = ""
@@ -178,6 +200,9 @@ class TextTask:
         self.rewards = [resolve_reward(spec) for spec in cfg.rewards]  # bad specs fail before the model loads
         rows = load_jsonl(self.dataset_path(cfg.dataset), required=tuple(cfg.required_keys))
         self.policy = self.build_policy(cfg, device, rows)
+        for _, fn, _ in self.rewards:
+            if isinstance(fn, CalibratedReward):
+                fn.bind(reference_sampler(self.policy))
         self.train_contexts, eval_rows = train_eval_split(rows, cfg.eval_fraction, seed=0)
         self.eval_contexts = eval_rows[: cfg.eval_size] if cfg.eval_size else eval_rows
         self.eval_records: list[dict] = []
