@@ -9,7 +9,10 @@ disabled), never a second copy. Steps before `rlg_start` use the fine-tuned pred
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,3 +69,41 @@ def generate(policy: DiffusionPolicy, contexts: Sequence, seed: int = 0, rlg_sca
         else:
             x = policy.step(out, x, k, noise=noise[i]).prev_sample
     return policy.decode(x), x
+
+
+def sweep(task, scales: Sequence[float], out: Path) -> list[dict]:
+    """Held-out evaluation of `task.policy` at each RL-guidance weight w (the same seeded noise for every w): one
+    metrics row per w, an image grid `rlg_w<w>.png` per w and `rlg_sweep.md` / `rlg_sweep.jsonl` in `out`."""
+    from mmalign.diffusion.media import save_grid
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for w in scales:
+        rows.append({"w": w, **task.evaluate(task.policy, rlg_scale=w)})
+        save_grid(task.last_images, out / f"rlg_w{w:g}.png", task.cfg.eval_samples)
+    keys = [k for k in rows[0] if k != "w"]
+    lines = ["| w | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {r['w']:g} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |" for r in rows]
+    (out / "rlg_sweep.md").write_text("\n".join(lines) + "\n")
+    (out / "rlg_sweep.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m mmalign.diffusion.rlg CONFIG [overrides] --checkpoint CKPT --scales 0 0.5 1 1.5 2 --out DIR`."""
+    parser = argparse.ArgumentParser(prog="python -m mmalign.diffusion.rlg", description=main.__doc__)
+    parser.add_argument("config")
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint of the fine-tuned run (step_N folder)")
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5, 2.0])
+    parser.add_argument("--out", required=True, help="folder for the table and the grids")
+    args = parser.parse_args(argv)
+    from mmalign.cli import build_task
+
+    _, task = build_task(args.config, args.overrides, args.checkpoint)
+    sweep(task, args.scales, Path(args.out))
+    print((Path(args.out) / "rlg_sweep.md").read_text(), end="")
+
+
+if __name__ == "__main__":
+    main()

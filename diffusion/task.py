@@ -182,12 +182,13 @@ class DiffusionTask:
                                  f"{next(iter(dict(policy.denoiser.named_parameters())))!r}).")
         return policy
 
-    def evaluate(self, policy: DiffusionPolicy) -> dict[str, float]:
-        """Mean rewards and the strict prompt-alignment rate on held-out prompts, `eval_samples` seeded images each."""
+    def evaluate(self, policy: DiffusionPolicy, rlg_scale: float | None = None) -> dict[str, float]:
+        """Mean rewards and the strict prompt-alignment rate on held-out prompts, `eval_samples` seeded images each,
+        optionally with RL guidance of weight `rlg_scale` (`rlg.generate`)."""
         contexts = [c for c in self.eval_contexts for _ in range(self.cfg.eval_samples)]
         images = []
         for i in range(0, len(contexts), 64):
-            images += generate(policy, contexts[i:i + 64], seed=self.cfg.eval_seed + i)[0]
+            images += generate(policy, contexts[i:i + 64], seed=self.cfg.eval_seed + i, rlg_scale=rlg_scale)[0]
         metrics = {}
         for name, fn, _ in self.rewards:
             metrics[f"reward/{name}"] = float(np.mean(fn(contexts, images)))

@@ -93,18 +93,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _task(args):
+def build_task(config: str, overrides=(), checkpoint: str | None = None):
+    """(run config, task) of `config` with `overrides`, its policy loaded from `checkpoint` when given: what
+    `mmalign eval / sample / select` (and other evaluation commands) work on."""
+    from accelerate.utils import set_seed
+
     from mmalign.checkpoint import load_weights
     from mmalign.run_config import load_run_config, task_class
 
-    cfg = load_run_config(args.config, args.overrides)
-    from accelerate.utils import set_seed
-
+    cfg = load_run_config(config, list(overrides))
     set_seed(cfg.trainer.seed)  # models built from config get the run's initial weights
     task = task_class(cfg.task)(cfg.task_args, cfg.trainer.torch_device())  # where the Trainer would run it
-    if getattr(args, "checkpoint", None):
-        load_weights(Path(args.checkpoint), task.policy)
+    if checkpoint:
+        load_weights(Path(checkpoint), task.policy)
     return cfg, task
+
+
+def _task(args):
+    return build_task(args.config, args.overrides, getattr(args, "checkpoint", None))
 
 
 def sample(args) -> None:

@@ -83,3 +83,33 @@ def test_dpo_loss_at_identical_policy_is_log2():
              "rejected": shapes.draw(shapes.rows()[1], 8, rng)}]
     loss, _ = preference_loss(policy, rows, PreferenceConfig(loss="dpo", beta=10.0))
     assert float(loss.detach()) == pytest.approx(np.log(2), abs=1e-5)
+
+
+def test_rlg_sweep_command_writes_the_table_and_a_grid_per_weight(tmp_path, capsys):
+    """`python -m mmalign.diffusion.rlg CONFIG --checkpoint ... --scales 0 1`: w = 0 evaluates the base model and w = 1
+    the fine-tuned one exactly (same seeded noise), each with its image grid."""
+    import json
+    from pathlib import Path
+
+    from mmalign.cli import build_task
+    from mmalign.diffusion.rlg import main
+    from mmalign.run_config import load_run_config
+    from mmalign.trainer import Trainer
+
+    config = str(Path(__file__).resolve().parents[1] / "configs/diffusion/shapes_grpo.yaml")
+    overrides = ["task_args.tiny=true", "task_args.sampling.num_steps=3", "task_args.trained_steps.end=0",
+                 "task_args.reference=copy",
+                 "task_args.eval_fraction=0.05", "task_args.eval_samples=2", "trainer.steps=1",
+                 "trainer.contexts_per_step=2", "trainer.num_samples=2", "trainer.lr=0.01", "trainer.save_every=1",
+                 "trainer.eval_every=0", "trainer.cpu=true", f"trainer.output_dir={tmp_path}", "trainer.name=run"]
+    run = Trainer(load_run_config(config, overrides)).train()
+    checkpoint = str(next((run / "checkpoints").iterdir()))
+    main([config, *overrides, "--checkpoint", checkpoint, "--scales", "0", "1", "--out", str(tmp_path / "sweep")])
+    assert capsys.readouterr().out.startswith("| w | ")
+    rows = [json.loads(line) for line in (tmp_path / "sweep" / "rlg_sweep.jsonl").read_text().splitlines()]
+    _, base = build_task(config, overrides)
+    _, tuned = build_task(config, overrides, checkpoint)
+    assert rows[0]["reward"] == base.evaluate(base.policy)["reward"]
+    assert rows[1]["reward"] == tuned.evaluate(tuned.policy)["reward"]
+    assert rows[0]["reward"] != rows[1]["reward"]
+    assert (tmp_path / "sweep" / "rlg_w0.png").is_file() and (tmp_path / "sweep" / "rlg_w1.png").is_file()
