@@ -30,6 +30,7 @@ class Algorithm(NamedTuple):
 ALGORITHMS = {
     "grpo": "mmalign.algorithms.grpo:GRPO",
     "ppo": "mmalign.algorithms.ppo:PPO",
+    "copg": "mmalign.algorithms.copg:COPG",
     "preference": "mmalign.algorithms.offline:PREFERENCE",
     "ddpo": "mmalign.diffusion.algorithms:DDPO",
     "b2": "mmalign.diffusion.algorithms:B2",
