@@ -44,15 +44,16 @@ def gpu_or_exit() -> str:
     return torch.cuda.get_device_name(0)
 
 
-def time_trainer(config: Path | str, overrides: list[str], steps: int) -> dict:
-    """Build the Trainer of `config` on CUDA in bf16 and time `steps` iterations after one warm-up iteration."""
+def time_trainer(config: Path | str, overrides: list[str], steps: int, precision: str = "bf16") -> dict:
+    """Build the Trainer of `config` on CUDA (bf16 unless told) and time `steps` iterations after one warm-up
+    iteration; with fp16, also the gradient scaler's scale (accelerate's GradScaler must be there)."""
     from mmalign.run_config import load_run_config
     from mmalign.trainer import Trainer
 
     out = tempfile.mkdtemp()
     cfg = load_run_config(config, [f"trainer.output_dir={out}", "trainer.device=cuda", "trainer.cpu=false",
-                                   "trainer.mixed_precision=bf16", "trainer.save_every=0", "trainer.eval_every=0",
-                                   *overrides])
+                                   f"trainer.mixed_precision={precision}", "trainer.save_every=0",
+                                   "trainer.eval_every=0", *overrides])
     trainer = Trainer(cfg)
     trainer.step(0)  # warm-up: kernels, caches
     torch.cuda.synchronize()
@@ -63,8 +64,13 @@ def time_trainer(config: Path | str, overrides: list[str], steps: int) -> dict:
         metrics = trainer.step(k)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    return {"step_s": sum(times) / len(times), "peak_mem_GB": torch.cuda.max_memory_allocated() / 1e9,
-            "loss": metrics.get("loss"), "sample_s": metrics.get("time_sample")}
+    result = {"step_s": sum(times) / len(times), "peak_mem_GB": torch.cuda.max_memory_allocated() / 1e9,
+              "loss": metrics.get("loss"), "sample_s": metrics.get("time_sample")}
+    if precision == "fp16":
+        if trainer.acc.scaler is None:
+            raise RuntimeError("fp16 on CUDA ran without a gradient scaler")
+        result["fp16_scale"] = trainer.acc.scaler.get_scale()
+    return result
 
 
 def text_05b(steps: int) -> dict:
@@ -112,11 +118,13 @@ def trl_05b(steps: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=3, help="timed iterations per row (after one warm-up)")
-    p.add_argument("--only", nargs="*", default=None, help=f"rows to run: {[*DOMAINS, 'text-0.5b', 'trl-0.5b']}")
+    p.add_argument("--only", nargs="*", default=None, choices=[*DOMAINS, "text-fp16", "text-0.5b", "trl-0.5b"],
+                   help="rows to run (default: all)")
     p.add_argument("--out", default="gpu_check.json", help="JSON file of the results")
     args = p.parse_args(argv)
     device = gpu_or_exit()
     rows = {**{name: (lambda n=name: time_trainer(ROOT / DOMAINS[n], [], args.steps)) for name in DOMAINS},
+            "text-fp16": lambda: time_trainer(ROOT / DOMAINS["text"], [], args.steps, "fp16"),
             "text-0.5b": lambda: text_05b(args.steps), "trl-0.5b": lambda: trl_05b(args.steps)}
     results = {"device": device, "torch": torch.__version__}
     print(f"{'row':<12}{'step s':>10}{'peak GB':>10}  ({device})")

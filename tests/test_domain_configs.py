@@ -191,6 +191,10 @@ def load_shipped(path: Path):
     if "task" in data:  # a folder model that the config leaves to the command line gets a stand-in path
         need_model = data["task_args"].get("model") == ""
         return load_run_config(path, ["task_args.model=path/to/model"] if need_model else [])
+    if path.parent.name == "accelerate":  # a launch config: accelerate's own loader
+        from accelerate.commands.config.config_args import load_config_from_file
+
+        return load_config_from_file(str(path))
     if path.name == "pearl_rrl.yaml":
         return from_dict(RRLConfig, data)
     if path.name == "pearl_transfer.yaml":

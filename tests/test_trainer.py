@@ -286,6 +286,22 @@ def test_fsdp_run_resumes_from_its_shards_on_the_same_curve_and_leaves_whole_fin
         assert torch.equal(final[name.removeprefix("model.")], torch.cat([first, shards[1][name]])), name
 
 
+@pytest.mark.slow
+def test_fsdp_lora_run_leaves_the_whole_adapter(config, tmp_path):
+    """LoRA under FSDP2 on 2 processes: final/ is the PEFT adapter, whole (each tensor = the processes' shards)."""
+    cfg = config(task_args={"lora_r": 4}, trainer={"steps": 2, "save_every": 2, "eval_every": 0})
+    proc = subprocess.run([*TWO_PROCESSES, "-m", "mmalign.cli", "train", str(cfg), "trainer.name=lora"],
+                          env={**ENV, **FSDP}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / "runs/lora"
+    adapter = load_file(run / "final/adapter_model.safetensors")
+    shards = [load_file(run / f"checkpoints/step_000002/trainable_{r}.safetensors") for r in (0, 1)]
+    assert len(adapter) == len(shards[0]) > 0
+    for name, first in shards[0].items():  # model.base_model.model.X.lora_A.default.weight -> base_model.model.X...
+        key = name.removeprefix("model.").replace(".default.", ".")
+        assert torch.equal(adapter[key], torch.cat([first, shards[1][name]])), name
+
+
 def _launch(*args: str) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", *args]
 
