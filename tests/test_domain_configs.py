@@ -178,14 +178,10 @@ def test_cli_blames_the_override_and_builds_nothing(tmp_path, capsys, config, ov
 
 
 def load_shipped(path: Path):
-    """A shipped config through the loader that reads it: accelerate's (configs/accelerate/), its loop's, the run
-    config's, or (the benchmark settings
-    bench/configs/pearl_rrl.yaml and pearl_transfer.yaml) the dataclasses its comment names."""
+    """A shipped config through the loader that reads it: its loop's, the run config's, accelerate's
+    (configs/accelerate/), or (the benchmark settings bench/configs/pearl_rrl.yaml and pearl_transfer.yaml) the
+    dataclasses its comment names."""
     data = yaml.safe_load(path.read_text())
-    if path.parent.name == "accelerate":  # a launch config: accelerate's own loader checks it
-        from accelerate.commands.config.config_args import ClusterConfig
-
-        return ClusterConfig.from_yaml_file(path)
     if "loop" in data:
         return importlib.import_module(LOOPS[data["loop"]].partition(":")[0]).load_config(path, [])
     if "task" in data:  # a folder model that the config leaves to the command line gets a stand-in path
