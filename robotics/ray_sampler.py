@@ -74,5 +74,7 @@ class RaySampler(VecEnvSampler):
         self.ray.get([a.restart.remote(seed) for a in self.actors])
 
     def close(self) -> None:
+        """Close the workers' envs (an async vector env's subprocesses too), then end the workers."""
+        self.ray.get([a.close.remote() for a in self.actors])
         for a in self.actors:
             self.ray.kill(a)
