@@ -20,6 +20,9 @@ Meta-World v3 tasks behind the same interface (``pip install metaworld``)::
     env = gym.make("mmalign/MetaWorld-v3", task="drawer-open-v3")    # any v3 task; 500 steps
     env = gym.make("mmalign/MetaWorldDrawerOpen-v3")                 # the four that mirror ours
 
+``seeding.SeededResets`` seeds every reset of one env by (run seed, env index, reset count), so a vector env's
+autoresets replay the same episodes however the envs are grouped (``mmalign.robotics.env_runner``).
+
 Every env here raises a ``ValueError`` naming the env and the entries when an action has a NaN or an
 infinite entry (MuJoCo would silently zero the controls, Meta-World would return its last stable observation).
 

@@ -57,7 +57,9 @@ class PebbleConfig:
 
 
 FIXED_ON_RESUME = ("seed", "task", "sac.hidden", "sac.buffer_size")
-"""What a resumed PEBBLE run must keep; the rest (steps, cadences, SAC coefficients) may change."""
+"""What a resumed PEBBLE run must keep; the rest (steps, cadences, SAC coefficients, the device) may change."""
+CHANGEABLE_ON_RESUME = ("task.sampler", "task.vector", "task.ray_workers", "task.ray_address")
+"""Where the envs step: the trajectories do not depend on it, so a resumed run may move them."""
 
 
 class Pebble:
@@ -124,7 +126,8 @@ class Pebble:
 
 def train(cfg: PebbleConfig, resume: bool = False) -> Path:
     """Run (or continue) one PEBBLE experiment; returns the run folder."""
-    run = Run(Path(cfg.output_dir) / cfg.name, to_dict(cfg), resume, FIXED_ON_RESUME, keep=cfg.keep_checkpoints)
+    run = Run(Path(cfg.output_dir) / cfg.name, to_dict(cfg), resume, FIXED_ON_RESUME, CHANGEABLE_ON_RESUME,
+              keep=cfg.keep_checkpoints)
     pebble = Pebble(cfg)
     start = run.restore(pebble.load_checkpoint) if resume else 0
     t0 = time.perf_counter()

@@ -62,6 +62,10 @@ class RaySampler(VecEnvSampler):
         if not ray.is_initialized():
             local = {"num_cpus": self.workers} if self.address is None else {}
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False, **local)
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if self.address is None and cpus < self.workers:  # the actors would wait forever (a cluster may autoscale)
+            raise ValueError(f"ray_workers={self.workers} needs {self.workers} CPUs (1 per worker), but the local Ray "
+                             f"instance has {cpus:g}: lower ray_workers or ray.init(num_cpus={self.workers})")
         remote = ray.remote(num_cpus=1)(EnvRunner)
         self.actors = [remote.remote(env_id, g, seed, vector, env_kwargs, torch_threads=1) for g in groups]
         self.observation_space, self.action_space = ray.get(self.actors[0].spaces.remote())
@@ -74,5 +78,7 @@ class RaySampler(VecEnvSampler):
         self.ray.get([a.restart.remote(seed) for a in self.actors])
 
     def close(self) -> None:
+        """Close the workers' envs (an async vector env's subprocesses too), then end the workers."""
+        self.ray.get([a.close.remote() for a in self.actors])
         for a in self.actors:
             self.ray.kill(a)

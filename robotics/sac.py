@@ -102,7 +102,8 @@ class ReplayBuffer:
         self.pos, self.size = state["pos"], state["size"]
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        idx = torch.randint(0, self.size, (n,), generator=generator, device=self.obs.device)
+        # drawn on the CPU: the same seed picks the same transitions whatever device holds them
+        idx = torch.randint(0, self.size, (n,), generator=generator).to(self.obs.device)
         return {"obs": self.obs[idx], "actions": self.actions[idx], "next_obs": self.next_obs[idx],
                 "terminated": self.terminated[idx], "rewards": self.rewards[idx]}
 

@@ -81,6 +81,8 @@ def test_ray_workers_give_the_in_process_trajectories(local_ray):
     policy = _policy()
     local = _run(VecEnvSampler(REACH, 5, seed=7, env_kwargs=SHORT), policy)
     _assert_same(local, _run(RaySampler(REACH, 5, seed=7, env_kwargs=SHORT, workers=2), policy))
+    with pytest.raises(ValueError, match=r"ray_workers=3 needs 3 CPUs .* has 2"):
+        RaySampler(REACH, 5, workers=3)  # on the 2-CPU instance: refused, not left waiting
     sac = SAC(10, 2, SACConfig(hidden=[16]))
     sac.random_actions = False
     local = _run(VecEnvSampler(REACH, 3, seed=1, env_kwargs=SHORT), sac)
