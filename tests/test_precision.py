@@ -57,7 +57,17 @@ def test_fp16_on_the_cpu_is_refused(tmp_path, capsys):
         assert not (tmp_path / "runs").exists()
 
 
-def test_bf16_trains_on_the_cpu(tmp_path):
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate keeps one precision per process: Trainers built earlier in this process fixed it at "no"."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_bf16_trains_on_the_cpu(tmp_path, fresh_accelerator_state):
     trainer = Trainer(_config(tmp_path, mixed_precision="bf16", device="cpu"), task=TinyTask(tiny_policy()))
     assert trainer.acc.mixed_precision == "bf16" and trainer.acc.scaler is None
     before = [p.detach().clone() for p in trainer.params]
