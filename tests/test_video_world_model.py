@@ -22,6 +22,7 @@ from mmalign.diffusion.video.world_model import (
     load_world_model,
     pfc_aggregate,
     save_world_model,
+    to_video,
     train_world_model,
     training_frames,
     window_starts,
@@ -139,3 +140,37 @@ def test_pfc_separates_real_clips_from_shuffled_reversed_and_teleported(tmp_path
         assert auroc(pos, neg) > floor, (kind, auroc(pos, neg))
     tele = corrupted(data, held[:4], cfg, "teleport")
     assert max(motion_continuity(c)["jump"] for c in tele) > 2.0  # the OpenCV check sees the teleport too
+
+
+def tiny_vjepa2_folder(path):
+    """A tiny transformers V-JEPA 2 (4 x 4 patches, tubelets of 2 frames) saved as a model folder."""
+    from transformers import VJEPA2Config, VJEPA2Model
+
+    torch.manual_seed(0)
+    cfg = VJEPA2Config(patch_size=4, crop_size=8, frames_per_clip=4, tubelet_size=2, hidden_size=16,
+                       num_attention_heads=2, num_hidden_layers=1, pred_hidden_size=16, pred_num_attention_heads=2,
+                       pred_num_hidden_layers=1, num_pooler_layers=1)
+    VJEPA2Model(cfg).save_pretrained(path)
+    return path
+
+
+def test_transformers_vjepa2_folders_load_as_the_pfc_world_model(tmp_path):
+    """A `VJEPA2Model.save_pretrained` folder is a built-in world model: PFCReward scores clips with it, its forecast
+    reads the context frames only, and windows that tubelets cannot cut are a clear error."""
+    from mmalign.diffusion.video.vjepa2 import VJEPA2WorldModel
+
+    folder = tiny_vjepa2_folder(tmp_path / "vjepa2")
+    model = load_world_model(folder)
+    assert isinstance(model, VJEPA2WorldModel) and not any(p.requires_grad for p in model.parameters())
+    clips = np.random.default_rng(0).integers(0, 256, (3, 6, 8, 8, 3), dtype=np.uint8)
+    reward = PFCReward(folder, context=2, future=2)
+    scores = reward.window_scores(clips)
+    assert scores.shape == (3, 3) and bool((scores.abs() <= 1 + 1e-5).all())
+    assert len(reward(None, clips)) == 3
+    windows = to_video(clips)[:, :4]
+    other = windows.clone()
+    other[:, 2:] = -other[:, 2:]  # another future, the same context
+    (pred, target), (pred2, target2) = model.forecast(windows, 2), model.forecast(other, 2)
+    assert torch.equal(pred, pred2) and not torch.equal(target, target2)
+    with pytest.raises(ValueError, match="tubelets of 2"):
+        PFCReward(folder, context=3, future=2).window_scores(clips)

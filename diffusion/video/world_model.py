@@ -228,17 +228,19 @@ def save_world_model(model: JEPA, out_dir: str | Path) -> Path:
     return out
 
 
-LOADERS = ("mmalign-jepa",)
-"""The `model_type`s a world-model folder's config.json may name: built-in loaders only. A folder never names code
-to import; another class comes from the run config (`load_world_model(..., loader=)`)."""
+LOADERS = ("mmalign-jepa", "vjepa2")
+"""The `model_type`s a world-model folder's config.json may name, each with a built-in loader: the project's JEPA and
+transformers' V-JEPA 2 (`vjepa2.VJEPA2WorldModel`). A folder never names code to import; another class comes from the
+run config (`load_world_model(..., loader=)`)."""
 
 
 def load_world_model(path: str | Path, loader: str = "") -> nn.Module:
     """A frozen world model from a local folder.
 
     Args:
-        path: the folder: the project's JEPA (config.json with model_type "mmalign-jepa" + model.safetensors), or a
-            checkpoint that `loader` reads.
+        path: the folder: the project's JEPA (config.json with model_type "mmalign-jepa" + model.safetensors),
+            transformers' V-JEPA 2 (`VJEPA2Model.save_pretrained`, model_type "vjepa2"), or a checkpoint that
+            `loader` reads.
         loader: "" (the folder's built-in model_type) or "package.module:Class", named by the user's run config
             (`world_model_loader`), whose `from_pretrained(folder)` returns a module with
             `scores(video (B, T, 3, H, W), PFCConfig) -> (B, W)` (the hook for a V-JEPA-class checkpoint).
@@ -263,7 +265,12 @@ def load_world_model(path: str | Path, loader: str = "") -> nn.Module:
         raise ConfigError(f"{path}/config.json names code to import ({cfg['class']!r}); a model folder never chooses "
                           "code to run. If you trust that code, name it in your run config: "
                           f"task_args.world_model_loader={cfg['class']} (load_world_model(folder, loader=...)).")
-    if cfg.pop("model_type", None) not in LOADERS:
+    model_type = cfg.pop("model_type", None)
+    if model_type == "vjepa2":
+        from mmalign.diffusion.video.vjepa2 import VJEPA2WorldModel
+
+        return VJEPA2WorldModel.from_pretrained(path)
+    if model_type not in LOADERS:
         raise ConfigError(f"{path}/config.json: model_type must be one of {list(LOADERS)}; for another world model "
                           "name its loader in the run config (task_args.world_model_loader=package.module:Class).")
     cfg.setdefault("norm", False)  # folders saved before the option existed
