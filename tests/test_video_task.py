@@ -60,3 +60,24 @@ def test_framewise_reward_averages_each_clip():
     clips = [np.full((3, 4, 4, 3), v, np.uint8) for v in (10, 200)]
     fn = FramewiseReward(lambda c, imgs: [float(im.mean()) for im in imgs])
     assert fn([{}, {}], clips) == [10.0, 200.0]
+
+
+@pytest.mark.slow
+def test_staged_evaluation_chains_stages_and_keeps_the_critics_pick(tmp_path):
+    """`staged: {stages: 2, candidates: 3}`: each held-out clip is a chain of 2 stages from the held-out first frame,
+    scored with the physics check; one candidate is the chain without selection; a bad setting is a config error."""
+    from mmalign.diffusion.video.staged import StagedSettings
+
+    def task(candidates: int) -> VideoTask:
+        return VideoTask(VideoTask.Config(tiny=True, embedded_dir=str(tmp_path), eval_conditions=1,
+                                          staged=StagedSettings(stages=2, candidates=candidates)))
+
+    staged, chain = task(3), task(1)
+    m3, m1 = staged.evaluate(staged.policy), chain.evaluate(chain.policy)
+    frames = chain.policy.num_frames
+    assert all(len(c) == 1 + 2 * frames for c in staged.last_clips + chain.last_clips)
+    assert "physics/jerk" in m3 and "reward/pfc" in m1
+    for long3, long1 in zip(staged.last_clips, chain.last_clips):
+        assert np.array_equal(long3[0], long1[0])  # the same held-out first frame
+    with pytest.raises(ConfigError, match="candidates"):
+        load_run_config("configs/video/push_pfc.yaml", ["task_args.staged.candidates=0"])

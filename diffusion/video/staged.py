@@ -13,7 +13,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmalign.config import check_numbers
 from mmalign.diffusion.video.policy import VideoPolicy, frame_of, generate_clips
+
+
+@dataclass(frozen=True)
+class StagedSettings:
+    """Staged rollouts in evaluation (the video task's `staged:` group)."""
+
+    stages: int = 0
+    """0: one clip per condition; N: a long clip of N stages, each from the previous stage's kept last frame."""
+    candidates: int = 3
+    """K clips sampled per stage, the critic (the task's weighted rewards) keeps the best; 1 = no selection."""
+    history: int = 3
+    """Frames already kept that are joined before each candidate when it is scored (windows span the seam)."""
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "stages", "history", ge=0)
+        check_numbers(self, "candidates", ge=1)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from mmalign.diffusion.models import load_components
 from mmalign.diffusion.rewards import check_reward_specs
 from mmalign.diffusion.settings import SamplingSettings, TrainedSteps, check_trained_steps
 from mmalign.diffusion.video.policy import VideoPolicy, generate_clips
+from mmalign.diffusion.video.staged import StagedSettings, staged_rollout
 from mmalign.diffusion.video.world_model import PFCReward, load_world_model
 from mmalign.envs.clips import ClipConfig, load_clips, motion_continuity, split_episodes
 
@@ -68,6 +69,10 @@ class VideoTaskConfig:
     averaged (MIND-V: pfc 0.2 + aesthetic 1.0), or {"fn": "package.module:attr"}, each with a weight."""
     eval_conditions: int = 32
     """Held-out conditions evaluated (one clip each)."""
+    staged: StagedSettings = field(default_factory=StagedSettings)
+    """Evaluate with staged visual future rollouts (`mmalign.diffusion.video.staged.StagedSettings`): stages > 0
+    makes each held-out clip a chain of stages, the task's rewards as the critic; candidates 1 is the chain without
+    selection."""
     eval_seed: int = 1234
     """Seed of the evaluation noise."""
     tiny: bool = False
@@ -161,11 +166,14 @@ class VideoTask:
 
     def evaluate(self, policy: VideoPolicy) -> dict[str, float]:
         """Mean rewards and the OpenCV physics check (block jerk / largest jump / visibility) on held-out conditions,
-        one clip each from fixed noise."""
+        one clip each from fixed noise (a staged long clip each with `staged.stages`)."""
         contexts = self.eval_contexts
-        clips = []
-        for i in range(0, len(contexts), 32):
-            clips += generate_clips(policy, contexts[i:i + 32], seed=self.cfg.eval_seed + i)
+        if self.cfg.staged.stages:
+            clips = self._staged_clips(policy)
+        else:
+            clips = []
+            for i in range(0, len(contexts), 32):
+                clips += generate_clips(policy, contexts[i:i + 32], seed=self.cfg.eval_seed + i)
         metrics = {}
         for name, fn, _ in self.rewards:
             metrics[f"reward/{name}"] = float(np.mean(fn(contexts, clips)))
@@ -177,6 +185,16 @@ class VideoTask:
         if self.first_clips is None:
             self.first_clips = clips
         return metrics
+
+    def _staged_clips(self, policy: VideoPolicy) -> list[np.ndarray]:
+        """One staged long clip per held-out condition, critic = the weighted rewards of the candidates."""
+        st = self.cfg.staged
+
+        def critic(contexts, clips):
+            return sum(w * np.asarray(fn(contexts, clips), float) for _, fn, w in self.rewards)
+
+        return [staged_rollout(policy, ctx, critic, st.stages, st.candidates, history=st.history,
+                               seed=self.cfg.eval_seed + 100 * i)[0] for i, ctx in enumerate(self.eval_contexts)]
 
     def finish(self, policy: VideoPolicy, run_dir: Path) -> None:
         """MP4s of the held-out clips before / after training, the reward and physics curves as PNG."""
