@@ -114,10 +114,10 @@ def test_a_model_folder_never_names_code_to_import(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="names code to import"):
         VideoTask(VideoTask.Config(tiny=True, embedded_dir=str(tmp_path / "emb"), world_model=str(folder)))
     assert "wm_loader_for_test" not in sys.modules and not (tmp_path / "emb").exists()  # nothing imported or built
-    (tmp_path / "vjepa").mkdir()
-    (tmp_path / "vjepa" / "config.json").write_text(json.dumps({"model_type": "vjepa2"}))
+    (tmp_path / "videomae").mkdir()
+    (tmp_path / "videomae" / "config.json").write_text(json.dumps({"model_type": "videomae"}))
     with pytest.raises(ConfigError, match="model_type must be one of"):
-        load_world_model(tmp_path / "vjepa")
+        load_world_model(tmp_path / "videomae")
     clips = list(np.random.default_rng(0).integers(0, 256, (2, 6, 8, 8, 3), dtype=np.uint8))
     named = PFCReward(folder, loader="wm_loader_for_test:Loader")  # the user's run config names the loader
     assert np.allclose(named(None, clips), PFCReward(model)(None, clips))
