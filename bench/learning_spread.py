@@ -11,6 +11,7 @@ import argparse
 import re
 import subprocess
 import sys
+import time
 from collections import defaultdict
 
 LINE = re.compile(r"^learning: (\S+) (.*)$")
@@ -41,6 +42,7 @@ def main() -> None:
     values, passed, runs = defaultdict(list), defaultdict(int), defaultdict(int)
     for threads in args.threads:
         for seed in args.seeds:
+            start = time.perf_counter()
             figures, outcomes = run(args.tests, seed, threads, extra)
             for test, ok in outcomes.items():
                 runs[test, threads] += 1
@@ -48,7 +50,11 @@ def main() -> None:
             for test, figs in figures.items():
                 for name, v in figs.items():
                     values[test, name, threads].append(v)
-            print(f"# seed {seed}, threads {threads}: {sum(outcomes.values())}/{len(outcomes)} passed", flush=True)
+            print(f"# seed {seed}, threads {threads}: {sum(outcomes.values())}/{len(outcomes)} passed "
+                  f"in {time.perf_counter() - start:.0f} s", flush=True)
+            for test, ok in outcomes.items():
+                figs = " ".join(f"{k}={v:.4g}" for k, v in figures.get(test, {}).items())
+                print(f"#   {'passed' if ok else 'FAILED'} {test.split('::', 1)[-1]} {figs}", flush=True)
     print(f"\n`{' '.join(sys.argv)}`\n")
     print("| test | figure | threads | runs (seed order) | min | mean | max | passed |")
     print("|---|---|---|---|---|---|---|---|")
