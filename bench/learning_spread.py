@@ -33,23 +33,24 @@ def run(tests: list[str], seed: int, threads: int, extra: list[str]) -> tuple[di
 
 
 class Spread:
-    """Figures and outcomes per (test, threads), in the order the runs were added."""
+    """Figures (in seed order) and outcomes per (test, threads)."""
 
     def __init__(self):
         self.values, self.passed, self.runs = defaultdict(list), defaultdict(int), defaultdict(int)
 
-    def add(self, threads: int, figures: dict, outcomes: dict) -> None:
+    def add(self, seed: int, threads: int, figures: dict, outcomes: dict) -> None:
         for test, ok in outcomes.items():
             self.runs[test, threads] += 1
             self.passed[test, threads] += ok
         for test, figs in figures.items():
             for name, v in figs.items():
-                self.values[test, name, threads].append(v)
+                self.values[test, name, threads].append((seed, v))
 
     def table(self) -> None:
         print("| test | figure | threads | runs (seed order) | min | mean | max | passed |")
         print("|---|---|---|---|---|---|---|---|")
-        for (test, name, threads), v in sorted(self.values.items()):
+        for (test, name, threads), seeded in sorted(self.values.items()):
+            v = [x for _, x in sorted(seeded)]
             runs_, ok = " ".join(f"{x:.3g}" for x in v), f"{self.passed[test, threads]}/{self.runs[test, threads]}"
             print(f"| {test.split('::', 1)[-1]} | {name} | {threads} | {runs_} | {min(v):.3g} "
                   f"| {sum(v) / len(v):.3g} | {max(v):.3g} | {ok} |")
@@ -62,12 +63,12 @@ RESULT = re.compile(r"^#   (passed|FAILED) (\S+) ?(.*)$")
 def read_logs(paths: list[str], spread: Spread) -> None:
     """Add the runs printed by earlier sweeps (their `# seed ..` lines), e.g. a 1-thread and a 2-thread sweep."""
     for path in paths:
-        threads, figures, outcomes = None, {}, {}
+        run_, figures, outcomes = None, {}, {}
         for line in open(path).read().splitlines() + ["# seed 0, threads 0:"]:
             if m := RUN.match(line):
-                if threads is not None:
-                    spread.add(threads, figures, outcomes)
-                threads, figures, outcomes = int(m[2]), {}, {}
+                if run_ is not None:
+                    spread.add(*run_, figures, outcomes)
+                run_, figures, outcomes = (int(m[1]), int(m[2])), {}, {}
             elif m := RESULT.match(line):
                 outcomes[m[2]] = m[1] == "passed"
                 figures[m[2]] = {k: float(v) for k, v in (kv.split("=") for kv in m[3].split())}
@@ -90,7 +91,7 @@ def main() -> None:
         for seed in args.seeds:
             start = time.perf_counter()
             figures, outcomes = run(args.tests, seed, threads, extra)
-            spread.add(threads, figures, outcomes)
+            spread.add(seed, threads, figures, outcomes)
             print(f"# seed {seed}, threads {threads}: {sum(outcomes.values())}/{len(outcomes)} passed "
                   f"in {time.perf_counter() - start:.0f} s", flush=True)
             for test, ok in outcomes.items():
