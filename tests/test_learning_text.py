@@ -47,7 +47,7 @@ def test_ppo_learns_the_target_reply(tmp_path, learning):
                             seed=learning.seed)
     first, last = mean(rewards[:10]), mean(rewards[-10:])
     learning.report(first=first, last=last)
-    assert last > first + 0.05, (first, last)  # gain 0.085-0.10 over seeds and threads (docs/text.md)
+    assert last > first + 0.05, (first, last)  # gain 0.085-0.11 over seeds and threads (docs/text.md)
 
 
 PAIRS = [dict(r, chosen=r["references"][0], rejected="the the the the the the") for r in ROWS]
