@@ -5,8 +5,9 @@ and the language model one merged image token; one-token bare answers rewarded b
 shaping reward is image-independent and collapses the policy onto one or two answers early, which GRPO's zero-std
 groups then never undo). 400 images, 80 held out; evaluation is greedy on images never trained on.
 Chance is 1/4 for rotation (0/90/180/270) and 1/4 for position (quadrants). Rotation is also learnt by tiny Idefics3
-and LLaVA models (lr 1e-3). Each bar sits below the worst of 8 runs (5 seeds at 1 thread, 3 at 2; docs/vlm.md), and
-above what a broken update reaches: with the advantages negated or zeroed the accuracy stays near 0.
+and LLaVA models (lr 1e-3). Each bar sits above what a broken update reaches (with the advantages negated the
+accuracy stays at 0) and below the worst of 13 runs (10 seeds at 1 thread, 3 at 2), except that the Qwen rotation run
+stays near chance on seeds 6 and 8 and the position run on seed 6 (docs/vlm.md).
 """
 
 import pytest
@@ -59,10 +60,10 @@ def test_grpo_learns_position_on_held_out_images(tmp_path, learning):
     assert before <= 0.3 and after >= 0.35, (before, after)
 
 
-@pytest.mark.parametrize("model_type,steps,least", [("idefics3", 175, 0.6), ("llava", 125, 0.4)])
+@pytest.mark.parametrize("model_type,steps,least", [("idefics3", 175, 0.6), ("llava", 125, 0.35)])
 def test_grpo_learns_rotation_with_other_families(tmp_path, learning, model_type, steps, least):
     """The same run on a tiny Idefics3 (pixel shuffle: one image token per 28 px image) and a tiny LLaVA (four image
     tokens, one per 14 px patch), at lr 1e-3: at 3e-3 both lose one answer for good and stop near 0.5. LLaVA keeps
-    two to four of the four answers at 125 steps, depending on the seed (0.48-0.96)."""
+    two to four of the four answers at 125 steps, depending on the seed (0.40-0.96)."""
     before, after = held_out_accuracy(tmp_path, learning, ROTATION, steps=steps, model_type=model_type, lr=1e-3)
     assert before <= 0.3 and after >= least, (before, after)
