@@ -39,4 +39,4 @@ def test_grpo_raises_a_clip_reward(learning):
         opt.step()
     after = np.mean(brightness(None, generate_clips(policy, held, seed=learning.seed + 5)))
     learning.report(before=before, after=after)
-    assert after > before + 0.06, (before, after)
+    assert after > before + 0.1, (before, after)  # worst of seeds 0-4 at 1 thread: +0.19
