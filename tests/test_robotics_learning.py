@@ -40,7 +40,7 @@ def test_prefppo_with_oracle_labels_learns_reach(tmp_path, learning):
     learning.report(return_before=first["eval/return"], return_after=last["eval/return"],
                     success_after=last["eval/success_rate"], rm_accuracy=last["eval/reward_model_accuracy"])
     assert last["eval/feedback"] == 1000
-    assert last["eval/return"] > first["eval/return"] + 20, (first, last)
+    assert last["eval/return"] > first["eval/return"] + 15, (first, last)  # measured rises 25-65 (docs/robotics.md)
     assert last["eval/reward_model_accuracy"] > 0.8, last  # the learned reward ranks held-out segments
 
 

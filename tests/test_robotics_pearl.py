@@ -198,7 +198,7 @@ def test_rrl_predicts_larger_variance_where_labels_are_noisier(learning):
         std = model(ho, hact).std
     ratio = (std[hreg].mean() / std[~hreg].mean()).item()
     learning.report(std_ratio=ratio)
-    assert ratio > 1.3
+    assert ratio > 1.15  # measured 1.33 / 1.48 at seeds 0 / 1 (docs/pearl.md); a std that never learns gives 1.0
 
 
 def test_rrl_ranks_held_out_segments_as_well_as_bt_under_label_noise(learning):
