@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
@@ -114,7 +115,7 @@ def sample_tokens(model, inputs: dict[str, Any], last_position: Tensor, max_new_
 # the compiled decoder
 
 
-CACHE_BLOCK = 64
+CACHE_BLOCK = 16
 """A static cache holds prompt + completion rounded up to a multiple of this many positions, so prompts of nearby
 lengths share one cache shape and so one compiled graph."""
 
@@ -145,6 +146,48 @@ def _decode_step(model, process_logits, position_arg, greedy: bool, eos: int, pa
     out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=position_arg(pos), use_cache=True,
                 **{_CACHE: cache})
     return *_choose(out.logits[:, -1], process_logits, greedy, done, eos, pad), pos
+
+
+DECODE_ATTENTION = "mmalign_decode"
+"""The attention implementation name the compiled decode step runs an SDPA model's text layers with
+(`_gqa_decode_attention`); registered with transformers' attention and mask interfaces on first use."""
+
+
+def _gqa_decode_attention(module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+                          dropout: float = 0.0, scaling: float | None = None, **kwargs) -> tuple[Tensor, None]:
+    """SDPA of one new token per row over the whole static cache, without copying the keys and values once per
+    query head (grouped-query attention): the query heads that share a key/value head become that head's queries,
+    (B, H, 1, D) -> (B, KV, H / KV, D), as transformers' eager decode does (`pack_gqa`); under `torch.compile` its
+    SDPA path would repeat the cache H / KV times on every step instead. Longer queries go to its SDPA."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    b, h, q, d = query.shape
+    if q != 1 or dropout:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    kv = key.shape[1]
+    out = torch.nn.functional.scaled_dot_product_attention(query.reshape(b, kv, h // kv, d), key, value,
+                                                           attn_mask=attention_mask, scale=scaling)
+    return out.reshape(b, 1, h, d), None
+
+
+@contextmanager
+def _decode_attention(model):
+    """Run an SDPA model's text layers with `_gqa_decode_attention` inside the block (other models as they are)."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    config = model.config.get_text_config(decoder=True)
+    if config._attn_implementation != "sdpa":
+        yield
+        return
+    AttentionInterface.register(DECODE_ATTENTION, _gqa_decode_attention)
+    AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
+    config._attn_implementation = DECODE_ATTENTION
+    try:
+        yield
+    finally:
+        config._attn_implementation = "sdpa"
 
 
 def _compiled_step(device: torch.device) -> Callable:
@@ -192,17 +235,20 @@ def compiled_decode(model, inputs: dict[str, Any], last_position: Tensor, max_ne
     tok, lp, done = _choose(out.logits[:, -1], process_logits, greedy, done, eos_token_id, pad_token_id)
     full = torch.cat([attn, attn.new_ones(b, length - p)], 1)
     step, cuda = _compiled_step(attn.device), attn.device.type == "cuda"
-    toks, lps, dones, pos = [tok], [lp], [done], last_position
-    while len(toks) < max_new_tokens and not (len(toks) % 8 == 0 and bool(done.all())):
-        if cuda:
-            torch.compiler.cudagraph_mark_step_begin()
-        tok, lp, done, pos = step(model, process_logits, position_arg, greedy, eos_token_id, pad_token_id, tok, pos,
-                                  full, cache, done)
-        if cuda:  # a CUDA graph's outputs are overwritten by its next replay
-            tok, lp, done, pos = tok.clone(), lp.clone(), done.clone(), pos.clone()
-        toks.append(tok)
-        lps.append(lp)
-        dones.append(done)
+    toks, lps, dones, pos = [tok], [lp], [done], last_position.contiguous()  # the strides of every later step's
+    with _decode_attention(model):
+        while len(toks) < max_new_tokens and not (len(toks) % 8 == 0 and bool(done.all())):
+            if cuda:
+                torch.compiler.cudagraph_mark_step_begin()
+            # the first call picks (or compiles) the graph by its guards; the later ones have the same inputs
+            with torch.compiler.set_stance(skip_guard_eval_unsafe=len(toks) > 1):
+                tok, lp, done, pos = step(model, process_logits, position_arg, greedy, eos_token_id, pad_token_id,
+                                          tok, pos, full, cache, done)
+            if cuda:  # a CUDA graph's outputs are overwritten by its next replay
+                tok, lp, done, pos = tok.clone(), lp.clone(), done.clone(), pos.clone()
+            toks.append(tok)
+            lps.append(lp)
+            dones.append(done)
     # mask of step t: the row was not done before it (the EOS itself counts)
     mask = ~torch.stack([torch.zeros_like(done)] + dones[:-1], 1)
     t = int(mask.any(0).nonzero().max()) + 1

@@ -101,9 +101,11 @@ def test_compiled_decoder_greedy_equals_eager_and_sampled_logprobs_equal_rescore
     torch.testing.assert_close(_rescored(policy, inputs, out, process)[out.mask], out.logprobs[out.mask], atol=1e-5,
                                rtol=0)
 
-    # a batch of the same size with shorter prompts reuses the static cache and the compiled step
+    # a batch of the same size with shorter prompts (in the same `CACHE_BLOCK`) reuses the static cache and the
+    # compiled step
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    _, _, short, short_last = _prompt(policy, ["a"] * 12)
+    _, _, short, short_last = _prompt(policy, ["the big red dog sat"] * 12)
+    assert short["input_ids"].shape[1] < inputs["input_ids"].shape[1]
     again = sample_tokens(policy.model, short, short_last, 12, tok.eos_token_id, tok.pad_token_id, process,
                           decoder="compiled")
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
