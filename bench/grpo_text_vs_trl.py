@@ -32,6 +32,9 @@ machine hit both systems alike. Each round starts fresh processes (and swaps whi
 shows medians over all timed steps of all rounds and the median peak memory over rounds. Process CPU time is
 shown beside wall time: with one torch thread per worker (the CPU default) it is less sensitive to other tenants.
 
+`--systems mmalign,compiled,trl` adds mmalign with the compiled decoder (`generation.decoder: compiled`: static KV
+cache, `torch.compile`d decode step); its compilation falls in the warm-up steps (the "first step (cold)" row).
+
 `--policy NAME=module:Class --systems mmalign,NAME,trl` adds a third column: mmalign's Trainer driving another
 `CausalLMPolicy`-compatible class, to measure a candidate speed-up against TRL in the same interleaved run.
 
@@ -178,7 +181,7 @@ class Gate:
         self.conn.send(("done", result))
 
 
-def run_mmalign(a, gate: Gate, policy_cls: str = "mmalign.text.policy:CausalLMPolicy") -> dict:
+def run_mmalign(a, gate: Gate, policy_cls: str = "mmalign.text.policy:CausalLMPolicy", decoder: str = "eager") -> dict:
     from types import SimpleNamespace
 
     from mmalign.algorithms.grpo import GRPOConfig
@@ -192,10 +195,11 @@ def run_mmalign(a, gate: Gate, policy_cls: str = "mmalign.text.policy:CausalLMPo
     model, checksum = build_model(a)
     base = mem_baseline(a)
 
+    extra = {} if decoder == "eager" else {"decoder": decoder}
     policy = resolve(policy_cls, {})(model, tok, max_new_tokens=a.max_new, temperature=1.0, chat_template=False,
-                            reference="none", max_prompt_length=100_000)
+                                     reference="none", max_prompt_length=100_000, **extra)
     task = SimpleNamespace(policy=policy, rewards=[("bleu", BleuReward(), 1.0)], train_contexts=rows,
-                           eval_contexts=rows[:1])
+                           eval_contexts=rows[:1], evaluate=lambda policy: {}, finish=lambda policy, run_dir: None)
     cfg = RunConfig(
         task="text",
         trainer=TrainerConfig(name="bench", output_dir=tempfile.mkdtemp(), seed=a.seed, steps=a.warmup + a.steps,
@@ -322,6 +326,8 @@ def worker(a, system: str, conn) -> None:
             torch.set_num_threads(a.threads)
         if system == "trl":
             out = run_trl(a, Gate(conn))
+        elif system == "compiled":
+            out = run_mmalign(a, Gate(conn), decoder="compiled")
         else:
             out = run_mmalign(a, Gate(conn), a.policy.get(system, "mmalign.text.policy:CausalLMPolicy"))
         out.update(system=system, torch_threads=torch.get_num_threads())
@@ -397,8 +403,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads per worker; default 1 on the CPU (stable "
                    "timings on a shared machine), torch's default on a GPU; 0 = torch's default")
-    p.add_argument("--systems", default="mmalign,trl", help="comma list of systems to run: trl, mmalign, or a name "
-                   "given to --policy")
+    p.add_argument("--systems", default="mmalign,trl", help="comma list of systems to run: trl, mmalign, compiled "
+                   "(mmalign with the compiled decoder), or a name given to --policy")
     p.add_argument("--policy", action="append", default=[], metavar="NAME=module:Class",
                    help="run mmalign with another CausalLMPolicy-compatible class as system NAME (to try a candidate "
                    "speed-up against TRL in the same run); repeatable")

@@ -1,83 +1,130 @@
 """Env steps per second of mmalign's robot PPO loop vs raw env stepping (the floor) and Stable-Baselines3 PPO.
 
 All three use the same env (mmalign/Reach-v0, 8 synchronous copies), and both PPOs use the same settings: 64x64
-tanh actor and critic, 128 steps per env per rollout, 10 epochs x 4 minibatches, one torch thread. Reported:
-steps/s of each and the ratios. Needs `pip install stable-baselines3` (it is not a dependency of mmalign).
+tanh actor and critic, 128 steps per env per rollout, 10 epochs x 4 minibatches, one torch thread. Needs
+`pip install -e .[bench]` (stable-baselines3 is not a dependency of mmalign; without it the SB3 column is dropped).
 
-    python bench/ppo_robot_vs_sb3.py [--steps 16384]
+Interleaving: the three systems live in this process and run one PPO iteration (num_envs x 128 env steps: one
+rollout and its update; for raw stepping the same number of random-action steps) at a time, in ABBA order
+(mmalign, SB3, raw, then raw, SB3, mmalign, ...), so the load drifts of a shared machine hit them alike. Each pass
+over the systems gives one ratio per pair from adjacent runs; the table shows the per-pass ratios and their median,
+on wall time and on process CPU time (less sensitive to other tenants). SB3 runs each iteration as
+`learn(n_steps * n_envs, reset_num_timesteps=False)`: one rollout and one `train()`.
+
+    python bench/ppo_robot_vs_sb3.py [--passes 16] [--num-envs 8]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-
-def raw_steps_per_s(steps: int, num_envs: int) -> float:
-    from mmalign.robotics.sampler import make_vec_env
-
-    env = make_vec_env("mmalign/Reach-v0", num_envs, seed=0)
-    rng = np.random.default_rng(0)
-    t = time.perf_counter()
-    for _ in range(steps // num_envs):
-        env.step(rng.uniform(-1, 1, (num_envs, 2)).astype(np.float32))
-    return steps / (time.perf_counter() - t)
+ROLLOUT = 128  # steps per env per PPO iteration, as configs/robotics/reach_prefppo.yaml
 
 
-def mmalign_steps_per_s(steps: int, num_envs: int) -> float:
+class Raw:
+    """Random actions through the same vector env: the floor of any loop."""
+
+    def __init__(self, num_envs: int):
+        from mmalign.robotics.sampler import make_vec_env
+
+        self.env, self.n = make_vec_env("mmalign/Reach-v0", num_envs, seed=0), num_envs
+        self.rng = np.random.default_rng(0)
+
+    def iteration(self) -> int:
+        for _ in range(ROLLOUT):
+            self.env.step(self.rng.uniform(-1, 1, (self.n, 2)).astype(np.float32))
+        return ROLLOUT * self.n
+
+
+class MMAlign:
     """PPO on the ground-truth reward through the Trainer (the robot task of configs/robotics/reach_prefppo.yaml)."""
-    from pathlib import Path
 
-    from mmalign.run_config import load_run_config
-    from mmalign.trainer import Trainer
+    def __init__(self, num_envs: int):
+        from mmalign.run_config import load_run_config
+        from mmalign.trainer import Trainer
 
-    config = Path(__file__).parents[1] / "configs" / "robotics" / "reach_prefppo.yaml"
-    overrides = ["task_args.feedback.reward=ground_truth", f"task_args.num_envs={num_envs}", "task_args.video=false"]
-    trainer = Trainer(load_run_config(config, overrides))
-    sampler = trainer.task.sampler
-    trainer.step(0)  # warm-up
-    start, t, k = sampler.env_steps, time.perf_counter(), 1
-    while sampler.env_steps - start < steps:
-        trainer.step(k)
-        k += 1
-    return (sampler.env_steps - start) / (time.perf_counter() - t)
+        config = Path(__file__).parents[1] / "configs" / "robotics" / "reach_prefppo.yaml"
+        overrides = ["task_args.feedback.reward=ground_truth", f"task_args.num_envs={num_envs}",
+                     "task_args.video=false", f"trainer.num_samples={ROLLOUT}"]
+        self.trainer = Trainer(load_run_config(config, overrides))
+        self.sampler, self.k = self.trainer.task.sampler, 0
+
+    def iteration(self) -> int:
+        start = self.sampler.env_steps  # real steps: gymnasium's autoreset steps are not counted
+        self.trainer.step(self.k)
+        self.k += 1
+        return self.sampler.env_steps - start
 
 
-def sb3_steps_per_s(steps: int, num_envs: int) -> float:
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.env_util import make_vec_env
+class SB3:
+    def __init__(self, num_envs: int):
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.env_util import make_vec_env
 
-    import mmalign.envs  # noqa: F401
+        import mmalign.envs  # noqa: F401
 
-    env = make_vec_env("mmalign/Reach-v0", n_envs=num_envs, seed=0)
-    model = PPO("MlpPolicy", env, n_steps=128, batch_size=128 * num_envs // 4, n_epochs=10, seed=0, device="cpu",
-                policy_kwargs={"net_arch": {"pi": [64, 64], "vf": [64, 64]}}, verbose=0)
-    model.learn(128 * num_envs)  # warm-up
-    t = time.perf_counter()
-    model.learn(steps, reset_num_timesteps=False)
-    return steps / (time.perf_counter() - t)
+        env = make_vec_env("mmalign/Reach-v0", n_envs=num_envs, seed=0)
+        self.model = PPO("MlpPolicy", env, n_steps=ROLLOUT, batch_size=ROLLOUT * num_envs // 4, n_epochs=10, seed=0,
+                         device="cpu", policy_kwargs={"net_arch": {"pi": [64, 64], "vf": [64, 64]}}, verbose=0)
+        self.n, self.first = ROLLOUT * num_envs, True
+
+    def iteration(self) -> int:
+        self.model.learn(self.n, reset_num_timesteps=self.first)
+        self.first = False
+        return self.n
+
+
+SYSTEMS = {"mmalign": MMAlign, "sb3": SB3, "raw": Raw}
+PAIRS = (("mmalign", "sb3"), ("mmalign", "raw"), ("sb3", "raw"))
+
+
+def timed(system) -> tuple[float, float]:
+    """(env steps per wall second, per process CPU second) of one iteration."""
+    t, c = time.perf_counter(), time.process_time()
+    steps = system.iteration()
+    return steps / (time.perf_counter() - t), steps / (time.process_time() - c)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=16384)
+    p.add_argument("--passes", type=int, default=16, help="timed passes; each runs one iteration of every system")
+    p.add_argument("--warmup", type=int, default=1, help="untimed passes first")
     p.add_argument("--num-envs", type=int, default=8)
     args = p.parse_args()
     torch.set_num_threads(1)
-    out = {"raw": raw_steps_per_s(args.steps, args.num_envs),
-           "mmalign_ppo": mmalign_steps_per_s(args.steps, args.num_envs)}
-    try:
-        out["sb3_ppo"] = sb3_steps_per_s(args.steps, args.num_envs)
-    except ImportError:
-        print("stable-baselines3 is not installed: pip install stable-baselines3")
-    out["mmalign_over_raw"] = out["mmalign_ppo"] / out["raw"]
-    if "sb3_ppo" in out:
-        out["mmalign_over_sb3"] = out["mmalign_ppo"] / out["sb3_ppo"]
-    print(json.dumps({k: round(v, 3) for k, v in out.items()}, indent=2))
+    systems = {}
+    for name, cls in SYSTEMS.items():
+        try:
+            systems[name] = cls(args.num_envs)
+        except ImportError as e:
+            print(f"{name} skipped ({e}): pip install -e .[bench]")
+    order = list(systems)
+    print(f"mmalign/Reach-v0 x {args.num_envs} envs, {ROLLOUT} steps per env per iteration, {args.warmup} warm-up + "
+          f"{args.passes} timed passes in ABBA order over {order}, torch threads 1", flush=True)
+    runs: dict[str, list[tuple[float, float]]] = {s: [] for s in order}
+    for k in range(args.warmup + args.passes):
+        for s in order if k % 2 == 0 else order[::-1]:
+            r = timed(systems[s])
+            if k >= args.warmup:
+                runs[s].append(r)
+
+    pairs = [(a, b) for a, b in PAIRS if a in runs and b in runs]
+    head = " | ".join(f"{a}/{b} wall | {a}/{b} cpu" for a, b in pairs)
+    print(f"\n| pass | {head} |\n|---:|" + "---:|" * 2 * len(pairs))
+    ratios = {(a, b, i): [x[i] / y[i] for x, y in zip(runs[a], runs[b])] for a, b in pairs for i in (0, 1)}
+    for k in range(args.passes):
+        print(f"| {k} | " + " | ".join(f"{ratios[a, b, i][k]:.2f}" for a, b in pairs for i in (0, 1)) + " |")
+    print("| **median** | " + " | ".join(f"**{statistics.median(ratios[a, b, i]):.2f}**" for a, b in pairs
+                                         for i in (0, 1)) + " |")
+    print("\nmedian env steps/s: " + ", ".join(
+        f"{s} {statistics.median(x[0] for x in runs[s]):.0f} wall / {statistics.median(x[1] for x in runs[s]):.0f} cpu"
+        for s in order))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mmalign.config import check_numbers
+from mmalign.config import check_choice, check_numbers
+from mmalign.generate import DECODERS
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,11 @@ class GenerationSettings:
     would drop image tokens)."""
     eval_greedy: bool = True
     """Evaluate held-out prompts with greedy decoding (deterministic scores) instead of sampling."""
+    decoder: str = "eager"
+    """"eager" (dynamic KV cache, op by op) or "compiled" (static KV cache and a `torch.compile`d decode step,
+    `mmalign.generate.compiled_decode`): same contract, the compiled one pays a compilation per batch shape."""
 
     def __post_init__(self) -> None:
         check_numbers(self, "max_new_tokens", "max_prompt_length", ge=1)
         check_numbers(self, "temperature", gt=0)
+        check_choice(self, "decoder", DECODERS)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import pytest
 import torch
 from diffusion_tiny import PROMPTS as IMAGE_PROMPTS
 from diffusion_tiny import tiny_diffusion_policy, tiny_video_policy, video_contexts
@@ -33,6 +34,7 @@ class Case:
         shape: (B, T) of the rollout.
         protocols: the optional protocols (`HasReference`, `HasValue`, `HasEntropy`) this configuration has.
         rtol: relative tolerance of re-scored against sampled log-probs (the absolute one is 1e-5).
+        slow: building or sampling it takes long (a `torch.compile` of the decoder): marked `slow`.
     """
 
     build: Callable[[], Any]
@@ -41,6 +43,7 @@ class Case:
     shape: tuple[int, int]
     protocols: tuple[type, ...] = ()
     rtol: float = 0.0
+    slow: bool = False
 
 
 def seeded(build: Callable[..., Any], *args, **kwargs) -> Any:
@@ -56,6 +59,8 @@ def _text() -> dict[str, Case]:
                           (HasReference, HasEntropy)),
         "text-value-head-copy-ref": Case(partial(tiny_policy, value_head=True, reference="copy"), ROWS, 2, (4, 8),
                                          (HasReference, HasValue, HasEntropy)),
+        "text-compiled": Case(partial(tiny_policy, temperature=0.7, decoder="compiled"), PROMPTS, 3, (9, 8),
+                              (HasEntropy,), slow=True),
     }
 
 
@@ -68,6 +73,8 @@ def _vlm() -> dict[str, Case]:
             partial(tiny_vlm_policy, model_type=family, lora=lora, temperature=0.7), CONTEXTS, 3, (9, 6),
             (HasReference, HasEntropy) if lora else (HasEntropy,))
     cases["vlm-idefics3-tiles"] = Case(tiled_idefics3_policy, CONTEXTS, 2, (6, 6), (HasEntropy,))
+    cases["vlm-qwen2_vl-compiled"] = Case(partial(tiny_vlm_policy, temperature=0.7, decoder="compiled"), CONTEXTS, 3,
+                                          (9, 6), (HasEntropy,), slow=True)
     return cases
 
 
@@ -96,14 +103,20 @@ CASES: dict[str, Case] = {
     **_text(), **_vlm(), **_diffusion(), **_video(),
     "robot": Case(tiny_robot_policy, ["reach"], 12, (3, 12), (HasValue, HasEntropy), rtol=1e-5),
 }
-"""Every adapter configuration on the contract, by name: text (plain, LoRA, value head), each VLM family (with and
-without LoRA), diffusion (DDIM and flow, UNet and SD3 transformer, CFG, LoRA), video (frame-folding UNet2D and UNet3D,
-DDIM and flow) and robot (a Gaussian policy over a real vector env)."""
+"""Every adapter configuration on the contract, by name: text (plain, LoRA, value head, compiled decoder), each VLM
+family (with and without LoRA; Qwen2-VL also with the compiled decoder), diffusion (DDIM and flow, UNet and SD3
+transformer, CFG, LoRA), video (frame-folding UNet2D and UNet3D, DDIM and flow) and robot (a Gaussian policy over a
+real vector env)."""
 
 
-def domain_cases(prefix: str) -> list[str]:
-    """The names of the cases of one domain ("text", "vlm", "diffusion", "video", "robot")."""
-    return [n for n in CASES if n.split("-")[0] == prefix]
+def params(names) -> list:
+    """`names` as `pytest.mark.parametrize` values, the slow cases marked `slow`."""
+    return [pytest.param(n, marks=pytest.mark.slow) if CASES[n].slow else n for n in names]
+
+
+def domain_cases(prefix: str) -> list:
+    """The cases of one domain ("text", "vlm", "diffusion", "video", "robot"), as parametrize values (`params`)."""
+    return params(n for n in CASES if n.split("-")[0] == prefix)
 
 
 def sample_case(name: str) -> tuple[Any, Rollout]:

@@ -5,7 +5,7 @@ per-step tensors. It catches stateful schedulers, dropout, padding, dtype and ma
 
 import pytest
 import torch
-from adapters import CASES
+from adapters import CASES, params
 
 from mmalign.rollout import HasEntropy, HasReference, HasValue, Policy
 
@@ -22,7 +22,7 @@ def minibatch(b: int) -> torch.Tensor:
     return torch.tensor(list(dict.fromkeys([b - 1, 0, b // 2])))
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", params(CASES))
 def test_rollout_shapes_agree(sampled, name):
     case = CASES[name]
     policy, rollout = sampled(name)
@@ -34,7 +34,7 @@ def test_rollout_shapes_agree(sampled, name):
     assert len(rollout.outputs) in (0, b)
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", params(CASES))
 def test_group_gives_each_context_num_samples_samples(sampled, name):
     case = CASES[name]
     group = sampled(name)[1].group
@@ -45,7 +45,7 @@ def test_group_gives_each_context_num_samples_samples(sampled, name):
         assert group.bincount(minlength=len(case.contexts)).tolist() == [case.num_samples] * len(case.contexts)
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", params(CASES))
 def test_rescored_logprobs_equal_sampled_with_grad(sampled, name):
     """Every step, masked or not, agrees: the cores form exp(new - old) over the whole (B, T) before masking."""
     case = CASES[name]
@@ -59,7 +59,7 @@ def test_rescored_logprobs_equal_sampled_with_grad(sampled, name):
     assert any(g is not None and bool(g.abs().sum() > 0) for g in grads)
 
 
-@pytest.mark.parametrize("name", [n for n in CASES if CASES[n].protocols])
+@pytest.mark.parametrize("name", params(n for n in CASES if CASES[n].protocols))
 def test_optional_protocols_give_per_step_tensors(sampled, name):
     """`ref_logprobs`, `values`, `entropy`: finite (B, T); a reference copied at construction scores as sampled."""
     case = CASES[name]

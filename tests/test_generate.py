@@ -1,9 +1,14 @@
 """The shared KV-cache decoder (`mmalign.generate`) that the text and VLM adapters sample with: it draws what
-transformers' own `generate` draws, banned tokens are never drawn, sampled log-probs are the processed logits'."""
+transformers' own `generate` draws, banned tokens are never drawn, sampled log-probs are the processed logits';
+the compiled decoder (static cache, compiled step) decodes greedily what the eager one does and keeps the contract."""
 
+from functools import partial
+
+import pytest
 import torch
 from tiny import ROWS, tiny_policy
 
+from mmalign import generate
 from mmalign.generate import sample_tokens, scaled_logits
 from mmalign.text.policy import positions
 
@@ -51,3 +56,59 @@ def test_banned_tokens_are_never_sampled_and_logprobs_are_the_processed_logits()
     p = inputs["input_ids"].shape[1]
     rescored = torch.log_softmax(process(logits[:, p - 1:-1]), -1).gather(-1, out.tokens[..., None]).squeeze(-1)
     torch.testing.assert_close(rescored, out.logprobs, atol=1e-5, rtol=0)
+
+
+def test_unknown_decoder_is_an_error_naming_the_choices():
+    policy = tiny_policy()
+    _, _, inputs, last = _prompt(policy, ROWS)
+    with pytest.raises(ValueError, match=r"decoder 'compield' is not one of \['eager', 'compiled'\]"):
+        sample_tokens(policy.model, inputs, last, 4, 1, 0, decoder="compield")
+    with pytest.raises(ValueError, match="decoder 'fast'"):
+        tiny_policy(decoder="fast")
+
+
+def _rescored(policy, inputs, out, process):
+    """Log-probs of `out.tokens` under one full forward over prompt + completion (what training re-scores)."""
+    p = inputs["input_ids"].shape[1]
+    ids = torch.cat([inputs["input_ids"], out.tokens], 1)
+    attn = torch.cat([inputs["attention_mask"], out.mask.long()], 1)
+    logits = policy.model(input_ids=ids, attention_mask=attn, position_ids=positions(attn)).logits
+    return torch.log_softmax(process(logits[:, p - 1:-1]), -1).gather(-1, out.tokens[..., None]).squeeze(-1)
+
+
+@pytest.mark.slow  # two compilations of the decode step (greedy, sampling): tens of seconds
+def test_compiled_decoder_greedy_equals_eager_and_sampled_logprobs_equal_rescored():
+    policy = tiny_policy(max_new_tokens=12)
+    tok = policy.tokenizer
+    _, _, inputs, last = _prompt(policy, ROWS + ["the red dog and the big cat"])  # left padding
+    inputs, last = {k: v.repeat_interleave(4, 0) for k, v in inputs.items()}, last.repeat_interleave(4, 0)
+    banned = torch.tensor([5, 6, 7])
+    process = partial(scaled_logits, temperature=0.5, banned=banned)
+    run = partial(sample_tokens, policy.model, inputs, last, 12, tok.eos_token_id, tok.pad_token_id, process)
+    eager, compiled = run(greedy=True), run(greedy=True, decoder="compiled")
+    assert torch.equal(compiled.tokens, eager.tokens) and torch.equal(compiled.mask, eager.mask)
+    torch.testing.assert_close(compiled.logprobs, eager.logprobs, atol=1e-5, rtol=0)
+
+    torch.manual_seed(1)
+    out = run(decoder="compiled")
+    assert len(set(out.mask.sum(1).tolist())) > 2  # rows ended at different steps
+    assert not bool(torch.isin(out.tokens, banned).any())
+    for row, mask in zip(out.tokens, out.mask):  # each row: a prefix ending at its EOS (or the limit), then padding
+        n = int(mask.sum())
+        assert bool(mask[:n].all()) and bool((row[n:] == tok.pad_token_id).all())
+        assert (row[:n] == tok.eos_token_id).nonzero().flatten().tolist() in ([n - 1], [])
+    assert bool((out.logprobs[~out.mask] == 0).all())
+    torch.testing.assert_close(_rescored(policy, inputs, out, process)[out.mask], out.logprobs[out.mask], atol=1e-5,
+                               rtol=0)
+
+    # a batch of the same size with shorter prompts (in the same `CACHE_BLOCK`) reuses the static cache and the
+    # compiled step
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    _, _, short, short_last = _prompt(policy, ["the big red dog sat"] * 12)
+    assert short["input_ids"].shape[1] < inputs["input_ids"].shape[1]
+    again = sample_tokens(policy.model, short, short_last, 12, tok.eos_token_id, tok.pad_token_id, process,
+                          decoder="compiled")
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    assert len(generate._caches[policy.model]) == 1
+    torch.testing.assert_close(_rescored(policy, short, again, process)[again.mask], again.logprobs[again.mask],
+                               atol=1e-5, rtol=0)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from mmalign.config import ConfigError, did_you_mean, join_key
-from mmalign.generate import sample_tokens, scaled_logits
+from mmalign.generate import DECODERS, sample_tokens, scaled_logits
 from mmalign.rollout import Rollout
 
 
@@ -184,11 +184,12 @@ class CausalLMPolicy(nn.Module):
         logprob_chunk: re-score through the LM head in chunks of this many positions (`chunked_token_logprobs`),
             so full (B, T, V) logits are never held; 0 = one full-logits pass. Models with logit soft-capping
             always take the full pass.
+        decoder: "eager" or "compiled" (`mmalign.generate.sample_tokens`).
     """
 
     def __init__(self, model, tokenizer, max_new_tokens: int = 64, temperature: float = 1.0,
                  chat_template: bool = True, reference: str = "none", value_head: bool = False,
-                 max_prompt_length: int = 512, logprob_chunk: int = 512):
+                 max_prompt_length: int = 512, logprob_chunk: int = 512, decoder: str = "eager"):
         super().__init__()
         if temperature <= 0:
             raise ValueError("temperature must be positive; use sample(..., greedy=True) for greedy decoding.")
@@ -200,6 +201,9 @@ class CausalLMPolicy(nn.Module):
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         self.chat_template = chat_template and getattr(tokenizer, "chat_template", None) is not None
         self.max_prompt_length = max_prompt_length
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder {decoder!r} is not one of {list(DECODERS)}")
+        self.decoder = decoder
         softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
         self.logprob_chunk = 0 if softcap else logprob_chunk
         if reference == "lora" and not hasattr(model, "disable_adapter"):
@@ -235,14 +239,16 @@ class CausalLMPolicy(nn.Module):
     @torch.no_grad()
     def sample(self, contexts: Sequence, num_samples: int, greedy: bool = False, model=None) -> Rollout:
         """Generate `num_samples` completions per context with a KV cache (`generate.sample_tokens`); stop each row
-        at EOS. `model` decodes instead of the policy's own (a `mmalign.decoding.GuidedLM` over it)."""
+        at EOS. `model` decodes instead of the policy's own (a `mmalign.decoding.GuidedLM` over it, always eagerly:
+        it is not one transformers model)."""
         ids, attn = self.encode(contexts)
         ids, attn = ids.repeat_interleave(num_samples, 0), attn.repeat_interleave(num_samples, 0)
         pad, pos = self.tokenizer.pad_token_id, positions(attn)
         inputs = {"input_ids": ids, "attention_mask": attn, "position_ids": pos}
         completion, lps, mask = sample_tokens(model or self.model, inputs, pos[:, -1:], self.max_new_tokens,
                                               self.tokenizer.eos_token_id, pad,
-                                              partial(scaled_logits, temperature=self.temperature), greedy)
+                                              partial(scaled_logits, temperature=self.temperature), greedy,
+                                              decoder=self.decoder if model is None else "eager")
         texts = self.tokenizer.batch_decode(completion.masked_fill(~mask, pad), skip_special_tokens=True)
         return Rollout(
             group=torch.arange(len(contexts), device=ids.device).repeat_interleave(num_samples),

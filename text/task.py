@@ -221,7 +221,7 @@ class TextTask:
         model, reference = with_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules, cfg.reference)
         gen = cfg.generation
         return CausalLMPolicy(model.to(device), tokenizer, gen.max_new_tokens, gen.temperature, cfg.chat_template,
-                              reference, cfg.value_head, gen.max_prompt_length, cfg.logprob_chunk)
+                              reference, cfg.value_head, gen.max_prompt_length, cfg.logprob_chunk, gen.decoder)
 
     def evaluate(self, policy: CausalLMPolicy, batch_size: int = 16) -> dict[str, float]:
         """Mean reward of each reward function on the held-out rows, one (greedy) completion each."""

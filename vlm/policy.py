@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from mmalign.generate import sample_tokens, scaled_logits
+from mmalign.generate import DECODERS, sample_tokens, scaled_logits
 from mmalign.rollout import Rollout
 from mmalign.text.policy import encode_completions, reference_logprobs, token_logprobs
 
@@ -39,15 +39,19 @@ class VLMPolicy(nn.Module):
         max_new_tokens: completion length limit.
         temperature: sampling temperature; it defines the policy, so it also divides the re-scored logits.
         reference: "lora" (adapters disabled), "copy" (a frozen copy made now) or "none".
+        decoder: "eager" or "compiled" (`mmalign.generate.sample_tokens`).
     """
 
-    def __init__(self, model, inputs, max_new_tokens: int = 64, temperature: float = 1.0, reference: str = "none"):
+    def __init__(self, model, inputs, max_new_tokens: int = 64, temperature: float = 1.0, reference: str = "none",
+                 decoder: str = "eager"):
         super().__init__()
         if temperature <= 0:
             raise ValueError("temperature must be positive; use sample(..., greedy=True) for greedy decoding.")
         if reference == "lora" and not hasattr(model, "disable_adapter"):
             raise ValueError("reference='lora' needs a peft model (turn LoRA on) or use reference='copy'.")
-        self.model, self.inputs = model.eval(), inputs
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder {decoder!r} is not one of {list(DECODERS)}")
+        self.model, self.inputs, self.decoder = model.eval(), inputs, decoder
         self.tokenizer = inputs.tokenizer
         self.max_new_tokens, self.temperature, self.reference = max_new_tokens, temperature, reference
         self.ref_model = copy.deepcopy(model).requires_grad_(False).eval() if reference == "copy" else None
@@ -86,7 +90,7 @@ class VLMPolicy(nn.Module):
         # text after the prompt: all three M-RoPE axes advance together
         completion, lps, mask = sample_tokens(self.model, inputs, pos[:, :, -1:], self.max_new_tokens,
                                               self.tokenizer.eos_token_id, self.tokenizer.pad_token_id, self._logits,
-                                              greedy, _position_arg)
+                                              greedy, _position_arg, self.decoder)
         return self._rollout(len(contexts), num_samples, ids, attn, types, pos, images, completion, mask, lps)
 
     def _rollout(self, n_contexts: int, num_samples: int, ids: Tensor, attn: Tensor, types: Tensor, pos: Tensor,

@@ -290,7 +290,8 @@ class SSLTask:
         model, reference = with_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules, cfg.reference)
         model = model.to(device)
         inputs = prompt_encoder(model, tokenizer, processor, cfg.generation.max_prompt_length)
-        return VLMPolicy(model, inputs, cfg.generation.max_new_tokens, cfg.generation.temperature, reference)
+        gen = cfg.generation
+        return VLMPolicy(model, inputs, gen.max_new_tokens, gen.temperature, reference, gen.decoder)
 
     def evaluate(self, policy: VLMPolicy, batch_size: int = 16) -> dict[str, float]:
         """Per-task accuracy (the task's verifier) and mean rewards on held-out images, one completion each."""
