@@ -289,7 +289,7 @@ def test_fsdp_run_resumes_from_its_shards_on_the_same_curve_and_leaves_whole_fin
 @pytest.mark.slow
 def test_fsdp_lora_run_leaves_the_whole_adapter(config, tmp_path):
     """LoRA under FSDP2 on 2 processes: final/ is the PEFT adapter, whole (each tensor = the processes' shards)."""
-    cfg = config(task_args={"lora_r": 4}, trainer={"steps": 2, "save_every": 2, "eval_every": 0})
+    cfg = config(task_args={"lora": {"rank": 4}}, trainer={"steps": 2, "save_every": 2, "eval_every": 0})
     proc = subprocess.run([*TWO_PROCESSES, "-m", "mmalign.cli", "train", str(cfg), "trainer.name=lora"],
                           env={**ENV, **FSDP}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
