@@ -18,6 +18,7 @@ from collections import defaultdict
 import torch
 
 from mmalign.decoding.decoder import Decoder, DecodeSettings
+from mmalign.rewards import CombinedReward
 from mmalign.run_config import load_run_config, task_class
 from mmalign.text.task import load_causal_lm
 
@@ -49,9 +50,10 @@ def main() -> None:
     task = task_class(cfg.task)(cfg.task_args, "cpu")
     weights = {name: w for name, _, w in task.rewards}
 
+    combined = CombinedReward({n: fn for n, fn, _ in task.rewards}, list(weights.values()))
+
     def reward(contexts, outputs):
-        per = [[w * float(v) for v in fn(contexts, outputs)] for _, fn, w in task.rewards]
-        return [sum(col) for col in zip(*per)]
+        return combined(contexts, outputs)[0].tolist()
 
     def load(spec):
         return load_causal_lm(spec)[0].eval()

@@ -129,15 +129,15 @@ def task_decoder(task, method: str, options: Sequence[str]) -> Decoder:
                          f"{type(task.policy).__name__} (diffusion: --option rlg_scale=W for RL guidance).")
 
     settings = from_dict(DecodeSettings, apply_overrides({}, list(options)))
+    from mmalign.rewards import CombinedReward
+
     rewards = getattr(task, "rewards", [])
+    combined = CombinedReward({n: fn for n, fn, _ in rewards}, [w for _, _, w in rewards]) if rewards else None
 
     def reward(contexts, outputs):
-        totals = [0.0] * len(outputs)
-        for _, fn, w in rewards:
-            totals = [t + w * float(v) for t, v in zip(totals, fn(contexts, outputs))]
-        return totals
+        return combined(contexts, outputs)[0].tolist()
 
     def load(spec: str):
         return load_causal_lm(spec)[0].to(task.policy.device).eval()
 
-    return Decoder(task.policy, method, reward if rewards else None, settings, load)
+    return Decoder(task.policy, method, reward if combined else None, settings, load)
