@@ -239,6 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ConfigError, DataError, DivergedError, FileNotFoundError, RewardError, UsageError) as e:
         print(f"mmalign: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        close_process_group()
+
+
+def close_process_group() -> None:
+    """Tear down torch.distributed (if a launch formed a group) before the interpreter exits: a gloo group left to
+    interpreter shutdown can abort a rank with SIGABRT after its work is done, failing the whole launch."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from mmalign.cli import close_process_group
 from mmalign.run_config import load_run_config
 from mmalign.trainer import Trainer
 
@@ -26,4 +27,7 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    try:
+        main(sys.argv[1])
+    finally:
+        close_process_group()

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from tiny import ROWS, TinyTask, tiny_policy
 
 from mmalign.checkpoint import trainable_state
+from mmalign.cli import close_process_group
 from mmalign.run_config import RunConfig, TrainerConfig
 from mmalign.trainer import Trainer, make_accelerator
 
@@ -41,4 +42,7 @@ def main(out: str, micro: int, poison: bool = False, lora: bool = False) -> None
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), "poison" in sys.argv[3:], "lora" in sys.argv[3:])
+    try:
+        main(sys.argv[1], int(sys.argv[2]), "poison" in sys.argv[3:], "lora" in sys.argv[3:])
+    finally:
+        close_process_group()

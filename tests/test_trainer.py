@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 from files import strict_rows, tree_digest
+from procs import run_ok
 from safetensors.torch import load_file
 from tiny import tiny_policy
 
@@ -166,8 +167,7 @@ FSDP = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLI
 
 
 def _update(out: Path, launch: list[str], *args: str, env: dict | None = None) -> dict[str, torch.Tensor]:
-    subprocess.run([*launch, str(TESTS / "mp_update.py"), str(out), *args], env={**ENV, **(env or {})}, check=True,
-                   cwd=TESTS, capture_output=True)
+    run_ok([*launch, TESTS / "mp_update.py", out, *args], env={**ENV, **(env or {})}, cwd=TESTS)
     return load_file(out)
 
 
@@ -200,9 +200,7 @@ def test_cli_under_torchrun_without_a_gpu_forms_one_two_process_run(config, tmp_
     """`trainer.cpu` left false on a machine without a GPU: the two processes still form one process group, so they
     share one run folder (a second, independent process would find the first one's run and refuse)."""
     cfg = config(trainer={"steps": 2, "save_every": 0, "eval_every": 0, "contexts_per_step": 2})
-    proc = subprocess.run([*TWO_PROCESSES, "-m", "mmalign.cli", "train", str(cfg), "trainer.name=two"], env=ENV,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_ok([*TWO_PROCESSES, "-m", "mmalign.cli", "train", cfg, "trainer.name=two"], env=ENV, timeout=600)
     rows = read_metrics(tmp_path / "runs/two/metrics.jsonl")
     assert [r["step"] for r in rows if "reward" in r] == [1, 2]
 
@@ -214,10 +212,8 @@ def test_evaluation_is_split_over_processes_and_merged(tmp_path):
     def ranks(out: Path, n: int) -> list[dict]:
         return [json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in range(n)]
 
-    subprocess.run([sys.executable, str(TESTS / "mp_eval.py"), str(tmp_path / "one")], env=ENV, check=True,
-                   capture_output=True)
-    subprocess.run([*TWO_PROCESSES, str(TESTS / "mp_eval.py"), str(tmp_path / "two")], env=ENV, check=True,
-                   capture_output=True)
+    run_ok([sys.executable, TESTS / "mp_eval.py", tmp_path / "one"], env=ENV)
+    run_ok([*TWO_PROCESSES, TESTS / "mp_eval.py", tmp_path / "two"], env=ENV)
     (one,), two = ranks(tmp_path / "one", 1), ranks(tmp_path / "two", 2)
     assert len(one["seen"]) == 7 and one["records"] == one["seen"]
     assert [len(r["seen"]) for r in two] == [3, 4] and two[0]["seen"] + two[1]["seen"] == one["seen"]  # not repeated
@@ -290,9 +286,7 @@ def test_fsdp_run_resumes_from_its_shards_on_the_same_curve_and_leaves_whole_fin
 def test_fsdp_lora_run_leaves_the_whole_adapter(config, tmp_path):
     """LoRA under FSDP2 on 2 processes: final/ is the PEFT adapter, whole (each tensor = the processes' shards)."""
     cfg = config(task_args={"lora": {"rank": 4}}, trainer={"steps": 2, "save_every": 2, "eval_every": 0})
-    proc = subprocess.run([*TWO_PROCESSES, "-m", "mmalign.cli", "train", str(cfg), "trainer.name=lora"],
-                          env={**ENV, **FSDP}, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_ok([*TWO_PROCESSES, "-m", "mmalign.cli", "train", cfg, "trainer.name=lora"], env={**ENV, **FSDP}, timeout=300)
     run = tmp_path / "runs/lora"
     adapter = load_file(run / "final/adapter_model.safetensors")
     shards = [load_file(run / f"checkpoints/step_000002/trainable_{r}.safetensors") for r in (0, 1)]
@@ -343,8 +337,7 @@ def test_two_machines_on_one_host_make_the_same_update_as_one(tmp_path):
 
 def test_a_non_finite_loss_on_one_process_skips_the_step_on_all(tmp_path):
     out = tmp_path / "poisoned.safetensors"
-    subprocess.run([*TWO_PROCESSES, str(TESTS / "mp_update.py"), str(out), "0", "poison"], env=ENV, check=True,
-                   cwd=TESTS)
+    run_ok([*TWO_PROCESSES, TESTS / "mp_update.py", out, "0", "poison"], env=ENV, cwd=TESTS)
     ranks = [json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in (0, 1)]
     assert [m["skipped_steps"] for m in ranks] == [1, 1], ranks
     assert all(math.isnan(m["grad_norm"]) for m in ranks), ranks  # the same (non-finite) all-reduced norm
