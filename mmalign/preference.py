@@ -6,7 +6,8 @@ normaliser) belongs to the caller. Nothing here reads a model, a tokenizer or a 
 
 Contents:
 
-- reward models: `bradley_terry_loss`.
+- reward models: `bradley_terry_loss`; Bayesian reward-model ensembles (BRME): `gaussian_preference_loss` per
+  Gaussian head and `brme_reward`, the robust mix of the nominal head and the worst head.
 - DPO family on sequence log-ratios (policy vs. frozen reference): `dpo_loss` (with cDPO label smoothing),
   `ipo_loss`, `robust_dpo_loss`.
 - reference-free: `tpo_loss`, `tpo_l_loss` (chosen/rejected contrast plus NLL on a gold answer).
@@ -124,6 +125,68 @@ def bradley_terry_loss(
         return -F.logsigmoid(diff - m)
     # soft labels: p * -log s(d - m) + (1 - p) * -log s(-d - m)
     return -label * F.logsigmoid(diff - m) - (1 - label) * F.logsigmoid(-diff - m)
+
+
+def gaussian_preference_loss(
+    mean_chosen: Tensor,
+    std_chosen: Tensor,
+    mean_rejected: Tensor,
+    std_rejected: Tensor,
+    sigma0: float = 1.0,
+    beta: float = 0.0,
+) -> Tensor:
+    """Bradley-Terry NLL of a Gaussian reward head, with a KL pull of its scale towards a prior scale.
+
+    A head predicts r ~ N(mean, std^2) for each response (BRME, Yan et al. 2024, arXiv 2409.15360, Sec. 3.2). With
+    d = r_c - r_r ~ N(mu, v), mu = mean_c - mean_r, v = std_c^2 + std_r^2, the preference probability E[s(d)] is
+    taken in closed form with the probit approximation s(mu / sqrt(1 + pi v / 8)) (MacKay 1992), so a wide head
+    predicts a flatter preference and the loss needs no noise draws. The regulariser is
+    KL(N(m, std^2) || N(m, sigma0^2)) = log(sigma0 / std) + std^2 / (2 sigma0^2) - 1/2 on both responses
+    (as `mmalign.robotics.rrl`); without it, std collapses to 0 on pairs the head separates.
+
+    Args:
+        mean_chosen: (B, K) means of K heads on the chosen response (or (B,) for one head).
+        std_chosen: (B, K) standard deviations, > 0.
+        mean_rejected: (B, K) means on the rejected response.
+        std_rejected: (B, K) standard deviations, > 0.
+        sigma0: prior scale of the KL term, > 0.
+        beta: weight of the KL term, >= 0.
+
+    Returns:
+        (B, K) loss of each pair under each head: -log s(mu / sqrt(1 + pi v / 8)) + beta * (KL_c + KL_r).
+    """
+    _check_same_shape(mean_chosen=mean_chosen, std_chosen=std_chosen, mean_rejected=mean_rejected,
+                      std_rejected=std_rejected)
+    _check_positive("sigma0", sigma0)
+    _check_non_negative("beta", beta)
+    var = std_chosen.square() + std_rejected.square()
+    nll = -F.logsigmoid((mean_chosen - mean_rejected) / torch.sqrt(1 + torch.pi * var / 8))
+
+    def kl(std: Tensor) -> Tensor:
+        return torch.log(sigma0 / std) + std.square() / (2 * sigma0**2) - 0.5
+
+    return nll + beta * (kl(std_chosen) + kl(std_rejected)) if beta else nll
+
+
+def brme_reward(means: Tensor, stds: Tensor, lam: float) -> Tensor:
+    """The reward-robust objective's reward: lam * nominal + (1 - lam) * worst case over the ensemble.
+
+    Yan et al. 2024 (arXiv 2409.15360), Eq. 2: J_lam = lam * J_perform + (1 - lam) * J_robust, with the nominal reward
+    the mean of the most confident head (the smallest std) and the robust reward the minimum over the heads' means.
+
+    Args:
+        means: (B, K) reward means of K heads.
+        stds: (B, K) their standard deviations.
+        lam: weight of the nominal reward in [0, 1]; 1 is the nominal head alone, 0 the worst case alone.
+
+    Returns:
+        (B,) rewards.
+    """
+    _check_2d(means=means, stds=stds)
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"`lam` weighs the nominal reward against the worst case and must lie in [0, 1], got {lam}.")
+    nominal = means.gather(1, stds.argmin(1, keepdim=True)).squeeze(1)
+    return lam * nominal + (1 - lam) * means.min(1).values
 
 
 # ---------------------------------------------------------------------------------------------------------------------
