@@ -76,6 +76,10 @@ REWARDS: dict[str, str | Callable[..., RewardFn]] = {
     "regex": "mmalign.text.rewards:RegexReward",
     "format": "mmalign.text.rewards:think_answer_format_reward",
     "reward_model": "mmalign.text.rewards:SequenceClassifierReward",
+    "bt_rm": "mmalign.text.reward_models:bt_reward_model",
+    "brme": "mmalign.text.reward_models:brme_reward_model",
+    "principles": "mmalign.text.reward_models:PrincipleReward",
+    "principle_pass": "mmalign.text.reward_models:PrincipleCheck",
     "ctrl": "mmalign.decoding.calibrate:ctrl",
 }
 """Reward names usable in configs -> factories taking the spec's other keys as keyword arguments, each given as

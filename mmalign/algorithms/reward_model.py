@@ -149,7 +149,7 @@ def train_brme(score_fn: ScoreFn, params, pairs: Sequence[tuple], cfg: RewardMod
         losses = gaussian_preference_loss(mc, sc, mr, sr, brme.sigma0, brme.beta)  # (B, K)
         w = weights[idx].to(losses.device)
         loss = (w * losses).sum() / w.sum().clamp(min=1.0)
-        return loss, {"accuracy": float((mc > mr).float().mean()), "std": float(torch.cat([sc, sr]).mean())}
+        return loss, {"accuracy": float((mc > mr).float().mean()), "std": float(torch.cat([sc, sr]).detach().mean())}
 
     return fit(params, len(pairs), batch_loss, cfg)
 
@@ -182,7 +182,8 @@ def pair_accuracy(score_fn: ScoreFn, pairs: Sequence[tuple], batch_size: int = 6
 
 
 def text_scorer(model, tokenizer, max_length: int = 512) -> ScoreFn:
-    """Score (prompt, response) string pairs with a sequence classifier (num_labels=1), with grad."""
+    """Score (prompt, response) string pairs with a sequence classifier, with grad: (B,) for num_labels=1, else
+    (B, num_labels) (e.g. BRME's K means and K scales)."""
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -190,6 +191,7 @@ def text_scorer(model, tokenizer, max_length: int = 512) -> ScoreFn:
     def score(items: Sequence[tuple[str, str]]) -> Tensor:
         enc = tokenizer([p for p, _ in items], [r for _, r in items], padding=True, truncation=True,
                         max_length=max_length, return_tensors="pt").to(next(model.parameters()).device)
-        return model(**enc).logits[:, 0].float()
+        logits = model(**enc).logits.float()
+        return logits[:, 0] if logits.shape[1] == 1 else logits
 
     return score

@@ -1,0 +1,145 @@
+"""The reward-model tables of docs/reward-models.md, over seeds.
+
+    python bench/reward_models.py hacking --seeds 0 1 2      # BRME vs one BT proxy under GRPO, judged by BLEU
+    python bench/reward_models.py principles --seeds 0 1 2   # RLBFF vs BT accuracy, and GRPO on chosen principles
+
+`hacking` trains configs/text/tiny_bt_proxy.yaml and configs/text/tiny_brme.yaml (same pairs, same policy seed) and
+prints per run the held-out proxy reward and held-out BLEU (the true metric) at every evaluation, then a summary: BLEU
+at the start, its peak and the end, and whether the run was exploited (proxy up, true BLEU down from its peak by
+more than 0.01 at the end). `principles` prints the held-out accuracy of an RLBFF principle model and of a BT model
+trained on the same responses, then GRPO with configs/text/tiny_principles.yaml: the verifiers' pass rate of the
+chosen principles on held-out prompts over training.
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+
+import torch
+
+from mmalign.algorithms.reward_model import RewardModelConfig, train_reward_model
+from mmalign.run_config import load_run_config
+from mmalign.text.reward_models import (
+    PRINCIPLES,
+    PrincipleReward,
+    TrainedClassifier,
+    _texts,
+    data_rows,
+    principle_examples,
+    principle_pairs,
+)
+from mmalign.trainer import Trainer
+
+
+def curve(config: str, seed: int, steps: int | None) -> list[dict]:
+    """Evaluation metrics (held-out) at step 0 and every eval_every steps of a seeded run of `config`."""
+    with tempfile.TemporaryDirectory() as out:
+        cfg = load_run_config(config, [f"trainer.seed={seed}", f"trainer.output_dir={out}"]
+                              + ([f"trainer.steps={steps}"] if steps else []))
+        cfg.task_args.rewards[0]["seed"] = seed  # the reward model's data, init and shuffling follow the run's seed
+        trainer = Trainer(cfg)
+        points = [{"step": 0, **trainer.evaluate()}]
+        for k in range(cfg.trainer.steps):
+            trainer.step(k)
+            if (k + 1) % cfg.trainer.eval_every == 0:
+                points.append({"step": k + 1, **trainer.evaluate()})
+    return points
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.mean(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
+
+
+def hacking(seeds: list[int], steps: int | None) -> None:
+    summary = {}
+    for name, config in (("BT proxy", "configs/text/tiny_bt_proxy.yaml"), ("BRME", "configs/text/tiny_brme.yaml")):
+        rows = []
+        for seed in seeds:
+            pts = curve(config, seed, steps)
+            print(f"{name} seed {seed}: " + "  ".join(
+                f"{p['step']}: proxy {p['eval/reward/proxy']:+.3f} bleu {p['eval/reward/bleu']:.3f}" for p in pts),
+                flush=True)
+            bleu = [p["eval/reward/bleu"] for p in pts]
+            exploited = pts[-1]["eval/reward/proxy"] > pts[0]["eval/reward/proxy"] and bleu[-1] < max(bleu) - 0.01
+            rows.append((bleu[0], max(bleu), bleu[-1], bleu[-1] - bleu[0], exploited))
+        summary[name] = rows
+    print("\n| reward | held-out BLEU at start | peak | end | end - start | runs exploited |")
+    print("|---|---|---|---|---|---|")
+    for name, rows in summary.items():
+        cols = [spread([r[i] for r in rows]) for i in range(4)]
+        print(f"| {name} | " + " | ".join(cols) + f" | {sum(r[4] for r in rows)} of {len(rows)} |")
+
+
+def accuracy(seed: int, train_rows: int) -> dict[str, tuple[float, float]]:
+    """Held-out accuracy of RLBFF and of a BT model on the same train responses, per principle set."""
+    rows, held = data_rows()
+    names = list(PRINCIPLES)
+    rlbff = PrincipleReward(principles=names, seed=seed, train_rows=train_rows)
+    pairs = principle_pairs(rows[:train_rows], names, seed)  # the same responses as rlbff.examples
+    bt = TrainedClassifier()
+    cfg = RewardModelConfig(lr=3e-3, epochs=4, batch_size=32, seed=seed)
+    bt.fit(_texts(rows + held), 1, lambda fn, params: train_reward_model(fn, params, pairs, cfg), seed, 32)
+    print(f"seed {seed}: {len(rlbff.examples)} entailment labels, {len(pairs)} BT pairs", flush=True)
+    out = {}
+    examples = principle_examples(held, names, seed=1000 + seed)
+    probs = rlbff.outputs([e[0] for e in examples]).view(-1, len(names)) > 0
+    labels = torch.tensor([e[1] for e in examples]).view(-1, len(names)).bool()
+    for i, n in enumerate(names):
+        out[f"entailment: {n}"] = (float((probs[:, i] == labels[:, i]).float().mean()), float("nan"))
+    for subset in [names] + [[n] for n in names]:
+        test = principle_pairs(held, subset, seed=1000 + seed)
+        chosen = [p[0] for p in test]
+        rejected = [p[1] for p in test]
+        ctx = [{"prompt": c[0], "references": r["references"]} for c, r in zip(chosen, _rows_of(test, held))]
+        r_c = rlbff.probabilities(ctx, [c[1] for c in chosen], subset).sum(1)
+        r_r = rlbff.probabilities(ctx, [r[1] for r in rejected], subset).sum(1)
+        b_c, b_r = bt.outputs(chosen), bt.outputs(rejected)
+        key = "pairs: all principles" if len(subset) > 1 else f"pairs: {subset[0]}"
+        out[key] = (float((r_c > r_r).float().mean()), float((b_c > b_r).float().mean()))
+    return out
+
+
+def _rows_of(pairs: list[tuple], rows: list[dict]) -> list[dict]:
+    by_prompt = {r["prompt"]: r for r in rows}
+    return [by_prompt[p[0][0]] for p in pairs]
+
+
+def principles(seeds: list[int], steps: int | None, train_rows: int) -> None:
+    results = [accuracy(seed, train_rows) for seed in seeds]
+    print("\n| held-out accuracy | RLBFF principle model | BT model, same responses |")
+    print("|---|---|---|")
+    for key in results[0]:
+        bt = [r[key][1] for r in results]
+        print(f"| {key} | {spread([r[key][0] for r in results])} | "
+              f"{spread(bt) if bt[0] == bt[0] else 'n/a (one score, no principle)'} |")
+    runs = []
+    for seed in seeds:
+        pts = curve("configs/text/tiny_principles.yaml", seed, steps)
+        print(f"RLBFF GRPO seed {seed}: " + "  ".join(
+            f"{p['step']}: rm {p['eval/reward/principles']:.3f} pass {p['eval/reward/principle_pass']:.3f}"
+            for p in pts), flush=True)
+        runs.append((pts[0]["eval/reward/principle_pass"], pts[-1]["eval/reward/principle_pass"]))
+    print("\n| GRPO on the chosen principles | held-out pass rate at start | end | end - start |")
+    print("|---|---|---|---|")
+    print(f"| one_sentence, no_question, short | {spread([r[0] for r in runs])} | {spread([r[1] for r in runs])} | "
+          f"{spread([r[1] - r[0] for r in runs])} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("table", choices=["hacking", "principles"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the config's)")
+    parser.add_argument("--train-rows", type=int, default=100, help="rows the principle and BT models learn from")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.table == "hacking":
+        hacking(args.seeds, args.steps)
+    else:
+        principles(args.seeds, args.steps, args.train_rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
