@@ -32,10 +32,10 @@ from mmalign.text.reward_models import (
 from mmalign.trainer import Trainer
 
 
-def curve(config: str, seed: int, steps: int | None) -> list[dict]:
+def curve(config: str, seed: int, steps: int | None, overrides: list[str] = ()) -> list[dict]:
     """Evaluation metrics (held-out) at step 0 and every eval_every steps of a seeded run of `config`."""
     with tempfile.TemporaryDirectory() as out:
-        cfg = load_run_config(config, [f"trainer.seed={seed}", f"trainer.output_dir={out}"]
+        cfg = load_run_config(config, [f"trainer.seed={seed}", f"trainer.output_dir={out}", *overrides]
                               + ([f"trainer.steps={steps}"] if steps else []))
         cfg.task_args.rewards[0]["seed"] = seed  # the reward model's data, init and shuffling follow the run's seed
         trainer = Trainer(cfg)
@@ -51,12 +51,12 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
 
 
-def hacking(seeds: list[int], steps: int | None) -> None:
+def hacking(seeds: list[int], steps: int | None, overrides: list[str]) -> None:
     summary = {}
     for name, config in (("BT proxy", "configs/text/tiny_bt_proxy.yaml"), ("BRME", "configs/text/tiny_brme.yaml")):
         rows = []
         for seed in seeds:
-            pts = curve(config, seed, steps)
+            pts = curve(config, seed, steps, overrides)
             print(f"{name} seed {seed}: " + "  ".join(
                 f"{p['step']}: proxy {p['eval/reward/proxy']:+.3f} bleu {p['eval/reward/bleu']:.3f}" for p in pts),
                 flush=True)
@@ -71,8 +71,9 @@ def hacking(seeds: list[int], steps: int | None) -> None:
         print(f"| {name} | " + " | ".join(cols) + f" | {sum(r[4] for r in rows)} of {len(rows)} |")
 
 
-def accuracy(seed: int, train_rows: int) -> dict[str, tuple[float, float]]:
-    """Held-out accuracy of RLBFF and of a BT model on the same train responses, per principle set."""
+def accuracy(seed: int, train_rows: int) -> dict[str, tuple[float, float, float]]:
+    """Held-out accuracy of RLBFF, of a BT model on the same train responses, and of the majority label (0.5 for
+    pairs), per principle set."""
     rows, held = data_rows()
     names = list(PRINCIPLES)
     rlbff = PrincipleReward(principles=names, seed=seed, train_rows=train_rows)
@@ -86,7 +87,9 @@ def accuracy(seed: int, train_rows: int) -> dict[str, tuple[float, float]]:
     probs = rlbff.outputs([e[0] for e in examples]).view(-1, len(names)) > 0
     labels = torch.tensor([e[1] for e in examples]).view(-1, len(names)).bool()
     for i, n in enumerate(names):
-        out[f"entailment: {n}"] = (float((probs[:, i] == labels[:, i]).float().mean()), float("nan"))
+        yes = float(labels[:, i].float().mean())
+        hits = float((probs[:, i] == labels[:, i]).float().mean())
+        out[f"entailment: {n}"] = (hits, float("nan"), max(yes, 1 - yes))
     for subset in [names] + [[n] for n in names]:
         test = principle_pairs(held, subset, seed=1000 + seed)
         chosen = [p[0] for p in test]
@@ -96,7 +99,7 @@ def accuracy(seed: int, train_rows: int) -> dict[str, tuple[float, float]]:
         r_r = rlbff.probabilities(ctx, [r[1] for r in rejected], subset).sum(1)
         b_c, b_r = bt.outputs(chosen), bt.outputs(rejected)
         key = "pairs: all principles" if len(subset) > 1 else f"pairs: {subset[0]}"
-        out[key] = (float((r_c > r_r).float().mean()), float((b_c > b_r).float().mean()))
+        out[key] = (float((r_c > r_r).float().mean()), float((b_c > b_r).float().mean()), 0.5)
     return out
 
 
@@ -105,17 +108,18 @@ def _rows_of(pairs: list[tuple], rows: list[dict]) -> list[dict]:
     return [by_prompt[p[0][0]] for p in pairs]
 
 
-def principles(seeds: list[int], steps: int | None, train_rows: int) -> None:
+def principles(seeds: list[int], steps: int | None, train_rows: int, overrides: list[str]) -> None:
     results = [accuracy(seed, train_rows) for seed in seeds]
-    print("\n| held-out accuracy | RLBFF principle model | BT model, same responses |")
-    print("|---|---|---|")
+    print("\n| held-out accuracy | RLBFF principle model | BT model, same responses | majority label / chance |")
+    print("|---|---|---|---|")
     for key in results[0]:
         bt = [r[key][1] for r in results]
         print(f"| {key} | {spread([r[key][0] for r in results])} | "
-              f"{spread(bt) if bt[0] == bt[0] else 'n/a (one score, no principle)'} |")
+              f"{spread(bt) if bt[0] == bt[0] else 'n/a (one score, no principle)'} | "
+              f"{spread([r[key][2] for r in results])} |")
     runs = []
     for seed in seeds:
-        pts = curve("configs/text/tiny_principles.yaml", seed, steps)
+        pts = curve("configs/text/tiny_principles.yaml", seed, steps, overrides)
         print(f"RLBFF GRPO seed {seed}: " + "  ".join(
             f"{p['step']}: rm {p['eval/reward/principles']:.3f} pass {p['eval/reward/principle_pass']:.3f}"
             for p in pts), flush=True)
@@ -133,12 +137,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the config's)")
     parser.add_argument("--train-rows", type=int, default=100, help="rows the principle and BT models learn from")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides of the GRPO runs")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.table == "hacking":
-        hacking(args.seeds, args.steps)
+        hacking(args.seeds, args.steps, args.set)
     else:
-        principles(args.seeds, args.steps, args.train_rows)
+        principles(args.seeds, args.steps, args.train_rows, args.set)
 
 
 if __name__ == "__main__":
