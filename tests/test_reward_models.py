@@ -19,7 +19,7 @@ from mmalign.algorithms.reward_model import (
     train_principle_model,
 )
 from mmalign.preference import brme_reward, gaussian_preference_loss
-from mmalign.rewards import check_reward_spec
+from mmalign.rewards import check_reward_spec, resolve_reward
 from mmalign.run_config import load_run_config
 from mmalign.task import RewardError
 from mmalign.text.policy import word_tokenizer
@@ -135,35 +135,37 @@ def tiny_classifier(num_labels: int, seed: int = 0):
     return model, text_scorer(model, tok)
 
 
-def test_brme_heads_learn_the_preference():
+def test_brme_heads_learn_the_preference(learning):
     """Every Gaussian head ranks held-out pairs; swapped labels would drive the accuracy to 0."""
-    model, score = tiny_classifier(num_labels=2 * 3)
-    train, held_out = make_pairs(96, seed=0), make_pairs(48, seed=1)
-    history = train_brme(score, model.parameters(), train, RewardModelConfig(lr=3e-3, epochs=2, batch_size=16),
-                         BRMEConfig(heads=3))
+    model, score = tiny_classifier(num_labels=2 * 3, seed=learning.seed)
+    train, held_out = make_pairs(96, seed=2 * learning.seed), make_pairs(48, seed=2 * learning.seed + 1)
+    history = train_brme(score, model.parameters(), train,
+                         RewardModelConfig(lr=3e-3, epochs=2, batch_size=16, seed=learning.seed), BRMEConfig(heads=3))
     with torch.no_grad():
         (mc, sc), (mr, _) = (gaussian_heads(score([p[i] for p in held_out])) for i in (0, 1))
     accuracy = (mc > mr).float().mean(0)  # per head
+    learning.report(worst_head=float(accuracy.min()), loss0=history[0]["loss"], loss=history[-1]["loss"])
     assert history[-1]["loss"] < history[0]["loss"]
     assert bool((accuracy > 0.9).all()), accuracy
     assert bool((brme_reward(mc, sc, 0.5) > brme_reward(mr, sc, 0.5)).float().mean() > 0.9)
 
 
-def test_principle_model_learns_the_entailment():
+def test_principle_model_learns_the_entailment(learning):
     """Entailment of "mentions cat" from (prompt, response, principle) items: held-out accuracy far above chance."""
-    model, score = tiny_classifier(num_labels=1)
+    model, score = tiny_classifier(num_labels=1, seed=learning.seed)
 
     def examples(seed):
         pairs = make_pairs(48, seed)  # responses end in "cat" or "dog"; the principle names one of the two
         return [((p[0], f"{p[1]} about {animal}"), int(p[1].endswith(animal)))
                 for pair in pairs for p in pair for animal in ("cat", "dog")]
 
-    history = train_principle_model(score, model.parameters(), examples(0),
-                                    RewardModelConfig(lr=3e-3, epochs=2, batch_size=16))
-    held_out = examples(1)
+    history = train_principle_model(score, model.parameters(), examples(2 * learning.seed),
+                                    RewardModelConfig(lr=3e-3, epochs=4, batch_size=16, seed=learning.seed))
+    held_out = examples(2 * learning.seed + 1)
     with torch.no_grad():
         logits = score([e[0] for e in held_out])
     accuracy = float(((logits > 0).long() == torch.tensor([e[1] for e in held_out])).float().mean())
+    learning.report(accuracy=accuracy, loss0=history[0]["loss"], loss=history[-1]["loss"])
     assert history[-1]["loss"] < history[0]["loss"]
     assert accuracy > 0.9, accuracy
 
@@ -174,3 +176,18 @@ def test_reward_model_options_are_checked():
         brme_reward_model(heads=0)  # refused before any data is built or model trained
     with pytest.raises(RewardError, match="accepts"):
         check_reward_spec({"name": "principles", "principle": ["short"]})
+
+
+def test_config_rewards_build_and_score():
+    """The registry path of a config: tiny proxies and a principle model trained on the instruction set score."""
+    rows = [ROW, {"prompt": "Translate to German: good morning", "references": ["Guten Morgen"]}]
+    outputs = ["Canberra is the capital.", "why why why ?"]
+    for spec in ({"name": "brme", "heads": 2, "num_pairs": 16, "epochs": 1},
+                 {"name": "bt_rm", "num_pairs": 16, "epochs": 1},
+                 {"name": "principles", "principles": ["no_question"], "train_rows": 4, "epochs": 1}):
+        _, fn, _ = resolve_reward(spec)
+        scores = fn(rows, outputs)
+        assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
+        assert fn(rows, outputs) == scores  # eval mode: scoring is deterministic
+    again = resolve_reward({"name": "bt_rm", "num_pairs": 16, "epochs": 1})[1]
+    assert again(rows, outputs) == resolve_reward({"name": "bt_rm", "num_pairs": 16, "epochs": 1})[1](rows, outputs)
