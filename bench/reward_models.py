@@ -24,8 +24,8 @@ from mmalign.text.reward_models import (
     PRINCIPLES,
     PrincipleReward,
     TrainedClassifier,
-    _texts,
     data_rows,
+    model_texts,
     principle_examples,
     principle_pairs,
 )
@@ -80,7 +80,7 @@ def accuracy(seed: int, train_rows: int) -> dict[str, tuple[float, float, float]
     pairs = principle_pairs(rows[:train_rows], names, seed)  # the same responses as rlbff.examples
     bt = TrainedClassifier()
     cfg = RewardModelConfig(lr=3e-3, epochs=4, batch_size=32, seed=seed)
-    bt.fit(_texts(rows + held), 1, lambda fn, params: train_reward_model(fn, params, pairs, cfg), seed, 32)
+    bt.fit(model_texts(rows + held), 1, lambda fn, params: train_reward_model(fn, params, pairs, cfg), seed, 32)
     print(f"seed {seed}: {len(rlbff.examples)} entailment labels, {len(pairs)} BT pairs", flush=True)
     out = {}
     examples = principle_examples(held, names, seed=1000 + seed)

@@ -201,7 +201,7 @@ def tiny_classifier(texts: Sequence[str], num_labels: int, hidden_size: int = 32
     return Qwen2ForSequenceClassification(cfg), tok
 
 
-def _texts(rows: Sequence[dict]) -> list[str]:
+def model_texts(rows: Sequence[dict]) -> list[str]:
     """Every prompt, reference and principle text of `rows`: what the reward models' tokenizer knows."""
     return [t for r in rows for t in [r["prompt"], *_refs(r), *(principle_text(n, r) for n in PRINCIPLES)]]
 
@@ -213,7 +213,7 @@ class TrainedClassifier:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model, tok = tiny_classifier(texts, num_labels, hidden_size)
-            self.score_fn = text_scorer(model, tok)
+            self.score_fn = text_scorer(model, tok, max_length=model.config.max_position_embeddings)
             self.history = train(self.score_fn, model.parameters())
         self.model = model.eval()
 
@@ -249,7 +249,7 @@ class PreferenceRewardModel(TrainedClassifier):
             train = lambda fn, params: train_brme(fn, params, self.pairs, cfg, self.brme)  # noqa: E731
         else:
             train = lambda fn, params: train_reward_model(fn, params, self.pairs, cfg)  # noqa: E731
-        self.fit(_texts(rows + held_out), 2 * heads if heads else 1, train, seed, hidden_size)
+        self.fit(model_texts(rows + held_out), 2 * heads if heads else 1, train, seed, hidden_size)
 
     def __call__(self, contexts: Sequence, outputs: Sequence[str], **kwargs: Any) -> list[float]:
         scores = self.outputs([(c["prompt"], o) for c, o in zip(contexts, outputs, strict=True)])
@@ -288,8 +288,8 @@ class PrincipleReward(TrainedClassifier):
         train = rows[:train_rows] if train_rows else rows
         self.examples = principle_examples(train, list(PRINCIPLES), seed)
         cfg = RewardModelConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed)
-        self.fit(_texts(rows + held_out), 1, lambda fn, params: train_principle_model(fn, params, self.examples, cfg),
-                 seed, hidden_size)
+        train_fn = lambda fn, params: train_principle_model(fn, params, self.examples, cfg)  # noqa: E731
+        self.fit(model_texts(rows + held_out), 1, train_fn, seed, hidden_size)
 
     def probabilities(self, contexts: Sequence, outputs: Sequence[str], names: Sequence[str]) -> torch.Tensor:
         """(B, P) P(yes) of each output under each named principle."""
