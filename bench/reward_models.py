@@ -44,6 +44,8 @@ def curve(config: str, seed: int, steps: int | None, overrides: list[str] = ()) 
             trainer.step(k)
             if (k + 1) % cfg.trainer.eval_every == 0:
                 points.append({"step": k + 1, **trainer.evaluate()})
+        for record in trainer.task.eval_records[:3]:
+            print(f"  final greedy sample: {record['prompt']!r} -> {record['output']!r}")
     return points
 
 
