@@ -6,6 +6,7 @@ easiest-k training instructions by the base policy's BLEU, same k and steps, hel
 Each (arm, seed) is one `mmalign train configs/text/bleuberi_<arm>.yaml trainer.seed=S task_args.selection.seed=S`:
 the seed sets the base model's initial weights, the scoring samples, the random arm's draw and training's draws.
 Prints one line per run and a markdown table (mean and sample std over seeds); writes results.json under --out.
+`--report` tabulates the results.json of an earlier invocation without training.
 """
 
 from __future__ import annotations
@@ -33,8 +34,17 @@ def run_arm(arm: str, seed: int, out: Path, overrides: list[str]) -> dict:
     start = time.perf_counter()
     trainer = Trainer(cfg)
     run_dir = trainer.train()
-    evals = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if METRICS["BLEU"] in r]
-    return {"arm": arm, "seed": seed, "seconds": time.perf_counter() - start, **trainer.task.selection_stats,
+    return {"arm": arm, "seed": seed, "seconds": time.perf_counter() - start, "run": str(run_dir),
+            **trainer.task.selection_stats, **curves(run_dir)}
+
+
+def curves(run_dir: Path, window: int = 10) -> dict:
+    """First and last held-out evaluations, and the training reward (sampled BLEU on the kept rows) of the first
+    and last `window` steps."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if METRICS["BLEU"] in r]
+    train = [r["reward"] for r in rows if "reward" in r and "eval/reward" not in r]
+    return {"train first": sum(train[:window]) / window, "train last": sum(train[-window:]) / window,
             **{f"{m} {when}": evals[i][key] for m, key in METRICS.items() for when, i in (("base", 0), ("final", -1))}}
 
 
@@ -45,9 +55,9 @@ def spread(values: list[float]) -> str:
 
 
 def table(results: list[dict]) -> str:
-    cols = ["base BLEU of the k rows", "held-out BLEU before", "held-out BLEU after", "held-out chrF before",
-            "held-out chrF after"]
-    keys = ["base_reward_kept", "BLEU base", "BLEU final", "chrF base", "chrF final"]
+    cols = ["base BLEU of the k rows", "train BLEU, first 10 steps", "last 10", "held-out BLEU before", "after",
+            "held-out chrF before", "after"]
+    keys = ["base_reward_kept", "train first", "train last", "BLEU base", "BLEU final", "chrF base", "chrF final"]
     lines = ["| arm | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for arm in dict.fromkeys(r["arm"] for r in results):
         runs = [r for r in results if r["arm"] == arm]
@@ -61,8 +71,13 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", type=Path, default=Path("runs/bleuberi_arms"))
     p.add_argument("--threads", type=int, default=1, help="torch threads (seeds reproduce on one float path)")
+    p.add_argument("--report", action="store_true", help="tabulate --out/results.json; train nothing")
     p.add_argument("overrides", nargs="*", help="config overrides for every run, e.g. trainer.steps=50")
     args = p.parse_args()
+    if args.report:
+        results = json.loads((args.out / "results.json").read_text())
+        print(table([{**r, **curves(args.out / f"{r['arm']}_s{r['seed']}")} for r in results]))
+        return
     torch.set_num_threads(args.threads)
     results = []
     for seed in args.seeds:
