@@ -40,7 +40,7 @@ def ids(rows):
     return [r["id"] for r in rows]
 
 
-def test_selection_keeps_the_k_hardest_easiest_or_a_seeded_random_set(dataset):
+def test_selection_keeps_the_k_hardest_easiest_or_a_seeded_random_set(dataset, tmp_path):
     full = task(dataset)
     train, held_out = full.train_contexts, ids(full.eval_contexts)
     by_score = sorted(train, key=lambda r: r["score"])
@@ -52,6 +52,8 @@ def test_selection_keeps_the_k_hardest_easiest_or_a_seeded_random_set(dataset):
     assert draws[0] == draws[1] and len({tuple(d) for d in draws}) > 1
     assert all(len(d) == 5 and not set(d) & set(held_out) for d in draws)
     assert hard.selection_stats["base_reward_kept"] == pytest.approx(sum(r["score"] for r in by_score[:5]) / 5)
+    hard.finish(hard.policy, tmp_path)
+    assert json.loads((tmp_path / "selection.json").read_text())["prompts"] == [r["prompt"] for r in by_score[:5]]
 
 
 def test_bleu_selection_is_deterministic_by_seed_and_orders_the_base_reward(dataset):

@@ -276,7 +276,10 @@ class TextTask:
         return {"reward": weighted, **means}
 
     def finish(self, policy: CausalLMPolicy, run_dir: Path) -> None:
-        """Held-out completions of the final policy, for people to read."""
+        """Held-out completions of the final policy, for people to read, and the selected training prompts."""
         with (run_dir / "eval_samples.jsonl").open("w") as f:
             for row in self.eval_records:
                 f.write(json.dumps(row) + "\n")
+        if self.selection_stats:
+            kept = {**self.selection_stats, "prompts": [prompt_text(row) for row in self.train_contexts]}
+            (run_dir / "selection.json").write_text(json.dumps(kept, indent=1))
