@@ -82,3 +82,5 @@ def test_eval_metrics_are_measured_on_held_out_rows_but_not_rewarded(dataset):
     chrf = ChrfReward()(t.eval_contexts, outputs)
     assert metrics["metric/chrf"] == pytest.approx(sum(chrf) / len(chrf))
     assert metrics["reward"] == pytest.approx(2.0 * metrics["reward/bleu"])
+    with pytest.raises(ConfigError, match="share a name"):
+        task(dataset, eval_metrics=[{"name": "chrf"}, {"name": "chrf", "word_order": 2}])

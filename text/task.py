@@ -213,6 +213,10 @@ class TextTask:
         self.cfg = cfg
         self.rewards = [resolve_reward(spec) for spec in cfg.rewards]  # bad specs fail before the model loads
         self.eval_metrics = [resolve_reward(spec) for spec in cfg.eval_metrics]
+        labels = [name for name, _, _ in self.eval_metrics]
+        if len(set(labels)) < len(labels):
+            raise ConfigError(f"two metrics share a name in {labels}; give each a distinct `label`.",
+                              "task_args.eval_metrics")
         rows = load_jsonl(self.dataset_path(cfg.dataset), required=tuple(cfg.required_keys))
         self.policy = self.build_policy(cfg, device, rows)
         for _, fn, _ in self.rewards:
