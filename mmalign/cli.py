@@ -205,6 +205,9 @@ def select(args: argparse.Namespace) -> None:
 
     out = _new_file(args.out, "--out")
     _, task = _task(args)
+    if getattr(task, "selection_stats", None):
+        raise UsageError("this config already selects its training rows (task_args.selection); add the override "
+                         "task_args.selection.k=0 to select from all of them.")
     rows = list(task.train_contexts)
     if args.k > len(rows):
         raise UsageError(f"--k {args.k} is more than the {len(rows)} training rows of this config (held-out rows are "

@@ -1,6 +1,7 @@
 """BLEUBERI's selection as a text-task option (`task_args.selection`) and held-out eval metrics (`eval_metrics`)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,3 +85,13 @@ def test_eval_metrics_are_measured_on_held_out_rows_but_not_rewarded(dataset):
     assert metrics["reward"] == pytest.approx(2.0 * metrics["reward/bleu"])
     with pytest.raises(ConfigError, match="share a name"):
         task(dataset, eval_metrics=[{"name": "chrf"}, {"name": "chrf", "word_order": 2}])
+
+
+def test_select_command_refuses_a_config_that_already_selects(tmp_path, capsys):
+    from mmalign.cli import main
+
+    cfg = str(Path(__file__).resolve().parents[1] / "configs/text/bleuberi_hard.yaml")
+    args = ["select", cfg, "task_args.selection.k=3", "task_args.selection.num_samples=1",
+            "task_args.eval_fraction=0.98", "task_args.eval_size=1"]  # 8 training rows
+    assert main([*args, "--k", "2", "--out", str(tmp_path / "kept.jsonl")]) == 2
+    assert "task_args.selection.k=0" in capsys.readouterr().err and not (tmp_path / "kept.jsonl").exists()
