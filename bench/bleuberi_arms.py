@@ -6,7 +6,7 @@ easiest-k training instructions by the base policy's BLEU, same k and steps, hel
 Each (arm, seed) is one `mmalign train configs/text/bleuberi_<arm>.yaml trainer.seed=S task_args.selection.seed=S`:
 the seed sets the base model's initial weights, the scoring samples, the random arm's draw and training's draws.
 Prints one line per run and a markdown table (mean and sample std over seeds); writes results.json under --out.
-`--report` tabulates the results.json of an earlier invocation without training.
+`--report DIR [DIR ...]` tabulates the results.json of earlier invocations together, without training.
 """
 
 from __future__ import annotations
@@ -71,12 +71,13 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", type=Path, default=Path("runs/bleuberi_arms"))
     p.add_argument("--threads", type=int, default=1, help="torch threads (seeds reproduce on one float path)")
-    p.add_argument("--report", action="store_true", help="tabulate --out/results.json; train nothing")
+    p.add_argument("--report", nargs="+", type=Path, metavar="DIR", help="tabulate DIR/results.json; train nothing")
     p.add_argument("overrides", nargs="*", help="config overrides for every run, e.g. trainer.steps=50")
     args = p.parse_args()
     if args.report:
-        results = json.loads((args.out / "results.json").read_text())
-        print(table([{**r, **curves(args.out / f"{r['arm']}_s{r['seed']}")} for r in results]))
+        results = [{**r, **curves(out / f"{r['arm']}_s{r['seed']}")}
+                   for out in args.report for r in json.loads((out / "results.json").read_text())]
+        print(table(sorted(results, key=lambda r: r["seed"])))
         return
     torch.set_num_threads(args.threads)
     results = []
