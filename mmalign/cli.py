@@ -199,19 +199,21 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def select(args: argparse.Namespace) -> None:
-    """`mmalign select`: score the task's training rows (never the held-out ones) and keep `--k` of them."""
-    from mmalign.text.selection import score_rows, select_rows, write_jsonl
+    """`mmalign select`: score the task's training rows (never the held-out ones) with its weighted reward and keep
+    `--k` of them, as `task_args.selection` does before a run."""
+    from mmalign.text.selection import SelectionSettings, write_jsonl
 
     out = _new_file(args.out, "--out")
     _, task = _task(args)
+    if getattr(task, "selection_stats", None):
+        raise UsageError("this config already selects its training rows (task_args.selection); add the override "
+                         "task_args.selection.k=0 to select from all of them.")
     rows = list(task.train_contexts)
     if args.k > len(rows):
         raise UsageError(f"--k {args.k} is more than the {len(rows)} training rows of this config (held-out rows are "
                          f"never selected); pass --k {len(rows)} or less.")
-    name, fn, _ = task.rewards[0]
-    scores = score_rows(task.policy.sample, rows, fn, num_samples=args.num_samples)
-    write_jsonl(select_rows(rows, scores, args.k, args.mode), out)
-    print(f"kept {args.k} {args.mode} rows of {len(rows)} training rows by {name} -> {out}")
+    write_jsonl(task.select(rows, SelectionSettings(args.k, args.mode, args.num_samples)), out)
+    print(f"wrote them to {out}")
 
 
 def _new_file(path: str, flag: str) -> Path:

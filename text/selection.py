@@ -2,7 +2,8 @@
 
 BLEUBERI (`training/create_training_data.py`, `make_grpo_data`) samples the base model on every prompt, scores
 each output against the references (BLEU by default), and keeps the `k` lowest-scoring prompts ("hard"); "easy"
-keeps the highest, "medium" the middle slice, "random" a seeded sample.
+keeps the highest, "medium" the middle slice, "random" a seeded sample. `SelectionSettings` makes it part of a text
+config (`task_args.selection`): the task scores its training rows with the base policy before training and keeps `k`.
 """
 
 from __future__ import annotations
@@ -10,16 +11,45 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
+from mmalign.config import ConfigError, check_choice, check_numbers
 from mmalign.data import write_jsonl
 from mmalign.rollout import RewardFn
 from mmalign.task import check_rewards, reward_name
 
-__all__ = ["SELECTION_MODES", "score_rows", "select_rows", "write_jsonl"]
+__all__ = ["SELECTION_MODES", "SelectionSettings", "score_rows", "select_rows", "write_jsonl"]
 
 SELECTION_MODES = ("hard", "easy", "medium", "random")
+
+
+@dataclass(frozen=True)
+class SelectionSettings:
+    """Train on `k` of the training rows, picked by the base policy's reward on each (`score_rows`, `select_rows`).
+
+    Every mode scores the rows (so each run logs its subset's base reward); held-out rows are never scored or kept.
+    """
+
+    k: int = 0
+    """Training rows to keep; 0 = no selection, train on all of them."""
+    mode: str = "hard"
+    """"hard" (lowest base reward), "easy" (highest), "medium" (the middle slice) or "random" (a seeded sample)."""
+    num_samples: int = 1
+    """Base-policy outputs scored per row; their rewards are averaged."""
+    greedy: bool = False
+    """Score greedy completions (then num_samples must be 1) instead of samples at the policy's temperature."""
+    seed: int = 0
+    """Seeds the scoring samples (on RNG streams of their own) and the "random" mode."""
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "k", ge=0)
+        check_numbers(self, "num_samples", ge=1)
+        check_choice(self, "mode", SELECTION_MODES)
+        if self.greedy and self.num_samples > 1:
+            raise ConfigError(f"is {self.num_samples}, but greedy decoding gives one output per row; set "
+                              "num_samples: 1 or greedy: false.", "num_samples")
 
 
 def score_rows(

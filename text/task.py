@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import zlib
@@ -13,7 +14,7 @@ import torch
 from mmalign.config import ConfigError, check_choice, check_numbers
 from mmalign.data import load_jsonl, shipped_dataset, train_eval_split
 from mmalign.decoding.calibrate import CalibratedReward
-from mmalign.rewards import resolve_reward
+from mmalign.rewards import CombinedReward, resolve_reward
 from mmalign.settings import GenerationSettings, LoRASettings
 from mmalign.task import check_rewards
 from mmalign.text.policy import (
@@ -26,6 +27,7 @@ from mmalign.text.policy import (
     with_lora,
     word_tokenizer,
 )
+from mmalign.text.selection import SelectionSettings, score_rows, select_rows
 
 
 def resolve_model_path(spec: str) -> Path:
@@ -110,17 +112,24 @@ def build_causal_lm(model_config: dict, tokenizer):
     return AutoModelForCausalLM.from_config(causal_lm_config(model_config, vocab_size=len(tokenizer), **ids))
 
 
+@contextlib.contextmanager
+def own_rng(policy: CausalLMPolicy, seed: int):
+    """Draws seeded by `seed` on RNG streams of their own: the caller's generators are restored afterwards."""
+    devices = [policy.device.index or 0] if policy.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 def reference_sampler(policy: CausalLMPolicy):
     """`sample(context, m)`: m outputs of the policy's reference (LoRA disabled, or the frozen copy), seeded by the
     prompt and on RNG streams of their own, so training's draws are untouched and a resumed run gets the same ones."""
     if policy.reference == "none":
         raise ConfigError("CTRL calibrates rewards against the reference policy's samples, and this policy has none: "
                           "turn LoRA on (lora.rank > 0) or set reference: copy.", "rewards")
-    devices = [policy.device.index or 0] if policy.device.type == "cuda" else []
 
     def sample(context, m: int) -> list[str]:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(zlib.crc32(prompt_text(context).encode()))
+        with own_rng(policy, zlib.crc32(prompt_text(context).encode())):
             if policy.reference == "copy":
                 return policy.sample([context], m, model=policy.ref_model).outputs
             with policy.model.disable_adapter():
@@ -163,6 +172,11 @@ class TextTaskConfig:
     """Cap on held-out rows used by evaluation; 0 = all."""
     rewards: list[dict] = field(default_factory=lambda: [{"name": "bleu"}])
     """Reward specs ({"name": ..., "weight": ..., options}); see mmalign.rewards."""
+    eval_metrics: list[dict] = field(default_factory=list)
+    """Reward specs measured on the held-out rows only (logged as eval/metric/<name>), never trained on."""
+    selection: SelectionSettings = field(default_factory=SelectionSettings)
+    """BLEUBERI's data selection (`mmalign.text.selection.SelectionSettings`): keep `k` training rows by the base
+    policy's weighted reward before training; k = 0 trains on all."""
 
     def __post_init__(self) -> None:
         if bool(self.model) == bool(self.model_config):
@@ -198,6 +212,11 @@ class TextTask:
     def __init__(self, cfg: TextTaskConfig, device: torch.device | str = "cpu"):
         self.cfg = cfg
         self.rewards = [resolve_reward(spec) for spec in cfg.rewards]  # bad specs fail before the model loads
+        self.eval_metrics = [resolve_reward(spec) for spec in cfg.eval_metrics]
+        labels = [name for name, _, _ in self.eval_metrics]
+        if len(set(labels)) < len(labels):
+            raise ConfigError(f"two metrics share a name in {labels}; give each a distinct `label`.",
+                              "task_args.eval_metrics")
         rows = load_jsonl(self.dataset_path(cfg.dataset), required=tuple(cfg.required_keys))
         self.policy = self.build_policy(cfg, device, rows)
         for _, fn, _ in self.rewards:
@@ -206,6 +225,26 @@ class TextTask:
         self.train_contexts, eval_rows = train_eval_split(rows, cfg.eval_fraction, seed=0)
         self.eval_contexts = eval_rows[: cfg.eval_size] if cfg.eval_size else eval_rows
         self.eval_records: list[dict] = []
+        self.selection_stats: dict[str, float] = {}
+        if cfg.selection.k:
+            self.train_contexts = self.select(self.train_contexts, cfg.selection)
+
+    def select(self, rows: list, s: SelectionSettings) -> list:
+        """The `s.k` rows of `rows` that `s.mode` keeps, by the base policy's weighted reward (BLEUBERI, Sec. 3)."""
+        if s.k > len(rows):
+            raise ConfigError(f"is {s.k}, more than the {len(rows)} training rows of this dataset (held-out rows are "
+                              f"never selected); set k to {len(rows)} or less.", "task_args.selection.k")
+        reward = CombinedReward({name: fn for name, fn, _ in self.rewards}, [w for _, _, w in self.rewards])
+        with own_rng(self.policy, s.seed):
+            scores = score_rows(lambda ctx, n: self.policy.sample(ctx, n, greedy=s.greedy), rows,
+                                lambda ctx, out: reward(ctx, out)[0], s.num_samples)
+        kept = select_rows(rows, scores, s.k, s.mode, s.seed)
+        kept_ids = {id(row) for row in kept}
+        self.selection_stats = {"base_reward_all": sum(scores) / len(scores),
+                                "base_reward_kept": sum(x for r, x in zip(rows, scores) if id(r) in kept_ids) / s.k}
+        print(f"selection: kept {s.k} {s.mode} rows of {len(rows)} training rows; base reward "
+              f"{self.selection_stats['base_reward_kept']:.4f} (all {self.selection_stats['base_reward_all']:.4f})")
+        return kept
 
     @staticmethod
     def dataset_path(name: str) -> Path:
@@ -224,21 +263,27 @@ class TextTask:
                               reference, cfg.value_head, gen.max_prompt_length, cfg.logprob_chunk, gen.decoder)
 
     def evaluate(self, policy: CausalLMPolicy, batch_size: int = 16) -> dict[str, float]:
-        """Mean reward of each reward function on the held-out rows, one (greedy) completion each."""
-        totals: dict[str, list[torch.Tensor]] = {name: [] for name, _, _ in self.rewards}
+        """Mean of each reward function (reward/<name>) and eval metric (metric/<name>) on the held-out rows, one
+        (greedy) completion each; "reward" is the rewards' weighted sum."""
+        scorers = [(f"reward/{name}", fn) for name, fn, _ in self.rewards]
+        scorers += [(f"metric/{name}", fn) for name, fn, _ in self.eval_metrics]
+        totals: dict[str, list[torch.Tensor]] = {key: [] for key, _ in scorers}
         self.eval_records = []
         for i in range(0, len(self.eval_contexts), batch_size):
             ctx = self.eval_contexts[i:i + batch_size]
             outputs = policy.sample(ctx, 1, greedy=self.cfg.generation.eval_greedy).outputs
-            for name, fn, _ in self.rewards:
-                totals[name].append(check_rewards(fn(ctx, outputs), len(ctx), name))
+            for key, fn in scorers:
+                totals[key].append(check_rewards(fn(ctx, outputs), len(ctx), key))
             self.eval_records += [{"prompt": c["prompt"], "output": o} for c, o in zip(ctx, outputs)]
-        means = {name: float(torch.cat(v).mean()) for name, v in totals.items()}
-        weighted = sum(w * means[name] for name, _, w in self.rewards)
-        return {"reward": weighted, **{f"reward/{k}": v for k, v in means.items()}}
+        means = {key: float(torch.cat(v).mean()) for key, v in totals.items()}
+        weighted = sum(w * means[f"reward/{name}"] for name, _, w in self.rewards)
+        return {"reward": weighted, **means}
 
     def finish(self, policy: CausalLMPolicy, run_dir: Path) -> None:
-        """Held-out completions of the final policy, for people to read."""
+        """Held-out completions of the final policy, for people to read, and the selected training prompts."""
         with (run_dir / "eval_samples.jsonl").open("w") as f:
             for row in self.eval_records:
                 f.write(json.dumps(row) + "\n")
+        if self.selection_stats:
+            kept = {**self.selection_stats, "prompts": [prompt_text(row) for row in self.train_contexts]}
+            (run_dir / "selection.json").write_text(json.dumps(kept, indent=1))
