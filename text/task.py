@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import random
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 from mmalign.config import ConfigError, check_choice, check_numbers
 from mmalign.data import load_jsonl, shipped_dataset, train_eval_split
 from mmalign.decoding.calibrate import CalibratedReward
-from mmalign.rewards import resolve_reward
+from mmalign.rewards import CombinedReward, resolve_reward
 from mmalign.settings import GenerationSettings, LoRASettings
 from mmalign.task import check_rewards
 from mmalign.text.policy import (
@@ -129,6 +130,25 @@ def reference_sampler(policy: CausalLMPolicy):
     return sample
 
 
+def preference_rows(rows: list[dict], rejects: int, rewards, seed: int = 0) -> list[dict]:
+    """Preference rows from reference rows: the first reference is the chosen and gold answer, the first references
+    of `rejects` other rows (a seeded draw) are the rejected ones, answers to another question. Every response is
+    scored by the task's weighted rewards, so the rows serve every loss of the `LOSSES` registry: pairwise losses
+    read responses 0 and 1, listwise ones (PRO, CoPG, GRAO) rank all by "rewards", GRAO also reads "gold_reward"."""
+    if rejects >= len(rows):
+        raise ConfigError(f"= {rejects} needs more than {rejects} training rows; the dataset has {len(rows)}.",
+                          "task_args.preference_rejects")
+    rng, score = random.Random(seed), CombinedReward({n: fn for n, fn, _ in rewards}, [w for *_, w in rewards])
+    out = []
+    for i, row in enumerate(rows):
+        others = rng.sample([j for j in range(len(rows)) if j != i], rejects)
+        responses = [_texts(row["references"])[0]] + [_texts(rows[j]["references"])[0] for j in others]
+        scores = score([row] * len(responses), responses)[0].tolist()
+        out.append({**row, "responses": responses, "rewards": scores, "gold": responses[0],
+                    "gold_reward": scores[0]})
+    return out
+
+
 @dataclass
 class TextTaskConfig:
     model: str = ""
@@ -163,6 +183,9 @@ class TextTaskConfig:
     """Cap on held-out rows used by evaluation; 0 = all."""
     rewards: list[dict] = field(default_factory=lambda: [{"name": "bleu"}])
     """Reward specs ({"name": ..., "weight": ..., options}); see mmalign.rewards."""
+    preference_rejects: int = 0
+    """For `algorithm: preference`: turn each training row into a ranked preference row (`preference_rows`) with
+    this many rejected answers; 0 keeps prompt rows (online algorithms)."""
 
     def __post_init__(self) -> None:
         if bool(self.model) == bool(self.model_config):
@@ -170,7 +193,7 @@ class TextTaskConfig:
         check_choice(self, "reference", ("auto", "lora", "copy", "none"))
         check_choice(self, "dtype", ("float32", "bfloat16", "float16"))
         check_choice(self, "tokenizer", ("", "chars", "words"))
-        check_numbers(self, "logprob_chunk", "eval_size", ge=0)
+        check_numbers(self, "logprob_chunk", "eval_size", "preference_rejects", ge=0)
         check_numbers(self, "eval_fraction", gt=0, lt=1)  # evaluation needs held-out rows
         if not self.rewards:
             raise ConfigError("is empty; give at least one reward spec, e.g. [{name: bleu}].", "rewards")
@@ -205,6 +228,8 @@ class TextTask:
                 fn.bind(reference_sampler(self.policy))
         self.train_contexts, eval_rows = train_eval_split(rows, cfg.eval_fraction, seed=0)
         self.eval_contexts = eval_rows[: cfg.eval_size] if cfg.eval_size else eval_rows
+        if cfg.preference_rejects:
+            self.train_contexts = preference_rows(self.train_contexts, cfg.preference_rejects, self.rewards)
         self.eval_records: list[dict] = []
 
     @staticmethod
