@@ -136,7 +136,8 @@ def preference_rows(rows: list[dict], rejects: int, rewards, seed: int = 0) -> l
     scored by the task's weighted rewards, so the rows serve every loss of the `LOSSES` registry: pairwise losses
     read responses 0 and 1, listwise ones (PRO, CoPG, GRAO) rank all by "rewards", GRAO also reads "gold_reward"."""
     if rejects >= len(rows):
-        raise ConfigError(f"= {rejects} needs more than {rejects} training rows; the dataset has {len(rows)}.",
+        raise ConfigError(f"asks for {rejects} rejected answers per row, each another row's reference, but there "
+                          f"are only {len(rows)} training rows; lower it below {len(rows)}.",
                           "task_args.preference_rejects")
     rng, score = random.Random(seed), CombinedReward({n: fn for n, fn, _ in rewards}, [w for *_, w in rewards])
     out = []
