@@ -79,3 +79,11 @@ def test_shipped_text_configs_train_two_steps(config, loss, tmp_path):
         metrics = trainer.step(step)
         assert torch.isfinite(torch.tensor(metrics["loss"])) and metrics["grad_norm"] > 0, metrics
     assert 0 <= trainer.evaluate()["eval/reward"] <= 1
+
+
+def test_preference_rejects_needs_enough_other_rows():
+    from mmalign.text.rewards import BleuReward
+    from mmalign.text.task import preference_rows
+
+    with pytest.raises(ConfigError, match="preference_rejects.*only 2 training rows"):
+        preference_rows(ROWS, 2, [("bleu", BleuReward(), 1.0)])
