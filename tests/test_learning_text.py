@@ -49,11 +49,11 @@ def test_grpo_learns_with_the_compiled_decoder(tmp_path, learning):
 
 def test_ppo_learns_the_target_reply(tmp_path, learning):
     policy = tiny_policy(seed=learning.seed, value_head=True)
-    rewards = train_rewards(tmp_path, "ppo", policy, steps=100, args=PPOConfig(gamma=1.0, lam=0.95),
+    rewards = train_rewards(tmp_path, "ppo", policy, steps=150, args=PPOConfig(gamma=1.0, lam=0.95),
                             seed=learning.seed)
     first, last = mean(rewards[:10]), mean(rewards[-10:])
     learning.report(first=first, last=last)
-    assert last > first + 0.05, (first, last)  # gain 0.085-0.12 over seeds and threads (docs/text.md)
+    assert last > first + 0.06, (first, last)  # gains 0.126 / 0.113 / 0.084 at seeds 0-2 (docs/text.md)
 
 
 HELD_OUT = ["red on cat small and big", "park tell a me blue the", "mat is dog the about sat", "ran a a blue on to"]
