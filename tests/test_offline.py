@@ -60,3 +60,30 @@ def test_a_config_names_any_registered_loss_and_an_unknown_one_lists_them(capsys
     err = capsys.readouterr().err
     assert err.startswith("mmalign: error:") and "'kto'" in err and "Traceback" not in err, err
     assert all(repr(name) in err for name in LOSSES), err
+
+
+@pytest.mark.parametrize("config, loss", [("tiny_grao", "grao"), ("tiny_lite_ppo", None)])
+def test_shipped_text_configs_train_two_steps(config, loss, tmp_path):
+    """GRAO (and, by `preference.loss`, every direct loss) and Lite PPO run from their shipped configs."""
+    cfg = load_run_config(ROOT / f"configs/text/{config}.yaml", [f"trainer.output_dir={tmp_path}", "trainer.steps=2",
+                                                                 "task_args.eval_size=2"])
+    trainer = Trainer(cfg)
+    if loss:  # ranked rows: the reference first, three other prompts' references after it, each with its BLEU
+        assert cfg.algorithm_args.loss == loss
+        row = trainer.task.train_contexts[0]
+        assert row["responses"][0] == row["gold"] == row["references"][0] and len(row["responses"]) == 4
+        assert row["gold_reward"] == row["rewards"][0] > max(row["rewards"][1:])
+    else:
+        assert cfg.algorithm_args.scale_rewards == "batch" and cfg.algorithm_args.loss_agg == "token-mean"
+    for step in range(2):
+        metrics = trainer.step(step)
+        assert torch.isfinite(torch.tensor(metrics["loss"])) and metrics["grad_norm"] > 0, metrics
+    assert 0 <= trainer.evaluate()["eval/reward"] <= 1
+
+
+def test_preference_rejects_needs_enough_other_rows():
+    from mmalign.text.rewards import BleuReward
+    from mmalign.text.task import preference_rows
+
+    with pytest.raises(ConfigError, match="preference_rejects.*only 2 training rows"):
+        preference_rows(ROWS, 2, [("bleu", BleuReward(), 1.0)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import random
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,26 @@ def reference_sampler(policy: CausalLMPolicy):
     return sample
 
 
+def preference_rows(rows: list[dict], rejects: int, rewards, seed: int = 0) -> list[dict]:
+    """Preference rows from reference rows: the first reference is the chosen and gold answer, the first references
+    of `rejects` other rows (a seeded draw) are the rejected ones, answers to another question. Every response is
+    scored by the task's weighted rewards, so the rows serve every loss of the `LOSSES` registry: pairwise losses
+    read responses 0 and 1, listwise ones (PRO, CoPG, GRAO) rank all by "rewards", GRAO also reads "gold_reward"."""
+    if rejects >= len(rows):
+        raise ConfigError(f"asks for {rejects} rejected answers per row, each another row's reference, but there "
+                          f"are only {len(rows)} training rows; lower it below {len(rows)}.",
+                          "task_args.preference_rejects")
+    rng, score = random.Random(seed), CombinedReward({n: fn for n, fn, _ in rewards}, [w for *_, w in rewards])
+    out = []
+    for i, row in enumerate(rows):
+        others = rng.sample([j for j in range(len(rows)) if j != i], rejects)
+        responses = [_texts(row["references"])[0]] + [_texts(rows[j]["references"])[0] for j in others]
+        scores = score([row] * len(responses), responses)[0].tolist()
+        out.append({**row, "responses": responses, "rewards": scores, "gold": responses[0],
+                    "gold_reward": scores[0]})
+    return out
+
+
 @dataclass
 class TextTaskConfig:
     model: str = ""
@@ -177,6 +198,9 @@ class TextTaskConfig:
     selection: SelectionSettings = field(default_factory=SelectionSettings)
     """BLEUBERI's data selection (`mmalign.text.selection.SelectionSettings`): keep `k` training rows by the base
     policy's weighted reward before training; k = 0 trains on all."""
+    preference_rejects: int = 0
+    """For `algorithm: preference`: turn each training row into a ranked preference row (`preference_rows`) with
+    this many rejected answers; 0 keeps prompt rows (online algorithms)."""
 
     def __post_init__(self) -> None:
         if bool(self.model) == bool(self.model_config):
@@ -184,7 +208,7 @@ class TextTaskConfig:
         check_choice(self, "reference", ("auto", "lora", "copy", "none"))
         check_choice(self, "dtype", ("float32", "bfloat16", "float16"))
         check_choice(self, "tokenizer", ("", "chars", "words"))
-        check_numbers(self, "logprob_chunk", "eval_size", ge=0)
+        check_numbers(self, "logprob_chunk", "eval_size", "preference_rejects", ge=0)
         check_numbers(self, "eval_fraction", gt=0, lt=1)  # evaluation needs held-out rows
         if not self.rewards:
             raise ConfigError("is empty; give at least one reward spec, e.g. [{name: bleu}].", "rewards")
@@ -228,6 +252,8 @@ class TextTask:
         self.selection_stats: dict[str, float] = {}
         if cfg.selection.k:
             self.train_contexts = self.select(self.train_contexts, cfg.selection)
+        if cfg.preference_rejects:
+            self.train_contexts = preference_rows(self.train_contexts, cfg.preference_rejects, self.rewards)
 
     def select(self, rows: list, s: SelectionSettings) -> list:
         """The `s.k` rows of `rows` that `s.mode` keeps, by the base policy's weighted reward (BLEUBERI, Sec. 3)."""
