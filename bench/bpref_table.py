@@ -8,8 +8,8 @@ Each (teacher, seed) is one `mmalign train` of the shipped config (configs/robot
 reach_pebble.yaml) in a fresh process, with `feedback.teacher` set and the seed on the envs, labels and networks;
 nothing else changes. The table gives, per teacher, the final evaluation (deterministic policy, ground truth):
 success rate and return, mean ± std over seeds and per seed, the queries the teacher was asked (`feedback`; B-Pref
-counts skipped queries too), the labels it answered, and the reward model's held-out accuracy. `--json` writes
-every run's last row.
+counts skipped queries too), the labels it answered, and the reward model's held-out accuracy. `--results FILE`
+keeps every run's figures (JSON lines) and skips the runs it already holds.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,19 +82,26 @@ def main() -> None:
     parser.add_argument("--teachers", nargs="+", choices=TEACHERS, default=TEACHERS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (each on one torch thread)")
-    parser.add_argument("--json", type=Path, default=None, help="write every run's figures here")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="JSON lines of finished runs: each run is appended as it ends, runs already there are "
+                             "not run again (a stopped sweep continues; sweeps split over machines merge)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides for every run")
     args = parser.parse_args()
     grid = [(m, t, s) for m in args.method for t in args.teachers for s in args.seeds]
+    done = [json.loads(line) for line in args.results.read_text().splitlines()] if args.results and \
+        args.results.exists() else []
+    results = [r for r in done if (r["method"], r["teacher"], r["seed"]) in grid]
+    todo = [job for job in grid if job not in {(r["method"], r["teacher"], r["seed"]) for r in results}]
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = []
-        for r in pool.map(lambda job: run(*job, args.set), grid):
+        for future in as_completed([pool.submit(run, *job, args.set) for job in todo]):
+            r = future.result()
             print(f"# {r['method']} {r['teacher']} seed {r['seed']}: success {r['success']:.2f} return "
                   f"{r['return']:.1f} feedback {r['feedback']} labels {r['labels']} accuracy "
                   f"{r['rm_accuracy']:.3f} ({r['seconds']:.0f} s)", flush=True)
             results.append(r)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+            if args.results:
+                with args.results.open("a") as fh:
+                    fh.write(json.dumps(r) + "\n")
     print(f"\n`{' '.join(['python', *sys.argv])}`\n")
     table(results)
 
