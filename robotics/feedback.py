@@ -156,6 +156,8 @@ class PreferenceFeedback:
         prev = self.all_labelled()
         idx = select_queries(cfg.selection, a, b, n, self.ensemble, None if prev is None else prev[:2])
         a, b = a[idx], b[idx]
+        recent = self.store.episodes[-10:]  # B-Pref: thresholds from the last 10 episodes' true returns
+        self.teacher.calibrate(np.array([e.ret for e in recent]), h, np.mean([len(e.rewards) for e in recent]))
         keep, labels = self.teacher(a.rewards, b.rewards)
         self.feedback += n  # skipped queries still cost the teacher's time
         self.labelled.append((a[keep], b[keep], labels))
@@ -164,15 +166,17 @@ class PreferenceFeedback:
         if cfg.surf_unlabelled:
             u = self.store.sample(2 * cfg.surf_unlabelled, h, self.rng)
             unlabelled = (u[: cfg.surf_unlabelled], u[cfg.surf_unlabelled:])
-        metrics = self.ensemble.fit(la, lb, ly, unlabelled, seed=self.seed + self.reward_updates)
         self.reward_updates += 1
+        if not len(ly):  # every query skipped so far: nothing to fit (B-Pref trains only once it has labels)
+            return {"reward_model/labels": 0.0}
+        metrics = self.ensemble.fit(la, lb, ly, unlabelled, seed=self.seed + self.reward_updates - 1)
         if cfg.reward_normalize:
             obs = torch.as_tensor(np.concatenate([e.obs for e in self.store.episodes]))
             act = torch.as_tensor(np.concatenate([e.actions for e in self.store.episodes]))
             r = self.ensemble.step_reward(obs, act)
             self.reward_shift, self.reward_scale = float(r.mean()), float(r.std().clamp(min=1e-6))
         return {f"reward_model/{k}": v for k, v in metrics.items()} | {
-            "reward_model/train_accuracy": self.ensemble.accuracy(la, lb, ly)}
+            "reward_model/train_accuracy": self.ensemble.accuracy(la, lb, ly), "reward_model/labels": float(len(ly))}
 
     def all_labelled(self) -> tuple[Segments, Segments, Tensor] | None:
         """Every labelled pair so far: (a, b, labels), or None before the first round."""

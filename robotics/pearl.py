@@ -61,6 +61,9 @@ class PearlConfig:
     """Target pairs (sampled from all pairs) the reward model trains on."""
     few_labels: int = 50
     """Real target labels of the "few" and "cpa-few" methods."""
+    label_flips: float = 0.0
+    """Fraction of the target labels flipped (a -> 1 - a) after they are made: extra noise on top of CPA's, to
+    measure RRL's robustness (docs/pearl.md, label-noise sweep)."""
     cpa: CPAConfig = field(default_factory=CPAConfig)
     """CPA cost and solver settings."""
     rrl: RRLConfig = field(default_factory=lambda: RRLConfig(epochs=20))
@@ -76,6 +79,7 @@ class PearlConfig:
             check_numbers(self, "max_episode_steps", ge=1)
         check_numbers(self, "segments", ge=2)
         check_numbers(self, "few_labels", ge=1, le=self.segments * (self.segments - 1) // 2)  # the target pairs
+        check_numbers(self, "label_flips", ge=0, le=1)
 
 
 def check_method(method: str, key: str = "") -> None:
@@ -130,7 +134,8 @@ def get_dataset(task: str, cfg: PearlConfig, data: dict[str, OfflineDataset]) ->
 
 
 def run_pearl(source: str | Sequence[str], target: str, method: str = "cpa-rrl", seed: int = 0,
-              cfg: PearlConfig | None = None, data: dict | None = None, device: torch.device | str = "cpu") -> dict:
+              cfg: PearlConfig | None = None, data: dict | None = None, device: torch.device | str = "cpu",
+              policy: bool = True) -> dict:
     """One zero-shot transfer run; see the module docstring.
 
     Args:
@@ -141,6 +146,7 @@ def run_pearl(source: str | Sequence[str], target: str, method: str = "cpa-rrl",
         cfg: budget.
         data: optional {task: OfflineDataset} cache.
         device: where the reward model and IQL train (CPA and the rollouts run on the CPU).
+        policy: train and evaluate IQL; False stops after the reward model (success and return are NaN).
 
     Returns:
         dict with success, return, label_accuracy (of the target labels the reward model trains on, vs the truth),
@@ -160,6 +166,9 @@ def run_pearl(source: str | Sequence[str], target: str, method: str = "cpa-rrl",
     a, b = all_pairs(cfg.segments)
     kind, model_kind = method.rsplit("-", 1)
     labels, few = _labels(kind, srcs, t, a, b, cfg, rng)
+    if cfg.label_flips:
+        flip = np.random.default_rng([seed, 1]).random(len(labels)) < cfg.label_flips  # own stream: same pairs
+        labels = np.where(flip, 1 - labels, labels)
     rt = t["rewards"].sum(1)
     if few is None:
         acc = label_accuracy(labels, rt[a], rt[b])
@@ -176,9 +185,11 @@ def run_pearl(source: str | Sequence[str], target: str, method: str = "cpa-rrl",
     valid = np.arange(rew.shape[1])[None] < ds.lengths[:, None]
     rew = (rew - rew[valid].mean()) / (rew[valid].std() + 1e-8)
     corr = float(np.corrcoef(_rank(rew[valid]), _rank(ds.rewards[valid]))[0, 1])
-    actor, _ = train_iql(transitions(ds.observations, ds.actions, rew, ds.lengths),
-                         IQLConfig(**{**asdict(cfg.iql), "seed": seed}), device)
-    ev = evaluate(actor, target, cfg.eval_episodes, max_episode_steps=cfg.max_episode_steps)
+    ev = {"success": float("nan"), "return": float("nan")}
+    if policy:
+        actor, _ = train_iql(transitions(ds.observations, ds.actions, rew, ds.lengths),
+                             IQLConfig(**{**asdict(cfg.iql), "seed": seed}), device)
+        ev = evaluate(actor, target, cfg.eval_episodes, max_episode_steps=cfg.max_episode_steps)
     return {"source": "+".join(sources), "target": target, "method": method, "seed": seed, "success": ev["success"],
             "return": ev["return"], "label_accuracy": acc, "reward_rank_corr": corr, "seconds": time.time() - t0}
 

@@ -13,8 +13,12 @@ Knobs, applied in B-Pref's order:
    beta <= 0 is the rational teacher: a wins iff R_a > R_b;
 5. mistake (eps_mistake): each label flips with this probability.
 
-B-Pref sets the thresholds from the data: margin = mean episode return x H / episode length, thres_skip =
-eps_skip x margin, thres_equal = eps_equal x margin (`calibrate`).
+B-Pref sets the thresholds from the data before every feedback round (`train_PEBBLE.py`: the mean true return of
+the last 10 training episodes): margin = mean episode return x H / episode length, thres_skip = eps_skip x margin,
+thres_equal = eps_equal x margin (`calibrate`). B-Pref's rewards are non-negative; where the margin is negative
+(mmalign's tasks pay -distance) eps_skip x margin would lie *above* the mean segment return and skip most pairs, so
+here thres_skip = margin - (1 - eps_skip) |margin| (the same value for margin >= 0: skip pairs whose better segment
+falls short of the mean by (1 - eps_skip) |margin|) and thres_equal = eps_equal |margin|.
 """
 
 from __future__ import annotations
@@ -86,9 +90,11 @@ class ScriptedTeacher:
         self.thres_skip, self.thres_equal = thres_skip, thres_equal
 
     def calibrate(self, episode_returns: np.ndarray, segment_length: int, episode_length: int) -> None:
-        """B-Pref's thresholds: margin = mean episode return * H / L; thres = eps * margin."""
+        """B-Pref's thresholds: margin = mean episode return * H / L; thres = eps * margin (for a negative margin,
+        thres_skip = margin - (1 - eps_skip) |margin|: see the module docstring)."""
         margin = float(np.mean(episode_returns)) * segment_length / episode_length
-        self.thres_skip, self.thres_equal = self.cfg.eps_skip * margin, self.cfg.eps_equal * abs(margin)
+        self.thres_skip = margin - (1 - self.cfg.eps_skip) * abs(margin)
+        self.thres_equal = self.cfg.eps_equal * abs(margin)
 
     def discounted_returns(self, rewards: Tensor) -> Tensor:
         """(N, H) -> (N,) sum_t gamma^(H-1-t) r_t (the myopic teacher's return)."""

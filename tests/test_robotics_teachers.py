@@ -86,6 +86,8 @@ def test_calibrate_follows_b_pref_margin():
     t = ScriptedTeacher(TeacherConfig(eps_skip=0.1, eps_equal=0.2))
     t.calibrate(np.array([100.0, 300.0]), segment_length=50, episode_length=100)  # margin = 200 * 50 / 100
     assert t.thres_skip == pytest.approx(10.0) and t.thres_equal == pytest.approx(20.0)
+    t.calibrate(np.array([-100.0, -300.0]), segment_length=50, episode_length=100)  # negative rewards: margin -100
+    assert t.thres_skip == pytest.approx(-190.0) and t.thres_equal == pytest.approx(20.0)  # below the mean
 
 
 def _episodes(n: int = 6, length: int = 30) -> list[Episode]:
