@@ -7,6 +7,10 @@ import pytest
 # MuJoCo picks its GL backend when first imported: offscreen OSMesa unless the environment says otherwise.
 if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
     os.environ.setdefault("MUJOCO_GL", "osmesa")
+# A pytest-xdist worker has one core: torch's default of a thread per core would oversubscribe them (set before torch
+# is imported here or in the commands the tests start).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -24,21 +28,19 @@ def pytest_addoption(parser):
     group.addoption("--threads", type=int, default=1, help="torch intra-op threads of the learning tests (default 1)")
 
 
-_RESULTS = pytest.StashKey[list]()
-
-
 @pytest.fixture
 def learning(request):
     """`learning.seed` and `learning.report(**figures)` for a learning test, run on `--threads` torch threads.
 
     `pytest --seed 3 --threads 2` reruns a learning test on another seed and float path; reported figures are printed
-    in the summary, where `bench/learning_spread.py` reads them to tabulate the spread over seeds and threads."""
+    in the summary, where `bench/learning_spread.py` reads them to tabulate the spread over seeds and threads. The
+    figures travel as the test report's user properties, so they reach the summary from pytest-xdist workers too."""
     import torch
 
     config, threads = request.config, torch.get_num_threads()
-    results = config.stash.setdefault(_RESULTS, [])
     torch.set_num_threads(config.getoption("--threads"))
-    yield Learning(config.getoption("--seed"), lambda **figures: results.append((request.node.nodeid, figures)))
+    yield Learning(config.getoption("--seed"), lambda **figures: request.node.user_properties.append(
+        ("learning", {k: float(v) for k, v in figures.items()})))
     torch.set_num_threads(threads)
 
 
@@ -48,7 +50,8 @@ class Learning:
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    results = config.stash.get(_RESULTS, [])
+    results = [(r.nodeid, figures) for outcome in ("passed", "failed") for r in terminalreporter.stats.get(outcome, [])
+               if r.when == "call" for name, figures in r.user_properties if name == "learning"]
     if results:
         terminalreporter.section(f"learning (seed {config.getoption('--seed')}, "
                                  f"threads {config.getoption('--threads')})")
