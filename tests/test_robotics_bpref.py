@@ -54,10 +54,10 @@ def test_metaworld_prefppo_runs_another_task_by_its_name(tmp_path):
 
     assert main(["train", METAWORLD, f"trainer.output_dir={tmp_path}", "task_args.env_kwargs.task=drawer-close-v3",
                  "task_args.env_kwargs.max_episode_steps=20", "task_args.num_envs=2", "task_args.eval_episodes=1",
-                 "trainer.num_samples=20", "trainer.steps=2", "trainer.eval_every=2", "trainer.save_every=0",
+                 "trainer.num_samples=40", "trainer.steps=2", "trainer.eval_every=2", "trainer.save_every=0",
                  "trainer.epochs=1", "trainer.minibatches=1", "task_args.feedback.segment_length=10",
                  "task_args.feedback.queries_per_round=4", "task_args.feedback.large_batch=2",
-                 "task_args.feedback.reward_model.epochs=1"]) == 0
+                 "task_args.feedback.reward_model.epochs=1", "task_args.feedback.heldout_every=3"]) == 0
     rows = read_metrics(tmp_path / "metaworld_prefppo/metrics.jsonl")
     last = [r for r in rows if "eval/success_rate" in r][-1]
     assert last["eval/feedback"] == 4 and last["eval/env_steps"] > 60 and "eval/reward_model_accuracy" in last
