@@ -57,3 +57,9 @@ def pytest_terminal_summary(terminalreporter, config):
                                  f"threads {config.getoption('--threads')})")
     for nodeid, figures in results:
         terminalreporter.write_line(f"learning: {nodeid} " + " ".join(f"{k}={v:.4g}" for k, v in figures.items()))
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests first (a stable sort): under pytest-xdist the long runs start at once and the short ones fill the
+    gaps, instead of a long test starting near the end and running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
