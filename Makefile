@@ -1,5 +1,6 @@
 # make train: set up and run the main job (BLEUBERI GRPO on SmolLM2-135M-Instruct, CPU, minutes)
-# make test:  set up and run the test suite (offline, CPU, one pytest-xdist worker per core, at most 4); prints the
+# make test:  set up and run the test suite (offline, CPU, one pytest-xdist worker per core, at most 4, idle workers
+#             take queued tests from busy ones); prints the
 #             15 slowest tests, to keep it within budget
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -23,7 +24,7 @@ train: setup
 	$(VENV)/bin/mmalign train configs/text/bleuberi_smollm2.yaml
 
 test: setup
-	$(PY) -m pytest -q -n auto --maxprocesses=4 --durations=15
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist worksteal --durations=15
 
 lint: setup
 	$(VENV)/bin/ruff check .
