@@ -1,7 +1,6 @@
 # make train: set up and run the main job (BLEUBERI GRPO on SmolLM2-135M-Instruct, CPU, minutes)
 # make test:  set up and run the test suite (offline, CPU, one pytest-xdist worker per core, at most 4, idle workers
-#             take queued tests from busy ones); prints the
-#             15 slowest tests, to keep it within budget
+#             take queued tests from busy ones); prints the 15 slowest tests, to keep it within budget
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export MUJOCO_GL ?= osmesa
