@@ -162,10 +162,14 @@ def gaussian_preference_loss(
     var = std_chosen.square() + std_rejected.square()
     nll = -F.logsigmoid((mean_chosen - mean_rejected) / torch.sqrt(1 + torch.pi * var / 8))
 
-    def kl(std: Tensor) -> Tensor:
-        return torch.log(sigma0 / std) + std.square() / (2 * sigma0**2) - 0.5
+    kl = gaussian_kl_to_scale(std_chosen, sigma0) + gaussian_kl_to_scale(std_rejected, sigma0)
+    return nll + beta * kl if beta else nll
 
-    return nll + beta * (kl(std_chosen) + kl(std_rejected)) if beta else nll
+
+def gaussian_kl_to_scale(std: Tensor, sigma0: float) -> Tensor:
+    """KL(N(mu, std^2) || N(mu, sigma0^2)) elementwise (same mean, so only the scales enter): the scale regulariser
+    of BRME's heads and of PEARL's robust reward model."""
+    return torch.log(sigma0 / std) + std.pow(2) / (2 * sigma0**2) - 0.5
 
 
 def brme_reward(means: Tensor, stds: Tensor, lam: float) -> Tensor:

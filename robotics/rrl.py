@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from mmalign.config import check_choice, check_numbers
-from mmalign.preference import bradley_terry_loss
+from mmalign.preference import bradley_terry_loss, gaussian_kl_to_scale
 
 
 @dataclass
@@ -113,11 +113,6 @@ class GaussianReward(nn.Module):
         """Mean reward (...) on obs' device, e.g. to relabel an offline dataset."""
         dev = self.head.weight.device
         return self(obs.to(dev), actions.to(dev)).mean.to(obs.device)
-
-
-def gaussian_kl_to_scale(std: Tensor, sigma0: float) -> Tensor:
-    """KL(N(mu, std^2) || N(mu, sigma0^2)) elementwise (the RRL regulariser; same mean, so only the scales enter)."""
-    return torch.log(sigma0 / std) + std.pow(2) / (2 * sigma0**2) - 0.5
 
 
 def sampled_returns(step: StepReward, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
