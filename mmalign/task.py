@@ -5,7 +5,8 @@ A Task holds the policy, its reward functions, the train and held-out contexts, 
 parts are small protocols, resolved once when a run is built: `Scheduled.set_progress(step)` for schedules that
 follow the training iteration, `Checkpointed` for tasks with run state of their own (a robot task's environments,
 episodes and learned reward), `HasSampleOptions.SampleOptions` for the task's own options of `mmalign sample`,
-`SavesSamples.save_samples(...)` for tasks whose samples are files.
+`SavesSamples.save_samples(...)` for tasks whose samples are files, `SelectsRows` for `mmalign select`, `Decodes` for
+`mmalign eval | sample --decode`.
 
 Rewards are `(name, fn, weight)` triples; `check_rewards` validates what a reward function returns.
 """
@@ -88,6 +89,29 @@ class SavesSamples(Protocol):
 
     def save_samples(self, prompts: list[str], out: Path, num_samples: int, seed: int, options: Any) -> list[Path]:
         ...
+
+
+@runtime_checkable
+class SelectsRows(Protocol):
+    """Optional: a task that keeps a subset of its training rows, picked with the base policy's rewards (`mmalign
+    select`; the text task's BLEUBERI selection). `SelectionSettings` is the dataclass of the selection's settings
+    (`k`, `mode`, `num_samples`, ...), `select(rows, settings)` returns the rows it keeps, and `selection_stats` is
+    non-empty when the task's config already selected its training rows."""
+
+    SelectionSettings: type
+    selection_stats: dict
+
+    def select(self, rows: list, settings: Any) -> list: ...
+
+
+@runtime_checkable
+class Decodes(Protocol):
+    """Optional: a task with decoding-time alignment methods (`mmalign eval | sample --decode METHOD --decode-arg
+    KEY=VALUE`). `decoder(method, options)` returns what stands in for the policy: `sample(contexts, n)` as the
+    task's `evaluate` calls it, and `report()`, the metrics of its cost. An unknown method or option raises a
+    ValueError naming it."""
+
+    def decoder(self, method: str, options: Sequence[str]) -> Any: ...
 
 
 @runtime_checkable

@@ -18,6 +18,7 @@ from mmalign.decoding.calibrate import CalibratedReward
 from mmalign.rewards import CombinedReward, resolve_reward
 from mmalign.settings import GenerationSettings, LoRASettings
 from mmalign.task import check_rewards
+from mmalign.text.decoder import task_decoder
 from mmalign.text.policy import (
     CausalLMPolicy,
     char_tokenizer,
@@ -232,6 +233,7 @@ class TextTask:
 
     Config = TextTaskConfig
     SampleOptions = SampleOptions
+    SelectionSettings = SelectionSettings
 
     def __init__(self, cfg: TextTaskConfig, device: torch.device | str = "cpu"):
         self.cfg = cfg
@@ -271,6 +273,11 @@ class TextTask:
         print(f"selection: kept {s.k} {s.mode} rows of {len(rows)} training rows; base reward "
               f"{self.selection_stats['base_reward_kept']:.4f} (all {self.selection_stats['base_reward_all']:.4f})")
         return kept
+
+    def decoder(self, method: str, options) -> object:
+        """The policy decoded by a decoding-time method (`mmalign.text.decoder.METHODS`), with `options` as
+        `--decode-arg KEY=VALUE` strings (`DecodeSettings`)."""
+        return task_decoder(self, method, options)
 
     @staticmethod
     def dataset_path(name: str) -> Path:
