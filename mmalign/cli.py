@@ -97,10 +97,12 @@ def build_task(config: str, overrides=(), checkpoint: str | None = None):
 
     from mmalign.checkpoint import load_weights
     from mmalign.run_config import load_run_config, task_class
+    from mmalign.task import check_task
 
     cfg = load_run_config(config, list(overrides))
     set_seed(cfg.trainer.seed)  # models built from config get the run's initial weights
     task = task_class(cfg.task)(cfg.task_args, cfg.trainer.torch_device())  # where the Trainer would run it
+    check_task(task)  # a custom task that lacks a member is named here, as when a run is built
     if checkpoint:
         load_weights(Path(checkpoint), task.policy)
     return cfg, task
@@ -242,12 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: clear one-line errors for bad input (the project's error classes), tracebacks for bugs."""
     from mmalign.checkpoint import CheckpointError
     from mmalign.data import DataError
-    from mmalign.task import RewardError
+    from mmalign.task import RewardError, TaskError
     from mmalign.trainer import DivergedError
 
     try:
         return run(argv)
-    except (CheckpointError, ConfigError, DataError, DivergedError, FileNotFoundError, RewardError, UsageError) as e:
+    except (CheckpointError, ConfigError, DataError, DivergedError, FileNotFoundError, RewardError, TaskError,
+            UsageError) as e:
         print(f"mmalign: error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -27,6 +27,11 @@ class RewardError(ValueError):
     """A reward spec, reward input or reward value is wrong; the message names the reward and what to do."""
 
 
+class TaskError(TypeError):
+    """A task (a custom one, named by "package.module:Class") lacks part of the `Task` contract; the message names
+    what it lacks."""
+
+
 @runtime_checkable
 class Task(Protocol):
     """What every task provides. `Config` (a class attribute) is the dataclass of its `task_args`."""
@@ -132,13 +137,14 @@ class Saveable(Protocol):
 
 
 def check_task(task: Any) -> None:
-    """Raise a TypeError naming what `task` lacks of the `Task` contract (members, or a policy that is no Policy)."""
+    """Raise a `TaskError` (a TypeError) naming what `task` lacks of the `Task` contract (members, or a policy that is
+    no Policy)."""
     missing = [name for name in TASK_MEMBERS if not hasattr(task, name)]
     if missing:
-        raise TypeError(f"{type(task).__name__} is not an mmalign Task: it lacks {missing}. A task provides "
+        raise TaskError(f"{type(task).__name__} is not an mmalign Task: it lacks {missing}. A task provides "
                         f"{list(TASK_MEMBERS)} (mmalign.task.Task; docs/architecture.md).")
     if not isinstance(task.policy, Policy):
-        raise TypeError(f"{type(task).__name__}.policy ({type(task.policy).__name__}) is not an mmalign Policy: it "
+        raise TaskError(f"{type(task).__name__}.policy ({type(task.policy).__name__}) is not an mmalign Policy: it "
                         "needs sample(contexts, num_samples), logprobs(rollout) and parameters() (mmalign.rollout).")
 
 

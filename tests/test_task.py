@@ -1,6 +1,7 @@
 """The Task contract: a task that lacks a member is named when the run is built; optional parts (schedules, sampling
 options) are found once, through their protocols, and the CLI's `sample` takes the task's own options."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,20 @@ class NoFinish:
 
     def evaluate(self, policy):
         return {}
+
+
+@dataclass
+class NoConfig:
+    pass
+
+
+class CustomNoFinish(NoFinish):
+    """A custom task named by a config ("test_task:CustomNoFinish") that lacks `finish`."""
+
+    Config = NoConfig
+
+    def __init__(self, cfg: NoConfig, device="cpu"):
+        super().__init__()
 
 
 class Staged(TinyTask):
@@ -42,6 +57,16 @@ def test_a_task_that_lacks_a_member_is_named_when_the_run_is_built(tmp_path):
     with pytest.raises(TypeError, match="is not an mmalign Policy"):
         check_task(task)
     assert isinstance(TinyTask(tiny_policy()), Task)
+
+
+def test_the_cli_names_what_a_custom_task_lacks_in_one_line(tmp_path, capsys):
+    config = tmp_path / "custom.yaml"
+    config.write_text(f"task: test_task:CustomNoFinish\ntrainer: {{output_dir: {tmp_path}, name: custom}}\n")
+    for command in (["train", str(config)], ["sample", str(config), "--prompt", "x"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("mmalign: error: CustomNoFinish is not an mmalign Task: it lacks ['finish']"), err
+    assert not (tmp_path / "custom").exists()
 
 
 def test_scheduled_tasks_hear_every_step_before_it_is_sampled(tmp_path):
