@@ -18,6 +18,7 @@ from mmalign.decoding.search import Cost, best_of_n
 from mmalign.rewards import CombinedReward
 from mmalign.text.policy import CausalLMPolicy
 from mmalign.text.search import lookahead_decode, value_guided_decode
+from mmalign.text.task import load_causal_lm
 
 METHODS = ("sample", "greedy", "bon", "deal", "tq", "rast", "genarm")
 
@@ -124,8 +125,6 @@ def _check_vocab(policy, model, name: str) -> None:
 def task_decoder(task, method: str, options: Sequence[str]) -> Decoder:
     """A `Decoder` over a text task's policy from the CLI's `--decode METHOD --decode-arg KEY=VALUE ...`: the
     searches score with the task's weighted rewards; named models load with the text task's loader."""
-    from mmalign.text.task import load_causal_lm  # the text task builds its decoder with this function
-
     if not isinstance(task.policy, CausalLMPolicy):
         raise ValueError(f"decoding methods steer a text policy; the {type(task).__name__} task's is a "
                          f"{type(task.policy).__name__} (diffusion: --option rlg_scale=W for RL guidance).")

@@ -18,7 +18,6 @@ from mmalign.decoding.calibrate import CalibratedReward
 from mmalign.rewards import CombinedReward, resolve_reward
 from mmalign.settings import GenerationSettings, LoRASettings
 from mmalign.task import check_rewards
-from mmalign.text.decoder import task_decoder
 from mmalign.text.policy import (
     CausalLMPolicy,
     char_tokenizer,
@@ -274,11 +273,6 @@ class TextTask:
               f"{self.selection_stats['base_reward_kept']:.4f} (all {self.selection_stats['base_reward_all']:.4f})")
         return kept
 
-    def decoder(self, method: str, options) -> object:
-        """The policy decoded by a decoding-time method (`mmalign.text.decoder.METHODS`), with `options` as
-        `--decode-arg KEY=VALUE` strings (`DecodeSettings`)."""
-        return task_decoder(self, method, options)
-
     @staticmethod
     def dataset_path(name: str) -> Path:
         return Path(name) if name.endswith(".jsonl") else shipped_dataset(name)
@@ -320,3 +314,10 @@ class TextTask:
         if self.selection_stats:
             kept = {**self.selection_stats, "prompts": [prompt_text(row) for row in self.train_contexts]}
             (run_dir / "selection.json").write_text(json.dumps(kept, indent=1))
+
+    def decoder(self, method: str, options) -> object:
+        """The policy decoded by a decoding-time method (`mmalign.text.decoder.METHODS`), with `options` as
+        `--decode-arg KEY=VALUE` strings (`DecodeSettings`)."""
+        from mmalign.text.decoder import task_decoder  # which imports this module
+
+        return task_decoder(self, method, options)
