@@ -215,7 +215,8 @@ def select(args: argparse.Namespace) -> None:
     try:
         settings = task.SelectionSettings(**given)
     except ConfigError as e:
-        raise UsageError(f"--{e.key.replace('_', '-')} {given.get(e.key)!r}: {e.problem}") from e
+        what = f"--{e.key.replace('_', '-')} {given[e.key]!r}" if e.key in given else f"the selection's {e.key}"
+        raise UsageError(f"{what}: {e.problem}") from e
     if task.selection_stats:
         raise UsageError("this config already selects its training rows (task_args.selection); add the override "
                          "task_args.selection.k=0 to select from all of them.")
