@@ -155,6 +155,8 @@ def test_cli_samples_and_evaluates_with_a_decoding_method(tmp_path, capsys):
     assert "reward/bleu" in report and report["cost/model_calls"] > 0
     assert main(["sample", *args, "--prompt", "x", "--decode", "rast"]) == 2
     assert "needs small and small_base" in capsys.readouterr().err
+    assert main(["sample", *args, "--prompt", "x", "--decode", "beam"]) == 2  # the task names its methods
+    assert "--decode beam: unknown decoding method 'beam'; use one of sample, greedy, bon" in capsys.readouterr().err
     assert main(["eval", *args, "--decode-arg", "n=3"]) == 2
     assert "--decode METHOD" in capsys.readouterr().err
 
