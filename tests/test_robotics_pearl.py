@@ -244,22 +244,18 @@ def test_offline_dataset_round_trip_and_mixed_quality(tmp_path):
 @pytest.mark.slow
 def test_zero_shot_iql_beats_random_labels(learning):
     """reach -> button-press at the default budget: CPA + RRL labels against random labels, same pipeline. The
-    transferred labels are accurate on every seed; the IQL policy trained on them solves the task on seeds 0 and 1
-    but not on 2 or 12 (success 0, docs/pearl.md), so seeds s and s + 10 run and the policy's return must beat random
-    labels' on one of them; the success bar is kept for neither (an open robustness gap of the IQL step)."""
+    transferred labels are accurate and the IQL policy trained on them ends with a higher return than random labels'
+    on every measured seed and thread count (docs/pearl.md); its success is not asserted (the policy stays at success
+    0 on some seeds: an open robustness gap of the IQL step)."""
     pytest.importorskip("mujoco")
     from mmalign.robotics.pearl import run_pearl
 
     data: dict = {}
-    runs = [(run_pearl("reach", "button-press", "cpa-rrl", seed=seed, data=data),
-             run_pearl("reach", "button-press", "random-rrl", seed=seed, data=data))
-            for seed in (learning.seed, learning.seed + 10)]
+    cpa, rnd = (run_pearl("reach", "button-press", m, seed=learning.seed, data=data) for m in ("cpa-rrl", "random-rrl"))
     keys = ("label_accuracy", "success", "return")
-    learning.report(**{f"{name}_{k}{tag}": r[k] for (cpa, rnd), tag in zip(runs, ("", "_s10"))
-                       for name, r in (("cpa", cpa), ("random", rnd)) for k in keys})
-    for cpa, rnd in runs:
-        assert cpa["label_accuracy"] > 0.7 and abs(rnd["label_accuracy"] - 0.5) < 0.1, (cpa, rnd)
-    assert any(cpa["return"] > rnd["return"] for cpa, rnd in runs), runs
+    learning.report(**{f"{name}_{k}": r[k] for name, r in (("cpa", cpa), ("random", rnd)) for k in keys})
+    assert cpa["label_accuracy"] > 0.7 and abs(rnd["label_accuracy"] - 0.5) < 0.1, (cpa, rnd)
+    assert cpa["return"] > rnd["return"], (cpa, rnd)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
