@@ -308,3 +308,16 @@ def add_lora(denoiser: nn.Module, r: int = 4, alpha: int = 4, target_modules: Se
     denoiser.requires_grad_(False)
     denoiser.add_adapter(LoraConfig(r=r, lora_alpha=alpha, init_lora_weights=init, target_modules=targets))
     return denoiser
+
+
+def seeded_noise(policy: DiffusionPolicy, n: int, seed: int = 0,
+                 seeds: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
+    """Initial latents (n, C, h, w) and step noise (num_steps, n, C, h, w): all from one generator seeded `seed`, or,
+    with `seeds` (n of them), each sample's from a generator of its own, so an image does not depend on the batch
+    it is generated in (evaluation split over processes gives the images of one process)."""
+    if seeds is not None:
+        parts = [seeded_noise(policy, 1, s) for s in seeds]
+        return torch.cat([x for x, _ in parts]), torch.cat([z for _, z in parts], dim=1)
+    g = torch.Generator().manual_seed(seed)
+    x = policy.init_noise(n, g)
+    return x, torch.randn((policy.num_steps, *x.shape), generator=g).to(x.device)

@@ -49,7 +49,15 @@ from mmalign.losses import agg_units
 from mmalign.rollout import Rollout
 from mmalign.run_config import RunConfig, algorithm, run_config_dict, task_class
 from mmalign.runs import Run
-from mmalign.task import Checkpointed, Saveable, SplitEvaluation, check_rewards, check_task, progress_hooks
+from mmalign.task import (
+    Checkpointed,
+    Saveable,
+    SplitEvaluation,
+    check_rewards,
+    check_task,
+    merged_mean,
+    progress_hooks,
+)
 from mmalign.tracking import plot_curves
 
 FIXED_ON_RESUME = ("task", "task_args", "algorithm", "trainer.seed")
@@ -437,7 +445,7 @@ class Trainer:
 
     def _evaluate_shares(self) -> dict[str, float]:
         """Evaluate this process's contiguous share of the held-out contexts, then merge every share: the metrics
-        (means) weighted by share size, the records in context order."""
+        (means) weighted by how many contexts each share's mean is over, the records in context order."""
         task, everything = self.task, list(self.task.eval_contexts)
         n = len(everything)
         share = everything[self.rank * n // self.world:(self.rank + 1) * n // self.world]
@@ -446,11 +454,12 @@ class Trainer:
             metrics = self.model(task.evaluate, self.policy) if share else {}
         finally:
             task.eval_contexts = everything
-        shares = gather_object([(len(share), metrics, list(task.eval_records) if share else [])])
+        counts = dict(getattr(task, "eval_counts", None) or {}) if share else {}
+        sizes = {k: counts.get(k, len(share)) for k in metrics}  # how many contexts each mean is over
+        shares = gather_object([(sizes, metrics, list(task.eval_records) if share else [])])
         task.eval_records = [r for _, _, records in shares for r in records]
         keys = dict.fromkeys(k for _, m, _ in shares for k in m)
-        return {k: sum(c * m[k] for c, m, _ in shares if k in m) / sum(c for c, m, _ in shares if k in m)
-                for k in keys}
+        return {k: merged_mean([(c[k], m[k]) for c, m, _ in shares if k in m]) for k in keys}
 
     def checkpoint_parts(self, step: int) -> dict[str, dict]:
         """This process's state dicts of a checkpoint: the main process writes the weights, optimizer and trainer

@@ -123,12 +123,14 @@ class VideoTask:
         self.train_clips = data["frames"][train]
         rows = [{"prompt": str(p), "frame": f[0]} for p, f in zip(data["prompts"], data["frames"])]
         self.train_contexts = [rows[i] for i in train]
-        self.eval_contexts = [rows[i] for i in held[:cfg.eval_conditions]]
+        self.eval_contexts = [{**rows[i], "eval_index": j} for j, i in enumerate(held[:cfg.eval_conditions])]
         self.world_model_path = self._world_model(data, train, root)
         self.policy = self._policy(data, train, root).to(device)
         self.rewards = [self._reward(s) for s in cfg.rewards]
         self.first_clips: list | None = None
-        self.last_clips: list = []
+        self.eval_records: list = []
+        """The clip of each held-out condition in the latest evaluation (`SplitEvaluation`)."""
+        self.eval_counts: dict[str, int] = {}
 
     def _world_model(self, data, train, root: Path) -> Path:
         if self.cfg.world_model != "embedded":
@@ -166,24 +168,29 @@ class VideoTask:
 
     def evaluate(self, policy: VideoPolicy) -> dict[str, float]:
         """Mean rewards and the OpenCV physics check (block jerk / largest jump / visibility) on held-out conditions,
-        one clip each from fixed noise (a staged long clip each with `staged.stages`)."""
+        one clip each from fixed noise (a staged long clip each with `staged.stages`). Held-out condition j's clip
+        comes from seed eval_seed + j (eval_seed + 100 j + stage when staged), whatever else is generated with it;
+        physics means skip clips where the block is not found, `eval_counts` says over how many."""
+        if self.first_clips is None and self.eval_records:
+            self.first_clips = self.eval_records  # the first evaluation's, merged over processes
         contexts = self.eval_contexts
         if self.cfg.staged.stages:
             clips = self._staged_clips(policy)
         else:
             clips = []
             for i in range(0, len(contexts), 32):
-                clips += generate_clips(policy, contexts[i:i + 32], seed=self.cfg.eval_seed + i)
+                chunk = contexts[i:i + 32]
+                clips += generate_clips(policy, chunk, seeds=[self.cfg.eval_seed + c["eval_index"] for c in chunk])
         metrics = {}
         for name, fn, _ in self.rewards:
             metrics[f"reward/{name}"] = float(np.mean(fn(contexts, clips)))
         metrics["reward"] = sum(w * metrics[f"reward/{name}"] for name, _, w in self.rewards)
         phys = [motion_continuity(c) for c in clips]
         for key in ("jerk", "jump", "seen"):
-            metrics[f"physics/{key}"] = float(np.nanmean([p[key] for p in phys]))
-        self.last_clips = clips
-        if self.first_clips is None:
-            self.first_clips = clips
+            values = np.asarray([p[key] for p in phys], float)
+            metrics[f"physics/{key}"] = float(np.nanmean(values))
+            self.eval_counts[f"physics/{key}"] = int(np.isfinite(values).sum())
+        self.eval_records = clips
         return metrics
 
     def _staged_clips(self, policy: VideoPolicy) -> list[np.ndarray]:
@@ -194,17 +201,18 @@ class VideoTask:
             return sum(w * np.asarray(fn(contexts, clips), float) for _, fn, w in self.rewards)
 
         return [staged_rollout(policy, ctx, critic, st.stages, st.candidates, history=st.history,
-                               seed=self.cfg.eval_seed + 100 * i)[0] for i, ctx in enumerate(self.eval_contexts)]
+                               seed=self.cfg.eval_seed + 100 * ctx["eval_index"])[0] for ctx in self.eval_contexts]
 
     def finish(self, policy: VideoPolicy, run_dir: Path) -> None:
         """MP4s of the held-out clips before / after training, the reward and physics curves as PNG."""
         from mmalign.diffusion.media import save_video
         from mmalign.tracking import plot_curves
 
-        if self.first_clips:
-            save_video(self.first_clips[:16], run_dir / "samples_before.mp4")
-        if self.last_clips:
-            save_video(self.last_clips[:16], run_dir / "samples_after.mp4")
+        first = self.first_clips or self.eval_records  # one evaluation: it is both
+        if first:
+            save_video(first[:16], run_dir / "samples_before.mp4")
+        if self.eval_records:
+            save_video(self.eval_records[:16], run_dir / "samples_after.mp4")
         if (run_dir / "metrics.jsonl").exists():
             plot_curves(run_dir / "metrics.jsonl", run_dir / "pfc.png", ("pfc",), run_dir.name)
             plot_curves(run_dir / "metrics.jsonl", run_dir / "physics.png", ("jerk", "jump"), run_dir.name)
