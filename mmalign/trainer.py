@@ -65,7 +65,8 @@ FIXED_ON_RESUME = ("task", "task_args", "algorithm", "trainer.seed")
 change: learning rate and its schedule, AdamW settings, clipping, batch shape, cadences, steps, the algorithm's
 coefficients, and the rewards (`CHANGEABLE_ON_RESUME`)."""
 CHANGEABLE_ON_RESUME = ("task_args.rewards",)
-"""Keys inside `FIXED_ON_RESUME` sections that a resumed run may change."""
+"""Keys inside `FIXED_ON_RESUME` sections that a resumed run may change; a task class adds its own task_args keys
+in its `CHANGEABLE_ON_RESUME` (a robot task: where its envs step)."""
 
 
 TRAINER_STATE = {"step", "scheduler", "skipped_steps", "skipped_in_row"}
@@ -528,7 +529,9 @@ class Trainer:
         in config.yaml.
         """
         tc, main = self.cfg.trainer, self.acc.is_main_process
-        run = Run(self.run_dir, run_config_dict(self.cfg), resume, FIXED_ON_RESUME, CHANGEABLE_ON_RESUME, main,
+        own = getattr(self.task, "CHANGEABLE_ON_RESUME", ())  # task_args the task itself lets a resumed run change
+        changeable = CHANGEABLE_ON_RESUME + tuple(f"task_args.{key}" for key in own)
+        run = Run(self.run_dir, run_config_dict(self.cfg), resume, FIXED_ON_RESUME, changeable, main,
                   self.acc.wait_for_everyone, tc.keep_checkpoints)
         done = run.restore(self.load_checkpoint) if resume else 0
         with run.tracker(done if resume else None) as tracker:

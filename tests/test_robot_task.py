@@ -81,20 +81,22 @@ def test_prefppo_through_the_trainer_leaves_its_run_folder(tmp_path):
 def test_prefppo_sigkill_then_resume_continues_the_same_curve(tmp_path, how):
     """Weights, optimizer, RNG streams, the envs (restarted at each checkpoint), the episode stores, every label and
     the reward ensemble come back, so the resumed run logs exactly the rows of an uninterrupted one: in one process,
-    with the envs on 2 Ray workers (whose rows are the in-process run's), and on 2 processes."""
+    with the envs on 2 Ray workers (whose rows are the in-process run's), and on 2 processes. Where the envs step may
+    change on resume: the in-process run resumes with async vector envs, the Ray run in-process."""
     args = [f"trainer.output_dir={tmp_path}", "trainer.steps=8", *SMALL_PREFPPO]
     launcher = TWO_PROCESSES if how == "two processes" else ()
     if how == "two processes":  # the env is the context: one per process, each with its own envs and labels
         args.append("trainer.contexts_per_step=2")
-    killed = list(args)
+    killed, moved = list(args), ["task_args.vector=async"] if how == "local" else []
     if how == "ray workers":
         pytest.importorskip("ray")
         killed += ["task_args.sampler=ray", "task_args.ray_workers=2"]
+        moved = ["task_args.sampler=local"]
     assert train(PREFPPO, *args, "trainer.name=whole", launcher=launcher).wait(timeout=600) == 0
     proc = train(PREFPPO, *killed, "trainer.name=killed", launcher=launcher)
     kill_when(proc, (tmp_path / "killed/checkpoints/step_000004").exists)
     assert max(r["step"] for r in read_metrics(tmp_path / "killed/metrics.jsonl")) < 8, "killed too late"
-    resumed = train(PREFPPO, *killed, "trainer.name=killed", "--resume", launcher=launcher)
+    resumed = train(PREFPPO, *killed, *moved, "trainer.name=killed", "--resume", launcher=launcher)
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
     same_rows(read_metrics(tmp_path / "whole/metrics.jsonl"), read_metrics(tmp_path / "killed/metrics.jsonl"))
 
