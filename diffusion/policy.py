@@ -310,14 +310,23 @@ def add_lora(denoiser: nn.Module, r: int = 4, alpha: int = 4, target_modules: Se
     return denoiser
 
 
-def seeded_noise(policy: DiffusionPolicy, n: int, seed: int = 0,
-                 seeds: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
-    """Initial latents (n, C, h, w) and step noise (num_steps, n, C, h, w): all from one generator seeded `seed`, or,
-    with `seeds` (n of them), each sample's from a generator of its own, so an image does not depend on the batch
-    it is generated in (evaluation split over processes gives the images of one process)."""
-    if seeds is not None:
-        parts = [seeded_noise(policy, 1, s) for s in seeds]
-        return torch.cat([x for x, _ in parts]), torch.cat([z for _, z in parts], dim=1)
+def seeded_noise(policy: DiffusionPolicy, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Initial latents (n, C, h, w) and step noise (num_steps, n, C, h, w), all from one generator seeded `seed`."""
     g = torch.Generator().manual_seed(seed)
     x = policy.init_noise(n, g)
     return x, torch.randn((policy.num_steps, *x.shape), generator=g).to(x.device)
+
+
+def chunked_noise(policy: DiffusionPolicy, positions: Sequence[int], total: int, seed: int,
+                  chunk: int) -> tuple[Tensor, Tensor]:
+    """The noise (as `seeded_noise`) of the samples at `positions` (ascending) of a list of `total` that is generated
+    in chunks of `chunk`, chunk k from `seeded_noise(policy, its size, seed + k * chunk)`: what one process generating
+    the whole list draws for them, so a share of the list, on any process, gets the same samples."""
+    xs, zs = [], []
+    for k in sorted({p // chunk for p in positions}):
+        start = k * chunk
+        x, z = seeded_noise(policy, min(chunk, total - start), seed + start)
+        rows = [p - start for p in positions if p // chunk == k]
+        xs.append(x[rows])
+        zs.append(z[:, rows])
+    return torch.cat(xs), torch.cat(zs, dim=1)

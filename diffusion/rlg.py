@@ -41,7 +41,7 @@ def _deterministic_step(policy: DiffusionPolicy, out: Tensor, x: Tensor, k: Tens
 @torch.no_grad()
 def generate(policy: DiffusionPolicy, contexts: Sequence, seed: int = 0, rlg_scale: float | None = None,
              rlg_start: int = 0, deterministic: bool = False,
-             seeds: Sequence[int] | None = None) -> tuple[list[np.ndarray], Tensor]:
+             noise: tuple[Tensor, Tensor] | None = None) -> tuple[list[np.ndarray], Tensor]:
     """One image per context from seeded noise (the same noise for every model and guidance setting).
 
     Args:
@@ -51,13 +51,13 @@ def generate(policy: DiffusionPolicy, contexts: Sequence, seed: int = 0, rlg_sca
         rlg_scale: RLG weight w; None = the policy alone (no second forward).
         rlg_start: first step index that uses RLG.
         deterministic: ODE sampling (DDIM eta = 0 / Euler) instead of the policy's stochastic steps.
-        seeds: B seeds, one per image, instead of `seed` (`seeded_noise`).
+        noise: (initial latents, step noise) to use instead of drawing them from `seed` (`chunked_noise`).
 
     Returns:
         (B uint8 images, final latents (B, C, h, w)).
     """
     emb, pooled = policy.encode([prompt_of(c) for c in contexts])
-    x, noise = seeded_noise(policy, len(contexts), seed, seeds)
+    x, noise = noise if noise is not None else seeded_noise(policy, len(contexts), seed)
     for i in range(policy.num_steps):
         k = torch.full((len(contexts),), i, device=x.device, dtype=torch.long)
         if rlg_scale is None or i < rlg_start:

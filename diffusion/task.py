@@ -18,7 +18,7 @@ import torch
 from mmalign.config import ConfigError, check_choice, check_nonempty, check_numbers
 from mmalign.diffusion import shapes
 from mmalign.diffusion.models import load_components, tiny_components
-from mmalign.diffusion.policy import DENOISER_LORA_MODULES, DiffusionPolicy, add_lora
+from mmalign.diffusion.policy import DENOISER_LORA_MODULES, DiffusionPolicy, add_lora, chunked_noise
 from mmalign.diffusion.rewards import PromptAlignmentReward, build_reward, check_reward_specs
 from mmalign.diffusion.rlg import generate
 from mmalign.diffusion.settings import B2Settings, SamplingSettings, TrainedSteps, check_trained_steps
@@ -116,7 +116,8 @@ class DiffusionTask:
         self.cfg = cfg
         self.policy = self.build_policy(cfg, device)
         self.train_contexts, held = self.split(self.load_rows(cfg), cfg)
-        self.eval_contexts = [{**row, "eval_index": j} for j, row in enumerate(held)]  # seeds its images
+        self.eval_contexts = [{**row, "eval_index": j} for j, row in enumerate(held)]  # its images' noise
+        self.eval_total = len(held)
         if cfg.preference_pairs:
             from mmalign.diffusion.dpo import preference_rows
 
@@ -186,16 +187,18 @@ class DiffusionTask:
 
     def evaluate(self, policy: DiffusionPolicy, rlg_scale: float | None = None) -> dict[str, float]:
         """Mean rewards and the strict prompt-alignment rate on held-out prompts, `eval_samples` seeded images each,
-        optionally with RL guidance of weight `rlg_scale` (`rlg.generate`). Image s of held-out prompt j comes from
-        seed eval_seed + j * eval_samples + s, whatever else is generated with it."""
+        optionally with RL guidance of weight `rlg_scale` (`rlg.generate`). The noise of all held-out images is drawn
+        in chunks of 64 from eval_seed + the chunk's start; a share of the prompts (`SplitEvaluation`) takes its rows
+        of it, so a split evaluation makes the images of one process."""
         if self.first_images is None and self.eval_records:
             self.first_images = self.eval_records  # the first evaluation's, merged over processes
         n = self.cfg.eval_samples
         contexts = [c for c in self.eval_contexts for _ in range(n)]
-        seeds = [self.cfg.eval_seed + c["eval_index"] * n + s for c in self.eval_contexts for s in range(n)]
+        places = [c["eval_index"] * n + s for c in self.eval_contexts for s in range(n)]
         images = []
         for i in range(0, len(contexts), 64):
-            images += generate(policy, contexts[i:i + 64], rlg_scale=rlg_scale, seeds=seeds[i:i + 64])[0]
+            noise = chunked_noise(policy, places[i:i + 64], self.eval_total * n, self.cfg.eval_seed, 64)
+            images += generate(policy, contexts[i:i + 64], rlg_scale=rlg_scale, noise=noise)[0]
         metrics = {}
         for name, fn, _ in self.rewards:
             metrics[f"reward/{name}"] = float(np.mean(fn(contexts, images)))

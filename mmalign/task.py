@@ -99,8 +99,8 @@ class SplitEvaluation(Protocol):
 
     A metric that is a mean over fewer contexts than the share holds (a per-kind accuracy, a mean that skips NaN)
     has its count in the optional `eval_counts` dict, set by `evaluate`, so that shares merge into the mean over all
-    contexts (`merged_mean`). Sampling that must give the same outputs however the contexts are split draws each
-    context's noise from a seed of its own (its position in the whole held-out list)."""
+    contexts (`merged_mean`). Sampling that must give the same outputs however the contexts are split takes each
+    context's noise by its place in the whole held-out list (`mmalign.diffusion.policy.chunked_noise`)."""
 
     eval_records: list
 

@@ -148,10 +148,10 @@ class VideoPolicy(DiffusionPolicy):
 
 @torch.no_grad()
 def generate_clips(policy: VideoPolicy, contexts: Sequence, seed: int = 0,
-                   seeds: Sequence[int] | None = None) -> list[np.ndarray]:
-    """One clip (F + 1, H, W, 3) per context from seeded noise (the same noise for every set of weights); with
-    `seeds`, one per context, each clip's noise from its own seed (`seeded_noise`)."""
-    x, steps = seeded_noise(policy, len(contexts), seed, seeds)
+                   noise: tuple[Tensor, Tensor] | None = None) -> list[np.ndarray]:
+    """One clip (F + 1, H, W, 3) per context from seeded noise (the same noise for every set of weights), or from
+    `noise` (initial latents, step noise; `chunked_noise`)."""
+    x, steps = noise if noise is not None else seeded_noise(policy, len(contexts), seed)
     return policy.sample(contexts, 1, noise=torch.cat([x[None].cpu(), steps.cpu()])).outputs
 
 

@@ -20,6 +20,7 @@ import torch
 
 from mmalign.config import ConfigError, check_numbers
 from mmalign.diffusion.models import load_components
+from mmalign.diffusion.policy import chunked_noise
 from mmalign.diffusion.rewards import check_reward_specs
 from mmalign.diffusion.settings import SamplingSettings, TrainedSteps, check_trained_steps
 from mmalign.diffusion.video.policy import VideoPolicy, generate_clips
@@ -124,6 +125,7 @@ class VideoTask:
         rows = [{"prompt": str(p), "frame": f[0]} for p, f in zip(data["prompts"], data["frames"])]
         self.train_contexts = [rows[i] for i in train]
         self.eval_contexts = [{**rows[i], "eval_index": j} for j, i in enumerate(held[:cfg.eval_conditions])]
+        self.eval_total = len(self.eval_contexts)
         self.world_model_path = self._world_model(data, train, root)
         self.policy = self._policy(data, train, root).to(device)
         self.rewards = [self._reward(s) for s in cfg.rewards]
@@ -168,9 +170,11 @@ class VideoTask:
 
     def evaluate(self, policy: VideoPolicy) -> dict[str, float]:
         """Mean rewards and the OpenCV physics check (block jerk / largest jump / visibility) on held-out conditions,
-        one clip each from fixed noise (a staged long clip each with `staged.stages`). Held-out condition j's clip
-        comes from seed eval_seed + j (eval_seed + 100 j + stage when staged), whatever else is generated with it;
-        physics means skip clips where the block is not found, `eval_counts` says over how many."""
+        one clip each from fixed noise (a staged long clip each with `staged.stages`). The noise of all held-out clips
+        is drawn in chunks of 32 from eval_seed + the chunk's start (held-out condition j's staged clip from
+        eval_seed + 100 j + stage); a share of the conditions (`SplitEvaluation`) takes its rows of it, so a split
+        evaluation makes the clips of one process. Physics means skip clips where the block is not found;
+        `eval_counts` says over how many."""
         if self.first_clips is None and self.eval_records:
             self.first_clips = self.eval_records  # the first evaluation's, merged over processes
         contexts = self.eval_contexts
@@ -179,8 +183,9 @@ class VideoTask:
         else:
             clips = []
             for i in range(0, len(contexts), 32):
-                chunk = contexts[i:i + 32]
-                clips += generate_clips(policy, chunk, seeds=[self.cfg.eval_seed + c["eval_index"] for c in chunk])
+                places = [c["eval_index"] for c in contexts[i:i + 32]]
+                noise = chunked_noise(policy, places, self.eval_total, self.cfg.eval_seed, 32)
+                clips += generate_clips(policy, contexts[i:i + 32], noise=noise)
         metrics = {}
         for name, fn, _ in self.rewards:
             metrics[f"reward/{name}"] = float(np.mean(fn(contexts, clips)))
