@@ -122,7 +122,7 @@ class Decodes(Protocol):
 @runtime_checkable
 class SplitEvaluation(Protocol):
     """Optional: a task whose `evaluate` metrics are means over its `eval_contexts` (each context counts once) and
-    which keeps what it evaluated in `eval_records` (one entry per context, in order) for `finish`. With several
+    which keeps what it evaluated in `eval_records` (its entries in context order) for `finish`. With several
     processes, each evaluates a contiguous share of the contexts; the Trainer averages the shares' metrics weighted by
     their sizes and hands every process all records in order. Without it, every process evaluates everything.
 

@@ -308,7 +308,7 @@ class SSLTask:
             for name, fn, _ in self.rewards:
                 totals[name].append(check_rewards(fn(ctx, outputs), len(ctx), name))
             self.eval_records += [{"task": c["task"], "prompt": c["prompt"], "answer": c["answer"], "output": o}
-                               for c, o in zip(ctx, outputs)]
+                                  for c, o in zip(ctx, outputs)]
         means = {name: float(torch.cat(v).mean()) for name, v in totals.items()}
         out = {"reward": sum(w * means[name] for name, _, w in self.rewards)}
         out.update({f"reward/{k}": v for k, v in means.items()})
