@@ -308,3 +308,25 @@ def add_lora(denoiser: nn.Module, r: int = 4, alpha: int = 4, target_modules: Se
     denoiser.requires_grad_(False)
     denoiser.add_adapter(LoraConfig(r=r, lora_alpha=alpha, init_lora_weights=init, target_modules=targets))
     return denoiser
+
+
+def seeded_noise(policy: DiffusionPolicy, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Initial latents (n, C, h, w) and step noise (num_steps, n, C, h, w), all from one generator seeded `seed`."""
+    g = torch.Generator().manual_seed(seed)
+    x = policy.init_noise(n, g)
+    return x, torch.randn((policy.num_steps, *x.shape), generator=g).to(x.device)
+
+
+def chunked_noise(policy: DiffusionPolicy, positions: Sequence[int], total: int, seed: int,
+                  chunk: int) -> tuple[Tensor, Tensor]:
+    """The noise (as `seeded_noise`) of the samples at `positions` (ascending) of a list of `total` that is generated
+    in chunks of `chunk`, chunk k from `seeded_noise(policy, its size, seed + k * chunk)`: what one process generating
+    the whole list draws for them, so a share of the list, on any process, gets the same samples."""
+    xs, zs = [], []
+    for k in sorted({p // chunk for p in positions}):
+        start = k * chunk
+        x, z = seeded_noise(policy, min(chunk, total - start), seed + start)
+        rows = [p - start for p in positions if p // chunk == k]
+        xs.append(x[rows])
+        zs.append(z[:, rows])
+    return torch.cat(xs), torch.cat(zs, dim=1)

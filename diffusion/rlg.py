@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from mmalign.decoding.combine import guided
-from mmalign.diffusion.policy import DiffusionPolicy, prompt_of
+from mmalign.diffusion.policy import DiffusionPolicy, prompt_of, seeded_noise
 from mmalign.diffusion.steps import ddim_mean_std, euler_step
 
 
@@ -40,7 +40,8 @@ def _deterministic_step(policy: DiffusionPolicy, out: Tensor, x: Tensor, k: Tens
 
 @torch.no_grad()
 def generate(policy: DiffusionPolicy, contexts: Sequence, seed: int = 0, rlg_scale: float | None = None,
-             rlg_start: int = 0, deterministic: bool = False) -> tuple[list[np.ndarray], Tensor]:
+             rlg_start: int = 0, deterministic: bool = False,
+             noise: tuple[Tensor, Tensor] | None = None) -> tuple[list[np.ndarray], Tensor]:
     """One image per context from seeded noise (the same noise for every model and guidance setting).
 
     Args:
@@ -50,14 +51,13 @@ def generate(policy: DiffusionPolicy, contexts: Sequence, seed: int = 0, rlg_sca
         rlg_scale: RLG weight w; None = the policy alone (no second forward).
         rlg_start: first step index that uses RLG.
         deterministic: ODE sampling (DDIM eta = 0 / Euler) instead of the policy's stochastic steps.
+        noise: (initial latents, step noise) to use instead of drawing them from `seed` (`chunked_noise`).
 
     Returns:
         (B uint8 images, final latents (B, C, h, w)).
     """
-    g = torch.Generator().manual_seed(seed)
     emb, pooled = policy.encode([prompt_of(c) for c in contexts])
-    x = policy.init_noise(len(contexts), g)
-    noise = torch.randn((policy.num_steps, *x.shape), generator=g).to(x.device)
+    x, noise = noise if noise is not None else seeded_noise(policy, len(contexts), seed)
     for i in range(policy.num_steps):
         k = torch.full((len(contexts),), i, device=x.device, dtype=torch.long)
         if rlg_scale is None or i < rlg_start:
@@ -80,7 +80,7 @@ def sweep(task, scales: Sequence[float], out: Path) -> list[dict]:
     rows = []
     for w in scales:
         rows.append({"w": w, **task.evaluate(task.policy, rlg_scale=w)})
-        save_grid(task.last_images, out / f"rlg_w{w:g}.png", task.cfg.eval_samples)
+        save_grid(task.eval_records, out / f"rlg_w{w:g}.png", task.cfg.eval_samples)
     keys = [k for k in rows[0] if k != "w"]
     lines = ["| w | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     lines += [f"| {r['w']:g} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |" for r in rows]

@@ -18,7 +18,7 @@ import torch
 from mmalign.config import ConfigError, check_choice, check_nonempty, check_numbers
 from mmalign.diffusion import shapes
 from mmalign.diffusion.models import load_components, tiny_components
-from mmalign.diffusion.policy import DENOISER_LORA_MODULES, DiffusionPolicy, add_lora
+from mmalign.diffusion.policy import DENOISER_LORA_MODULES, DiffusionPolicy, add_lora, chunked_noise
 from mmalign.diffusion.rewards import PromptAlignmentReward, build_reward, check_reward_specs
 from mmalign.diffusion.rlg import generate
 from mmalign.diffusion.settings import B2Settings, SamplingSettings, TrainedSteps, check_trained_steps
@@ -115,14 +115,17 @@ class DiffusionTask:
     def __init__(self, cfg: DiffusionTaskConfig, device: torch.device | str = "cpu"):
         self.cfg = cfg
         self.policy = self.build_policy(cfg, device)
-        self.train_contexts, self.eval_contexts = self.split(self.load_rows(cfg), cfg)
+        self.train_contexts, held = self.split(self.load_rows(cfg), cfg)
+        self.eval_contexts = [{**row, "eval_index": j} for j, row in enumerate(held)]  # its images' noise
+        self.eval_total = len(held)
         if cfg.preference_pairs:
             from mmalign.diffusion.dpo import preference_rows
 
             self.train_contexts = preference_rows(self.train_contexts, cfg.preference_pairs, self.policy)
         self.rewards = [build_reward(s) for s in cfg.rewards]
         self.first_images: list | None = None
-        self.last_images: list = []
+        self.eval_records: list = []
+        """(context, image) of the latest evaluation, `eval_samples` per held-out context (`SplitEvaluation`)."""
 
     @staticmethod
     def split(rows: list[dict], cfg: DiffusionTaskConfig) -> tuple[list[dict], list[dict]]:
@@ -184,20 +187,25 @@ class DiffusionTask:
 
     def evaluate(self, policy: DiffusionPolicy, rlg_scale: float | None = None) -> dict[str, float]:
         """Mean rewards and the strict prompt-alignment rate on held-out prompts, `eval_samples` seeded images each,
-        optionally with RL guidance of weight `rlg_scale` (`rlg.generate`)."""
-        contexts = [c for c in self.eval_contexts for _ in range(self.cfg.eval_samples)]
+        optionally with RL guidance of weight `rlg_scale` (`rlg.generate`). The noise of all held-out images is drawn
+        in chunks of 64 from eval_seed + the chunk's start; a share of the prompts (`SplitEvaluation`) takes its rows
+        of it, so a split evaluation makes the images of one process."""
+        if self.first_images is None and self.eval_records:
+            self.first_images = self.eval_records  # the first evaluation's, merged over processes
+        n = self.cfg.eval_samples
+        contexts = [c for c in self.eval_contexts for _ in range(n)]
+        places = [c["eval_index"] * n + s for c in self.eval_contexts for s in range(n)]
         images = []
         for i in range(0, len(contexts), 64):
-            images += generate(policy, contexts[i:i + 64], seed=self.cfg.eval_seed + i, rlg_scale=rlg_scale)[0]
+            noise = chunked_noise(policy, places[i:i + 64], self.eval_total * n, self.cfg.eval_seed, 64)
+            images += generate(policy, contexts[i:i + 64], rlg_scale=rlg_scale, noise=noise)[0]
         metrics = {}
         for name, fn, _ in self.rewards:
             metrics[f"reward/{name}"] = float(np.mean(fn(contexts, images)))
         metrics["reward"] = sum(w * metrics[f"reward/{name}"] for name, _, w in self.rewards)
         if all("prompt" in c for c in contexts) and self.cfg.prompts == "shapes":
             metrics["alignment_rate"] = float(np.mean(PromptAlignmentReward(strict=True)(contexts, images)))
-        self.last_images = list(zip(contexts, images))
-        if self.first_images is None:
-            self.first_images = self.last_images
+        self.eval_records = list(zip(contexts, images))
         return metrics
 
     def finish(self, policy: DiffusionPolicy, run_dir: Path) -> None:
@@ -205,12 +213,13 @@ class DiffusionTask:
         from mmalign.diffusion.media import save_grid
         from mmalign.tracking import plot_curves
 
-        if self.first_images:
-            save_grid(self.first_images, run_dir / "samples_before.png", self.cfg.eval_samples)
-        if self.last_images:
-            save_grid(self.last_images, run_dir / "samples_after.png", self.cfg.eval_samples)
+        first = self.first_images or self.eval_records  # one evaluation: it is both
+        if first:
+            save_grid(first, run_dir / "samples_before.png", self.cfg.eval_samples)
+        if self.eval_records:
+            save_grid(self.eval_records, run_dir / "samples_after.png", self.cfg.eval_samples)
             with (run_dir / "eval_prompts.jsonl").open("w") as f:
-                for c, _ in self.last_images[:: self.cfg.eval_samples]:
+                for c, _ in self.eval_records[:: self.cfg.eval_samples]:
                     f.write(json.dumps(c if isinstance(c, dict) else {"prompt": c}) + "\n")
         if (run_dir / "metrics.jsonl").exists():
             plot_curves(run_dir / "metrics.jsonl", run_dir / "alignment.png", ("alignment_rate",), run_dir.name)

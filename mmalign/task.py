@@ -122,11 +122,24 @@ class Decodes(Protocol):
 @runtime_checkable
 class SplitEvaluation(Protocol):
     """Optional: a task whose `evaluate` metrics are means over its `eval_contexts` (each context counts once) and
-    which keeps what it evaluated in `eval_records` (one entry per context, in order) for `finish`. With several
+    which keeps what it evaluated in `eval_records` (its entries in context order) for `finish`. With several
     processes, each evaluates a contiguous share of the contexts; the Trainer averages the shares' metrics weighted by
-    their sizes and hands every process all records in order. Without it, every process evaluates everything."""
+    their sizes and hands every process all records in order. Without it, every process evaluates everything.
+
+    A metric that is a mean over fewer contexts than the share holds (a per-kind accuracy, a mean that skips NaN)
+    has its count in the optional `eval_counts` dict, set by `evaluate`, so that shares merge into the mean over all
+    contexts (`merged_mean`). Sampling that must give the same outputs however the contexts are split takes each
+    context's noise by its place in the whole held-out list (`mmalign.diffusion.policy.chunked_noise`)."""
 
     eval_records: list
+
+
+def merged_mean(parts: Sequence[tuple[int, float]]) -> float:
+    """The mean over the union of disjoint parts, given each part's (count, mean); parts with count 0 (their mean
+    is NaN or absent) add nothing. NaN when no part has a count."""
+    parts = [(n, m) for n, m in parts if n > 0]
+    total = sum(n for n, _ in parts)
+    return sum(n * m for n, m in parts) / total if total else float("nan")
 
 
 @runtime_checkable

@@ -49,7 +49,15 @@ from mmalign.losses import agg_units
 from mmalign.rollout import Rollout
 from mmalign.run_config import RunConfig, algorithm, run_config_dict, task_class
 from mmalign.runs import Run
-from mmalign.task import Checkpointed, Saveable, SplitEvaluation, check_rewards, check_task, progress_hooks
+from mmalign.task import (
+    Checkpointed,
+    Saveable,
+    SplitEvaluation,
+    check_rewards,
+    check_task,
+    merged_mean,
+    progress_hooks,
+)
 from mmalign.tracking import plot_curves
 
 FIXED_ON_RESUME = ("task", "task_args", "algorithm", "trainer.seed")
@@ -57,7 +65,8 @@ FIXED_ON_RESUME = ("task", "task_args", "algorithm", "trainer.seed")
 change: learning rate and its schedule, AdamW settings, clipping, batch shape, cadences, steps, the algorithm's
 coefficients, and the rewards (`CHANGEABLE_ON_RESUME`)."""
 CHANGEABLE_ON_RESUME = ("task_args.rewards",)
-"""Keys inside `FIXED_ON_RESUME` sections that a resumed run may change."""
+"""Keys inside `FIXED_ON_RESUME` sections that a resumed run may change; a task class adds its own task_args keys
+in its `CHANGEABLE_ON_RESUME` (a robot task: where its envs step)."""
 
 
 TRAINER_STATE = {"step", "scheduler", "skipped_steps", "skipped_in_row"}
@@ -437,7 +446,7 @@ class Trainer:
 
     def _evaluate_shares(self) -> dict[str, float]:
         """Evaluate this process's contiguous share of the held-out contexts, then merge every share: the metrics
-        (means) weighted by share size, the records in context order."""
+        (means) weighted by how many contexts each share's mean is over, the records in context order."""
         task, everything = self.task, list(self.task.eval_contexts)
         n = len(everything)
         share = everything[self.rank * n // self.world:(self.rank + 1) * n // self.world]
@@ -446,11 +455,12 @@ class Trainer:
             metrics = self.model(task.evaluate, self.policy) if share else {}
         finally:
             task.eval_contexts = everything
-        shares = gather_object([(len(share), metrics, list(task.eval_records) if share else [])])
+        counts = dict(getattr(task, "eval_counts", None) or {}) if share else {}
+        sizes = {k: counts.get(k, len(share)) for k in metrics}  # how many contexts each mean is over
+        shares = gather_object([(sizes, metrics, list(task.eval_records) if share else [])])
         task.eval_records = [r for _, _, records in shares for r in records]
         keys = dict.fromkeys(k for _, m, _ in shares for k in m)
-        return {k: sum(c * m[k] for c, m, _ in shares if k in m) / sum(c for c, m, _ in shares if k in m)
-                for k in keys}
+        return {k: merged_mean([(c[k], m[k]) for c, m, _ in shares if k in m]) for k in keys}
 
     def checkpoint_parts(self, step: int) -> dict[str, dict]:
         """This process's state dicts of a checkpoint: the main process writes the weights, optimizer and trainer
@@ -519,7 +529,9 @@ class Trainer:
         in config.yaml.
         """
         tc, main = self.cfg.trainer, self.acc.is_main_process
-        run = Run(self.run_dir, run_config_dict(self.cfg), resume, FIXED_ON_RESUME, CHANGEABLE_ON_RESUME, main,
+        own = getattr(self.task, "CHANGEABLE_ON_RESUME", ())  # task_args the task itself lets a resumed run change
+        changeable = CHANGEABLE_ON_RESUME + tuple(f"task_args.{key}" for key in own)
+        run = Run(self.run_dir, run_config_dict(self.cfg), resume, FIXED_ON_RESUME, changeable, main,
                   self.acc.wait_for_everyone, tc.keep_checkpoints)
         done = run.restore(self.load_checkpoint) if resume else 0
         with run.tracker(done if resume else None) as tracker:

@@ -97,6 +97,9 @@ class RobotTask:
     actor-critic and the reward ensemble live on `device` (the Trainer's); the envs step on CPUs."""
 
     Config = RobotTaskConfig
+    CHANGEABLE_ON_RESUME = ("sampler", "vector", "ray_workers", "ray_address")
+    """task_args a resumed run may change: where the envs step changes no trajectory (the envs restart, seeded, at
+    every checkpoint), so a run killed in-process may resume on Ray workers, or on a cluster, and back."""
 
     def __init__(self, cfg: RobotTaskConfig, device: torch.device | str = "cpu"):
         self.cfg = cfg

@@ -71,3 +71,16 @@ def test_save_pretrained_writes_lora_adapter(sampled, tmp_path):
     policy = sampled("diffusion-ddim-unet-cfg-lora")[0]
     policy.save_pretrained(tmp_path / "final")
     assert list((tmp_path / "final" / "lora").glob("*.safetensors"))
+
+
+def test_a_share_of_the_held_out_images_gets_the_noise_one_process_draws():
+    """Evaluation draws the noise of all held-out images in seeded chunks; any share of them (a process's part of a
+    split evaluation, batched its own way) gets exactly those rows."""
+    from mmalign.diffusion.policy import chunked_noise, seeded_noise
+
+    policy, total, chunk = tiny_diffusion_policy(), 10, 4
+    whole = [seeded_noise(policy, min(chunk, total - start), 7 + start) for start in range(0, total, chunk)]
+    xs, zs = torch.cat([x for x, _ in whole]), torch.cat([z for _, z in whole], dim=1)
+    for share in ([0, 1, 2], [3, 4, 5, 6, 7, 8, 9], [5], list(range(total))):
+        x, z = chunked_noise(policy, share, total, 7, chunk)
+        assert torch.equal(x, xs[share]) and torch.equal(z, zs[:, share])

@@ -3,6 +3,7 @@
 anything, and every shipped config (configs/, bench/configs/) still loads."""
 
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,14 @@ SHIPPED_CONFIGS = sorted([*(ROOT / "configs").rglob("*.yaml"), *(ROOT / "bench" 
 @pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.stem)
 def test_every_shipped_config_loads(path):
     assert load_shipped(path) is not None
+
+
+def test_no_shipped_config_forces_the_cpu_without_saying_why():
+    """A shipped config that pins the CPU (`device: cpu`, or the older `cpu: true`) says why on that line; every other
+    run takes the device `auto` picks."""
+    paths = sorted(ROOT.glob("configs/**/*.yaml")) + sorted(ROOT.glob("bench/configs/**/*.yaml"))
+    assert len(paths) > 20
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if re.match(r"\s*(device:\s*cpu|cpu:\s*true)\b", line):
+                assert "#" in line, f"{path.relative_to(ROOT)}: {line.strip()!r} gives no reason"

@@ -1,6 +1,7 @@
 """The Task contract: a task that lacks a member is named when the run is built; optional parts (schedules, sampling
 options) are found once, through their protocols, and the CLI's `sample` takes the task's own options."""
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from tiny import ROWS, TinyTask, tiny_policy
 
 from mmalign.cli import main
 from mmalign.run_config import RunConfig, TrainerConfig
-from mmalign.task import Task, check_task
+from mmalign.task import Task, check_task, merged_mean
 from mmalign.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,3 +133,13 @@ def test_the_core_loads_no_domain_package():
             "assert not loaded, f'importing the core loaded {loaded}'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_split_means_merge_by_their_counts():
+    """Shares of a split evaluation merge into the mean over all contexts: a per-kind accuracy over 1 of one share's
+    3 contexts and 2 of the other's counts 1 and 2, not 3 and 3; a share without the kind (count 0, NaN) adds
+    nothing."""
+    scores = [[1.0], [0.0, 0.0]]  # one kind's accuracy per context, in each share
+    assert merged_mean([(len(s), sum(s) / len(s)) for s in scores]) == pytest.approx(1 / 3)
+    assert merged_mean([(0, float("nan")), (2, 0.5)]) == 0.5
+    assert math.isnan(merged_mean([(0, float("nan"))]))

@@ -75,9 +75,9 @@ def test_staged_evaluation_chains_stages_and_keeps_the_critics_pick(tmp_path):
     staged, chain = task(3), task(1)
     m3, m1 = staged.evaluate(staged.policy), chain.evaluate(chain.policy)
     frames = chain.policy.num_frames
-    assert all(len(c) == 1 + 2 * frames for c in staged.last_clips + chain.last_clips)
+    assert all(len(c) == 1 + 2 * frames for c in staged.eval_records + chain.eval_records)
     assert "physics/jerk" in m3 and "reward/pfc" in m1
-    for long3, long1 in zip(staged.last_clips, chain.last_clips):
+    for long3, long1 in zip(staged.eval_records, chain.eval_records):
         assert np.array_equal(long3[0], long1[0])  # the same held-out first frame
     with pytest.raises(ConfigError, match="candidates"):
         load_run_config("configs/video/push_pfc.yaml", ["task_args.staged.candidates=0"])

@@ -253,7 +253,8 @@ class SSLTask:
         self.rewards = [resolve_ssl_reward(spec) for spec in cfg.rewards]
         self.accuracy = SSLAccuracy(next((s.get("require_tags", True) for s in cfg.rewards if isinstance(s, dict)
                                           and s.get("name") == "accuracy"), True))
-        self.last_eval: list[dict] = []
+        self.eval_records: list[dict] = []
+        self.eval_counts: dict[str, int] = {}
 
     def set_progress(self, step: int) -> None:
         """Called by the trainer before it draws step `step`'s contexts: selects the LMM-R1 stage of that step."""
@@ -294,10 +295,11 @@ class SSLTask:
         return VLMPolicy(model, inputs, gen.max_new_tokens, gen.temperature, reference, gen.decoder)
 
     def evaluate(self, policy: VLMPolicy, batch_size: int = 16) -> dict[str, float]:
-        """Per-task accuracy (the task's verifier) and mean rewards on held-out images, one completion each."""
+        """Per-task accuracy (the task's verifier) and mean rewards on held-out images, one completion each. Each
+        acc/<task> is over that task's questions only; `eval_counts` says how many (`SplitEvaluation`)."""
         per_task: dict[str, list[float]] = {}
         totals: dict[str, list[torch.Tensor]] = {name: [] for name, _, _ in self.rewards}
-        self.last_eval = []
+        self.eval_records = []
         for i in range(0, len(self.eval_contexts), batch_size):
             ctx = self.eval_contexts[i:i + batch_size]
             outputs = policy.sample(ctx, 1, greedy=self.cfg.generation.eval_greedy).outputs
@@ -305,18 +307,19 @@ class SSLTask:
                 per_task.setdefault(c["task"], []).append(acc)
             for name, fn, _ in self.rewards:
                 totals[name].append(check_rewards(fn(ctx, outputs), len(ctx), name))
-            self.last_eval += [{"task": c["task"], "prompt": c["prompt"], "answer": c["answer"], "output": o}
-                               for c, o in zip(ctx, outputs)]
+            self.eval_records += [{"task": c["task"], "prompt": c["prompt"], "answer": c["answer"], "output": o}
+                                  for c, o in zip(ctx, outputs)]
         means = {name: float(torch.cat(v).mean()) for name, v in totals.items()}
         out = {"reward": sum(w * means[name] for name, _, w in self.rewards)}
         out.update({f"reward/{k}": v for k, v in means.items()})
         out.update({f"acc/{k}": float(np.mean(v)) for k, v in per_task.items()})
+        self.eval_counts = {f"acc/{k}": len(v) for k, v in per_task.items()}
         return out
 
     def finish(self, policy: VLMPolicy, run_dir: Path) -> None:
         """Held-out completions (JSONL) and a before/after per-task accuracy chart (PNG)."""
         with (run_dir / "eval_samples.jsonl").open("w") as f:
-            for row in self.last_eval:
+            for row in self.eval_records:
                 f.write(json.dumps(row) + "\n")
         from mmalign.vlm.charts import plot_accuracy
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from mmalign.diffusion.models import Components
-from mmalign.diffusion.policy import DiffusionPolicy, prompt_of, to_images
+from mmalign.diffusion.policy import DiffusionPolicy, prompt_of, seeded_noise, to_images
 from mmalign.rollout import Rollout
 
 
@@ -147,12 +147,12 @@ class VideoPolicy(DiffusionPolicy):
 
 
 @torch.no_grad()
-def generate_clips(policy: VideoPolicy, contexts: Sequence, seed: int = 0) -> list[np.ndarray]:
-    """One clip (F + 1, H, W, 3) per context from seeded noise (the same noise for every set of weights)."""
-    g = torch.Generator().manual_seed(seed)
-    x = policy.init_noise(len(contexts), g)
-    noise = torch.cat([x[None].cpu(), torch.randn((policy.num_steps, *x.shape), generator=g)])
-    return policy.sample(contexts, 1, noise=noise).outputs
+def generate_clips(policy: VideoPolicy, contexts: Sequence, seed: int = 0,
+                   noise: tuple[Tensor, Tensor] | None = None) -> list[np.ndarray]:
+    """One clip (F + 1, H, W, 3) per context from seeded noise (the same noise for every set of weights), or from
+    `noise` (initial latents, step noise; `chunked_noise`)."""
+    x, steps = noise if noise is not None else seeded_noise(policy, len(contexts), seed)
+    return policy.sample(contexts, 1, noise=torch.cat([x[None].cpu(), steps.cpu()])).outputs
 
 
 def tiny_video_components(words: list[str], frames: int = 4, size: int = 8, kind: str = "folded",

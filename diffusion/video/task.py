@@ -20,6 +20,7 @@ import torch
 
 from mmalign.config import ConfigError, check_numbers
 from mmalign.diffusion.models import load_components
+from mmalign.diffusion.policy import chunked_noise
 from mmalign.diffusion.rewards import check_reward_specs
 from mmalign.diffusion.settings import SamplingSettings, TrainedSteps, check_trained_steps
 from mmalign.diffusion.video.policy import VideoPolicy, generate_clips
@@ -123,12 +124,15 @@ class VideoTask:
         self.train_clips = data["frames"][train]
         rows = [{"prompt": str(p), "frame": f[0]} for p, f in zip(data["prompts"], data["frames"])]
         self.train_contexts = [rows[i] for i in train]
-        self.eval_contexts = [rows[i] for i in held[:cfg.eval_conditions]]
+        self.eval_contexts = [{**rows[i], "eval_index": j} for j, i in enumerate(held[:cfg.eval_conditions])]
+        self.eval_total = len(self.eval_contexts)
         self.world_model_path = self._world_model(data, train, root)
         self.policy = self._policy(data, train, root).to(device)
         self.rewards = [self._reward(s) for s in cfg.rewards]
         self.first_clips: list | None = None
-        self.last_clips: list = []
+        self.eval_records: list = []
+        """The clip of each held-out condition in the latest evaluation (`SplitEvaluation`)."""
+        self.eval_counts: dict[str, int] = {}
 
     def _world_model(self, data, train, root: Path) -> Path:
         if self.cfg.world_model != "embedded":
@@ -166,24 +170,32 @@ class VideoTask:
 
     def evaluate(self, policy: VideoPolicy) -> dict[str, float]:
         """Mean rewards and the OpenCV physics check (block jerk / largest jump / visibility) on held-out conditions,
-        one clip each from fixed noise (a staged long clip each with `staged.stages`)."""
+        one clip each from fixed noise (a staged long clip each with `staged.stages`). The noise of all held-out clips
+        is drawn in chunks of 32 from eval_seed + the chunk's start (held-out condition j's staged clip from
+        eval_seed + 100 j + stage); a share of the conditions (`SplitEvaluation`) takes its rows of it, so a split
+        evaluation makes the clips of one process. Physics means skip clips where the block is not found;
+        `eval_counts` says over how many."""
+        if self.first_clips is None and self.eval_records:
+            self.first_clips = self.eval_records  # the first evaluation's, merged over processes
         contexts = self.eval_contexts
         if self.cfg.staged.stages:
             clips = self._staged_clips(policy)
         else:
             clips = []
             for i in range(0, len(contexts), 32):
-                clips += generate_clips(policy, contexts[i:i + 32], seed=self.cfg.eval_seed + i)
+                places = [c["eval_index"] for c in contexts[i:i + 32]]
+                noise = chunked_noise(policy, places, self.eval_total, self.cfg.eval_seed, 32)
+                clips += generate_clips(policy, contexts[i:i + 32], noise=noise)
         metrics = {}
         for name, fn, _ in self.rewards:
             metrics[f"reward/{name}"] = float(np.mean(fn(contexts, clips)))
         metrics["reward"] = sum(w * metrics[f"reward/{name}"] for name, _, w in self.rewards)
         phys = [motion_continuity(c) for c in clips]
         for key in ("jerk", "jump", "seen"):
-            metrics[f"physics/{key}"] = float(np.nanmean([p[key] for p in phys]))
-        self.last_clips = clips
-        if self.first_clips is None:
-            self.first_clips = clips
+            values = np.asarray([p[key] for p in phys], float)
+            metrics[f"physics/{key}"] = float(np.nanmean(values))
+            self.eval_counts[f"physics/{key}"] = int(np.isfinite(values).sum())
+        self.eval_records = clips
         return metrics
 
     def _staged_clips(self, policy: VideoPolicy) -> list[np.ndarray]:
@@ -194,17 +206,18 @@ class VideoTask:
             return sum(w * np.asarray(fn(contexts, clips), float) for _, fn, w in self.rewards)
 
         return [staged_rollout(policy, ctx, critic, st.stages, st.candidates, history=st.history,
-                               seed=self.cfg.eval_seed + 100 * i)[0] for i, ctx in enumerate(self.eval_contexts)]
+                               seed=self.cfg.eval_seed + 100 * ctx["eval_index"])[0] for ctx in self.eval_contexts]
 
     def finish(self, policy: VideoPolicy, run_dir: Path) -> None:
         """MP4s of the held-out clips before / after training, the reward and physics curves as PNG."""
         from mmalign.diffusion.media import save_video
         from mmalign.tracking import plot_curves
 
-        if self.first_clips:
-            save_video(self.first_clips[:16], run_dir / "samples_before.mp4")
-        if self.last_clips:
-            save_video(self.last_clips[:16], run_dir / "samples_after.mp4")
+        first = self.first_clips or self.eval_records  # one evaluation: it is both
+        if first:
+            save_video(first[:16], run_dir / "samples_before.mp4")
+        if self.eval_records:
+            save_video(self.eval_records[:16], run_dir / "samples_after.mp4")
         if (run_dir / "metrics.jsonl").exists():
             plot_curves(run_dir / "metrics.jsonl", run_dir / "pfc.png", ("pfc",), run_dir.name)
             plot_curves(run_dir / "metrics.jsonl", run_dir / "physics.png", ("jerk", "jump"), run_dir.name)
