@@ -18,6 +18,7 @@ from mmalign.decoding.calibrate import CalibratedReward
 from mmalign.rewards import CombinedReward, resolve_reward
 from mmalign.settings import GenerationSettings, LoRASettings
 from mmalign.task import check_rewards
+from mmalign.text.nlpo import NLPOSettings
 from mmalign.text.policy import (
     CausalLMPolicy,
     char_tokenizer,
@@ -177,6 +178,9 @@ class TextTaskConfig:
     """KL reference: "lora" (adapters disabled), "copy" (frozen copy), "none", or "auto" (lora if LoRA else none)."""
     value_head: bool = False
     """Add a critic head (needed by PPO)."""
+    nlpo: NLPOSettings = field(default_factory=NLPOSettings)
+    """NLPO's action mask (`mmalign.text.nlpo`, with `algorithm: ppo`): {top_p: 0.9, sync_every: 10} samples and
+    re-scores only tokens in the top-p nucleus of a masking copy of the policy; top_p 0 (default) is plain PPO."""
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     """Decoding (`mmalign.settings.GenerationSettings`): completion and prompt length, temperature, greedy eval."""
     logprob_chunk: int = 512
@@ -286,7 +290,8 @@ class TextTask:
         model, reference = with_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules, cfg.reference)
         gen = cfg.generation
         return CausalLMPolicy(model.to(device), tokenizer, gen.max_new_tokens, gen.temperature, cfg.chat_template,
-                              reference, cfg.value_head, gen.max_prompt_length, cfg.logprob_chunk, gen.decoder)
+                              reference, cfg.value_head, gen.max_prompt_length, cfg.logprob_chunk, gen.decoder,
+                              cfg.nlpo)
 
     def evaluate(self, policy: CausalLMPolicy, batch_size: int = 16) -> dict[str, float]:
         """Mean of each reward function (reward/<name>) and eval metric (metric/<name>) on the held-out rows, one
