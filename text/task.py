@@ -30,6 +30,7 @@ from mmalign.text.policy import (
     word_tokenizer,
 )
 from mmalign.text.selection import SelectionSettings, score_rows, select_rows
+from mmalign.text.soup import soup_state_dict, soup_weights
 
 
 def resolve_model_path(spec: str) -> Path:
@@ -176,6 +177,11 @@ class TextTaskConfig:
     """LoRA adapters (`mmalign.settings.LoRASettings`); rank 0 trains all weights."""
     reference: str = "auto"
     """KL reference: "lora" (adapters disabled), "copy" (frozen copy), "none", or "auto" (lora if LoRA else none)."""
+    reference_soup: list[str] = field(default_factory=list)
+    """SALSA (`mmalign.text.soup`): the KL reference is the weight average of these save_pretrained folders
+    (fine-tunes of one base, e.g. two runs' final/), not a frozen copy of `model`; needs reference auto or copy."""
+    reference_soup_weights: list[float] = field(default_factory=list)
+    """The soup's mixing weights, one per folder (normalised to sum 1); empty = uniform."""
     value_head: bool = False
     """Add a critic head (needed by PPO)."""
     nlpo: NLPOSettings = field(default_factory=NLPOSettings)
@@ -216,11 +222,26 @@ class TextTaskConfig:
         check_numbers(self, "eval_fraction", gt=0, lt=1)  # evaluation needs held-out rows
         if not self.rewards:
             raise ConfigError("is empty; give at least one reward spec, e.g. [{name: bleu}].", "rewards")
+        if self.reference_soup:
+            self.check_soup()
         if self.model_config:
             try:
                 causal_lm_config(self.model_config)
             except ConfigError as e:
                 raise e.under("model_config") from e
+
+    def check_soup(self) -> None:
+        """A reference soup averages two or more full models into a frozen copy: no LoRA, reference auto or copy."""
+        if len(self.reference_soup) < 2:
+            raise ConfigError(f"lists {len(self.reference_soup)} folder(s); a soup averages two or more fine-tunes "
+                              "(SALSA uses two).", "reference_soup")
+        if self.reference not in ("auto", "copy"):
+            raise ConfigError(f"is {self.reference!r}, but a reference soup is a frozen copy: set reference: copy "
+                              "(or auto).", "reference")
+        if self.lora.rank:
+            raise ConfigError("is set with reference_soup: the soup is a full model, so the policy must train all "
+                              "weights (lora.rank: 0).", "lora.rank")
+        soup_weights(len(self.reference_soup), self.reference_soup_weights)
 
 
 @dataclass
@@ -287,11 +308,20 @@ class TextTask:
             model = build_causal_lm(cfg.model_config, tokenizer)
         else:
             model, tokenizer = load_causal_lm(cfg.model, cfg.dtype, cfg.trust_remote_code)
-        model, reference = with_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules, cfg.reference)
+        model, reference = with_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules,
+                                     "copy" if cfg.reference_soup else cfg.reference)
         gen = cfg.generation
-        return CausalLMPolicy(model.to(device), tokenizer, gen.max_new_tokens, gen.temperature, cfg.chat_template,
-                              reference, cfg.value_head, gen.max_prompt_length, cfg.logprob_chunk, gen.decoder,
-                              cfg.nlpo)
+        policy = CausalLMPolicy(model.to(device), tokenizer, gen.max_new_tokens, gen.temperature, cfg.chat_template,
+                                reference, cfg.value_head, gen.max_prompt_length, cfg.logprob_chunk, gen.decoder,
+                                cfg.nlpo)
+        if cfg.reference_soup:
+            states = [load_causal_lm(f, cfg.dtype, cfg.trust_remote_code)[0].state_dict() for f in cfg.reference_soup]
+            soup = soup_state_dict(states, cfg.reference_soup_weights)
+            if soup.keys() != policy.ref_model.state_dict().keys():
+                raise ConfigError("the soup's models have other weights than the policy's model: average fine-tunes "
+                                  "of the model the policy starts from.", "task_args.reference_soup")
+            policy.ref_model.load_state_dict(soup)
+        return policy
 
     def evaluate(self, policy: CausalLMPolicy, batch_size: int = 16) -> dict[str, float]:
         """Mean of each reward function (reward/<name>) and eval metric (metric/<name>) on the held-out rows, one
