@@ -49,7 +49,15 @@ from mmalign.losses import agg_units
 from mmalign.rollout import Rollout
 from mmalign.run_config import RunConfig, algorithm, run_config_dict, task_class
 from mmalign.runs import Run
-from mmalign.task import Checkpointed, Saveable, SplitEvaluation, check_rewards, check_task, progress_hooks
+from mmalign.task import (
+    Checkpointed,
+    RecordsRewards,
+    Saveable,
+    SplitEvaluation,
+    check_rewards,
+    check_task,
+    progress_hooks,
+)
 from mmalign.tracking import plot_curves
 
 FIXED_ON_RESUME = ("task", "task_args", "algorithm", "trainer.seed")
@@ -280,6 +288,8 @@ class Trainer:
             total = total + weight * values
             metrics[f"reward/{name}"] = float(self.acc.gather(per_sample_mean(values, mask)).mean())
         rollout.rewards = total
+        if isinstance(self.task, RecordsRewards):
+            self.task.record_rewards(contexts, rollout.group, per_sample_mean(total, mask))
         gathered = self.acc.gather(per_sample_mean(total, mask))
         metrics.update(reward=float(gathered.mean()), reward_std=float(gathered.std()) if len(gathered) > 1 else 0.)
         return metrics

@@ -18,6 +18,7 @@ from mmalign.decoding.calibrate import CalibratedReward
 from mmalign.rewards import CombinedReward, resolve_reward
 from mmalign.settings import GenerationSettings, LoRASettings
 from mmalign.task import check_rewards
+from mmalign.text.limr import RewardTrajectories, lim_scores, load_trajectories
 from mmalign.text.nlpo import NLPOSettings
 from mmalign.text.policy import (
     CausalLMPolicy,
@@ -208,6 +209,9 @@ class TextTaskConfig:
     selection: SelectionSettings = field(default_factory=SelectionSettings)
     """BLEUBERI's data selection (`mmalign.text.selection.SelectionSettings`): keep `k` training rows by the base
     policy's weighted reward before training; k = 0 trains on all."""
+    record_rewards: bool = False
+    """LIMR's pass (`mmalign.text.limr`): write each training prompt's mean reward at every visit to
+    reward_trajectories.json in the run folder, for `selection: {mode: lim, trajectories: ...}`."""
     preference_rejects: int = 0
     """For `algorithm: preference`: turn each training row into a ranked preference row (`preference_rows`) with
     this many rejected answers; 0 keeps prompt rows (online algorithms)."""
@@ -275,16 +279,20 @@ class TextTask:
         self.eval_contexts = eval_rows[: cfg.eval_size] if cfg.eval_size else eval_rows
         self.eval_records: list[dict] = []
         self.selection_stats: dict[str, float] = {}
+        self.trajectories = RewardTrajectories()
         if cfg.selection.k:
             self.train_contexts = self.select(self.train_contexts, cfg.selection)
         if cfg.preference_rejects:
             self.train_contexts = preference_rows(self.train_contexts, cfg.preference_rejects, self.rewards)
 
     def select(self, rows: list, s: SelectionSettings) -> list:
-        """The `s.k` rows of `rows` that `s.mode` keeps, by the base policy's weighted reward (BLEUBERI, Sec. 3)."""
+        """The `s.k` rows of `rows` that `s.mode` keeps, by the base policy's weighted reward (BLEUBERI, Sec. 3), or
+        for mode "lim" by the learning impact scores of a recorded pass (LIMR)."""
         if s.k > len(rows):
             raise ConfigError(f"is {s.k}, more than the {len(rows)} training rows of this dataset (held-out rows are "
                               f"never selected); set k to {len(rows)} or less.", "task_args.selection.k")
+        if s.mode == "lim":
+            return self.select_lim(rows, s)
         reward = CombinedReward({name: fn for name, fn, _ in self.rewards}, [w for _, _, w in self.rewards])
         with own_rng(self.policy, s.seed):
             scores = score_rows(lambda ctx, n: self.policy.sample(ctx, n, greedy=s.greedy), rows,
@@ -296,6 +304,28 @@ class TextTask:
         print(f"selection: kept {s.k} {s.mode} rows of {len(rows)} training rows; base reward "
               f"{self.selection_stats['base_reward_kept']:.4f} (all {self.selection_stats['base_reward_all']:.4f})")
         return kept
+
+    def select_lim(self, rows: list, s: SelectionSettings) -> list:
+        """LIMR: the `s.k` training rows of the highest LIM score (`mmalign.text.limr.lim_scores`)."""
+        scores = lim_scores(load_trajectories(s.trajectories))
+        missing = [prompt_text(r) for r in rows if prompt_text(r) not in scores]
+        if missing:
+            raise ConfigError(f"{s.trajectories} has no trajectory for {len(missing)} training prompt(s), e.g. "
+                              f"{missing[0]!r}: record the pass on this config's dataset and split.",
+                              "task_args.selection.trajectories")
+        row_scores = [scores[prompt_text(r)] for r in rows]
+        kept = select_rows(rows, row_scores, s.k, "lim")
+        kept_ids = {id(row) for row in kept}
+        self.selection_stats = {"lim_score_all": sum(row_scores) / len(rows),
+                                "lim_score_kept": sum(x for r, x in zip(rows, row_scores) if id(r) in kept_ids) / s.k}
+        print(f"selection: kept the {s.k} rows of highest LIM score of {len(rows)} training rows; mean score "
+              f"{self.selection_stats['lim_score_kept']:.4f} (all {self.selection_stats['lim_score_all']:.4f})")
+        return kept
+
+    def record_rewards(self, contexts: list, group: torch.Tensor, rewards: torch.Tensor) -> None:
+        """With `record_rewards`, each context's mean sample reward of this iteration (LIMR's trajectories)."""
+        if self.cfg.record_rewards:
+            self.trajectories.add(contexts, group, rewards)
 
     @staticmethod
     def dataset_path(name: str) -> Path:
@@ -345,6 +375,8 @@ class TextTask:
         with (run_dir / "eval_samples.jsonl").open("w") as f:
             for row in self.eval_records:
                 f.write(json.dumps(row) + "\n")
+        if self.cfg.record_rewards:
+            self.trajectories.save(run_dir / "reward_trajectories.json")
         if self.selection_stats:
             kept = {**self.selection_stats, "prompts": [prompt_text(row) for row in self.train_contexts]}
             (run_dir / "selection.json").write_text(json.dumps(kept, indent=1))
