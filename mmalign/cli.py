@@ -90,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--mode", default="hard", choices=SELECTION_MODES)
             s.add_argument("--out", required=True, help="output JSONL (a new file)")
             s.add_argument("--num-samples", type=_whole(1), default=1, help="samples scored per row")
+            s.add_argument("--trajectories", default="", help="--mode lim: a pass's reward_trajectories.json")
     return p
 
 
@@ -212,7 +213,8 @@ def select(args: argparse.Namespace) -> None:
     if args.k > len(rows):
         raise UsageError(f"--k {args.k} is more than the {len(rows)} training rows of this config (held-out rows are "
                          f"never selected); pass --k {len(rows)} or less.")
-    write_jsonl(task.select(rows, SelectionSettings(args.k, args.mode, args.num_samples)), out)
+    write_jsonl(task.select(rows, SelectionSettings(args.k, args.mode, args.num_samples,
+                                                            trajectories=args.trajectories)), out)
     print(f"wrote them to {out}")
 
 

@@ -29,7 +29,8 @@ SELECTION_MODES = ("hard", "easy", "medium", "random", "lim")
 class SelectionSettings:
     """Train on `k` of the training rows, picked by the base policy's reward on each (`score_rows`, `select_rows`).
 
-    Every mode scores the rows (so each run logs its subset's base reward); held-out rows are never scored or kept.
+    Every mode but "lim" scores the rows with the base policy (so each run logs its subset's base reward); "lim" reads
+    the scores of a recorded GRPO pass instead. Held-out rows are never scored or kept.
     """
 
     k: int = 0
@@ -37,14 +38,14 @@ class SelectionSettings:
     mode: str = "hard"
     """"hard" (lowest base reward), "easy" (highest), "medium" (the middle slice), "random" (a seeded sample), or
     "lim" (LIMR: the highest learning impact scores of a GRPO pass's `trajectories`, `mmalign.text.limr`)."""
-    trajectories: str = ""
-    """For mode "lim": the reward_trajectories.json of a pass run with `task_args.record_rewards: true`."""
     num_samples: int = 1
     """Base-policy outputs scored per row; their rewards are averaged."""
     greedy: bool = False
     """Score greedy completions (then num_samples must be 1) instead of samples at the policy's temperature."""
     seed: int = 0
     """Seeds the scoring samples (on RNG streams of their own) and the "random" mode."""
+    trajectories: str = ""
+    """For mode "lim": the reward_trajectories.json of a pass run with `task_args.record_rewards: true`."""
 
     def __post_init__(self) -> None:
         check_numbers(self, "k", ge=0)
