@@ -17,9 +17,9 @@ from collections import defaultdict
 
 import torch
 
-from mmalign.decoding.decoder import Decoder, DecodeSettings
 from mmalign.rewards import CombinedReward
 from mmalign.run_config import load_run_config, task_class
+from mmalign.text.decoder import Decoder, DecodeSettings
 from mmalign.text.task import load_causal_lm
 
 

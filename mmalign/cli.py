@@ -58,9 +58,6 @@ LOOPS = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    from mmalign.decoding.decoder import METHODS
-    from mmalign.text.selection import SELECTION_MODES
-
     p = _Parser(prog="mmalign", description="RL alignment for multimodal and embodied policies.")
     sub = p.add_subparsers(dest="command", required=True)
     for name, text in [("train", "train a policy"), ("eval", "evaluate on held-out contexts"),
@@ -72,8 +69,8 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--resume", action="store_true", help="continue from the run's newest checkpoint")
         if name in ("eval", "sample"):
             s.add_argument("--checkpoint", help="checkpoint folder (runs/<name>/checkpoints/step_N)")
-            s.add_argument("--decode", choices=METHODS, help="decode with an inference-time alignment method (text): "
-                           "bon, deal, tq, rast, genarm (docs/decoding.md)")
+            s.add_argument("--decode", metavar="METHOD", help="decode with an inference-time alignment method of the "
+                           "task (text: sample, greedy, bon, deal, tq, rast, genarm; docs/decoding.md)")
             s.add_argument("--decode-arg", action="append", default=[], metavar="KEY=VALUE",
                            help="a setting of --decode (repeatable): n=16, k=4, depth=4, alpha=1, weight=1, beta=1, "
                                 "small=PATH, small_base=PATH, arm=[PATH], aligned=PATH")
@@ -87,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
                                 "and rlg_start=2 (diffusion: RL guidance, base + w (tuned - base))")
         if name == "select":
             s.add_argument("--k", type=_whole(1), required=True, help="how many training rows to keep")
-            s.add_argument("--mode", default="hard", choices=SELECTION_MODES)
+            s.add_argument("--mode", default="hard", help="which rows to keep (text: hard, easy, medium, random, lim)")
             s.add_argument("--out", required=True, help="output JSONL (a new file)")
             s.add_argument("--num-samples", type=_whole(1), default=1, help="samples scored per row")
             s.add_argument("--trajectories", default="", help="--mode lim: a pass's reward_trajectories.json")
@@ -101,17 +98,19 @@ def build_task(config: str, overrides=(), checkpoint: str | None = None):
 
     from mmalign.checkpoint import load_weights
     from mmalign.run_config import load_run_config, task_class
+    from mmalign.task import check_task
 
     cfg = load_run_config(config, list(overrides))
     set_seed(cfg.trainer.seed)  # models built from config get the run's initial weights
     task = task_class(cfg.task)(cfg.task_args, cfg.trainer.torch_device())  # where the Trainer would run it
+    check_task(task)  # a custom task that lacks a member is named here, as when a run is built
     if checkpoint:
         load_weights(Path(checkpoint), task.policy)
     return cfg, task
 
 
 def _task(args):
-    return build_task(args.config, args.overrides, getattr(args, "checkpoint", None))
+    return build_task(args.config, args.overrides, vars(args).get("checkpoint"))
 
 
 def sample(args) -> None:
@@ -147,10 +146,13 @@ def sample(args) -> None:
 
 
 def _decoder(task, args):
-    from mmalign.decoding.decoder import task_decoder
+    from mmalign.task import Decodes
 
+    if not isinstance(task, Decodes):
+        raise UsageError(f"--decode {args.decode}: the {type(task).__name__} task has no decoding-time methods (the "
+                         "text task has; diffusion's RL guidance is --option rlg_scale=W).")
     try:
-        return task_decoder(task, args.decode, args.decode_arg)
+        return task.decoder(args.decode, args.decode_arg)
     except (ConfigError, ValueError) as e:
         raise UsageError(f"--decode {args.decode}: {e}") from e
 
@@ -170,7 +172,7 @@ def _decoded(task, args) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if getattr(args, "decode_arg", None) and not args.decode:
+    if vars(args).get("decode_arg") and not args.decode:
         raise UsageError("--decode-arg sets a decoding method's knob; give the method with --decode METHOD.")
     if args.command == "train":
         from mmalign.config import read_yaml, resolve
@@ -202,19 +204,28 @@ def run(argv: list[str] | None = None) -> int:
 def select(args: argparse.Namespace) -> None:
     """`mmalign select`: score the task's training rows (never the held-out ones) with its weighted reward and keep
     `--k` of them, as `task_args.selection` does before a run."""
-    from mmalign.text.selection import SelectionSettings, write_jsonl
+    from mmalign.data import write_jsonl
+    from mmalign.task import SelectsRows
 
     out = _new_file(args.out, "--out")
     _, task = _task(args)
-    if getattr(task, "selection_stats", None):
+    if not isinstance(task, SelectsRows):
+        raise UsageError(f"the {type(task).__name__} task does not select training rows (the text task does: "
+                         "BLEUBERI's selection).")
+    given = {"k": args.k, "mode": args.mode, "num_samples": args.num_samples, "trajectories": args.trajectories}
+    try:
+        settings = task.SelectionSettings(**given)
+    except ConfigError as e:
+        what = f"--{e.key.replace('_', '-')} {given[e.key]!r}" if e.key in given else f"the selection's {e.key}"
+        raise UsageError(f"{what}: {e.problem}") from e
+    if task.selection_stats:
         raise UsageError("this config already selects its training rows (task_args.selection); add the override "
                          "task_args.selection.k=0 to select from all of them.")
     rows = list(task.train_contexts)
     if args.k > len(rows):
         raise UsageError(f"--k {args.k} is more than the {len(rows)} training rows of this config (held-out rows are "
                          f"never selected); pass --k {len(rows)} or less.")
-    write_jsonl(task.select(rows, SelectionSettings(args.k, args.mode, args.num_samples,
-                                                            trajectories=args.trajectories)), out)
+    write_jsonl(task.select(rows, settings), out)
     print(f"wrote them to {out}")
 
 
@@ -235,12 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: clear one-line errors for bad input (the project's error classes), tracebacks for bugs."""
     from mmalign.checkpoint import CheckpointError
     from mmalign.data import DataError
-    from mmalign.task import RewardError
+    from mmalign.task import RewardError, TaskError
     from mmalign.trainer import DivergedError
 
     try:
         return run(argv)
-    except (CheckpointError, ConfigError, DataError, DivergedError, FileNotFoundError, RewardError, UsageError) as e:
+    except (CheckpointError, ConfigError, DataError, DivergedError, FileNotFoundError, RewardError, TaskError,
+            UsageError) as e:
         print(f"mmalign: error: {e}", file=sys.stderr)
         return 2
     finally:

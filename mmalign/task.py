@@ -5,7 +5,8 @@ A Task holds the policy, its reward functions, the train and held-out contexts, 
 parts are small protocols, resolved once when a run is built: `Scheduled.set_progress(step)` for schedules that
 follow the training iteration, `Checkpointed` for tasks with run state of their own (a robot task's environments,
 episodes and learned reward), `HasSampleOptions.SampleOptions` for the task's own options of `mmalign sample`,
-`SavesSamples.save_samples(...)` for tasks whose samples are files.
+`SavesSamples.save_samples(...)` for tasks whose samples are files, `SelectsRows` for `mmalign select`, `Decodes` for
+`mmalign eval | sample --decode`.
 
 Rewards are `(name, fn, weight)` triples; `check_rewards` validates what a reward function returns.
 """
@@ -24,6 +25,11 @@ from mmalign.rollout import Policy, RewardFn
 
 class RewardError(ValueError):
     """A reward spec, reward input or reward value is wrong; the message names the reward and what to do."""
+
+
+class TaskError(TypeError):
+    """A task (a custom one, named by "package.module:Class") lacks part of the `Task` contract; the message names
+    what it lacks."""
 
 
 @runtime_checkable
@@ -100,6 +106,29 @@ class SavesSamples(Protocol):
 
 
 @runtime_checkable
+class SelectsRows(Protocol):
+    """Optional: a task that keeps a subset of its training rows, picked with the base policy's rewards (`mmalign
+    select`; the text task's BLEUBERI selection). `SelectionSettings` is the dataclass of the selection's settings
+    (`k`, `mode`, `num_samples`, ...), `select(rows, settings)` returns the rows it keeps, and `selection_stats` is
+    non-empty when the task's config already selected its training rows."""
+
+    SelectionSettings: type
+    selection_stats: dict
+
+    def select(self, rows: list, settings: Any) -> list: ...
+
+
+@runtime_checkable
+class Decodes(Protocol):
+    """Optional: a task with decoding-time alignment methods (`mmalign eval | sample --decode METHOD --decode-arg
+    KEY=VALUE`). `decoder(method, options)` returns what stands in for the policy: `sample(contexts, n)` as the
+    task's `evaluate` calls it, and `report()`, the metrics of its cost. An unknown method or option raises a
+    ValueError naming it."""
+
+    def decoder(self, method: str, options: Sequence[str]) -> Any: ...
+
+
+@runtime_checkable
 class SplitEvaluation(Protocol):
     """Optional: a task whose `evaluate` metrics are means over its `eval_contexts` (each context counts once) and
     which keeps what it evaluated in `eval_records` (one entry per context, in order) for `finish`. With several
@@ -117,13 +146,14 @@ class Saveable(Protocol):
 
 
 def check_task(task: Any) -> None:
-    """Raise a TypeError naming what `task` lacks of the `Task` contract (members, or a policy that is no Policy)."""
+    """Raise a `TaskError` (a TypeError) naming what `task` lacks of the `Task` contract (members, or a policy that is
+    no Policy)."""
     missing = [name for name in TASK_MEMBERS if not hasattr(task, name)]
     if missing:
-        raise TypeError(f"{type(task).__name__} is not an mmalign Task: it lacks {missing}. A task provides "
+        raise TaskError(f"{type(task).__name__} is not an mmalign Task: it lacks {missing}. A task provides "
                         f"{list(TASK_MEMBERS)} (mmalign.task.Task; docs/architecture.md).")
     if not isinstance(task.policy, Policy):
-        raise TypeError(f"{type(task).__name__}.policy ({type(task.policy).__name__}) is not an mmalign Policy: it "
+        raise TaskError(f"{type(task).__name__}.policy ({type(task.policy).__name__}) is not an mmalign Policy: it "
                         "needs sample(contexts, num_samples), logprobs(rollout) and parameters() (mmalign.rollout).")
 
 

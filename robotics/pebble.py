@@ -147,7 +147,8 @@ def train(cfg: PebbleConfig, resume: bool = False) -> Path:
             if steps >= next_save or last:
                 run.save(steps, pebble.checkpoint_parts())
                 next_save += cfg.save_every
-    pebble.task.finish(pebble.agent, run.dir)
+    run.save_final({"actor": pebble.agent.actor.state_dict()})  # the final SAC actor, checksummed
+    pebble.task.finish(pebble.agent, run.dir)  # then the task's reward ensemble beside it, curves, the video
     return run.dir
 
 

@@ -4,18 +4,9 @@ import pytest
 import torch
 from tiny import PROMPTS, ROWS, tiny_lm, tiny_policy
 
-from mmalign.decoding import (
-    CalibratedReward,
-    GuidedLM,
-    Source,
-    best_of_n,
-    calibrate,
-    guided,
-    lookahead_decode,
-    transform,
-    value_guided_decode,
-)
+from mmalign.decoding import CalibratedReward, GuidedLM, Source, best_of_n, calibrate, guided, transform
 from mmalign.text.policy import positions
+from mmalign.text.search import lookahead_decode, value_guided_decode
 
 
 def test_guided_is_anchor_plus_weighted_differences():
@@ -164,12 +155,14 @@ def test_cli_samples_and_evaluates_with_a_decoding_method(tmp_path, capsys):
     assert "reward/bleu" in report and report["cost/model_calls"] > 0
     assert main(["sample", *args, "--prompt", "x", "--decode", "rast"]) == 2
     assert "needs small and small_base" in capsys.readouterr().err
+    assert main(["sample", *args, "--prompt", "x", "--decode", "beam"]) == 2  # the task names its methods
+    assert "--decode beam: unknown decoding method 'beam'; use one of sample, greedy, bon" in capsys.readouterr().err
     assert main(["eval", *args, "--decode-arg", "n=3"]) == 2
     assert "--decode METHOD" in capsys.readouterr().err
 
 
 def test_decoder_wires_each_method_and_refuses_a_foreign_vocabulary():
-    from mmalign.decoding.decoder import Decoder, DecodeSettings
+    from mmalign.text.decoder import Decoder, DecodeSettings
 
     policy = tiny_policy(seed=0)
     models = {"rl": tiny_lm(1), "base": tiny_lm(2), "arm": tiny_lm(3), "big": tiny_lm(4, vocab=99)}

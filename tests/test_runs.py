@@ -110,3 +110,24 @@ def test_pearl_resume_runs_only_what_the_stopped_comparison_lacks(tmp_path, caps
     assert cut == whole and json.loads((tmp_path / "cut/results.json").read_text())["runs"][3]["seed"] == 1
     assert main(["train", cfg, "name=cut", "seeds=[0, 2]", *tiny, "--resume"]) == 2  # what ran may not change
     assert "seeds" in capsys.readouterr().err
+
+
+def test_pebble_leaves_its_actor_in_the_run_helpers_final_folder(tmp_path):
+    """The SAC loop's final/ is `Run.save_final`'s (checksummed, loadable as a checkpoint); the task's reward
+    ensemble sits beside it."""
+    pytest.importorskip("mujoco")
+    from safetensors.torch import load_file
+
+    from mmalign.checkpoint import load_checkpoint
+
+    small = ["task.num_envs=2", "task.eval_episodes=2", "task.video=false", "total_env_steps=16", "eval_every=8",
+             "save_every=8", "task.feedback.unsup_steps=4", "task.feedback.segment_length=4",
+             "task.feedback.queries_per_round=2", "task.feedback.query_every=8", "task.feedback.max_feedback=4",
+             "task.feedback.large_batch=2", "task.feedback.reward_model.epochs=1", "sac.hidden=[8]",
+             "sac.batch_size=4", "sac.learning_starts=4"]
+    config = str(ROOT / "configs/robotics/reach_pebble.yaml")
+    assert main(["train", config, f"output_dir={tmp_path}", "name=run", *small]) == 0
+    final = tmp_path / "run/final"
+    actor = load_checkpoint(final, ["actor"])["actor"]  # verified against the manifest
+    assert actor and "actor.safetensors" in json.loads((final / "manifest.json").read_text())["sha256"]
+    assert load_file(final / "reward_ensemble.safetensors")

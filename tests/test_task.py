@@ -1,6 +1,7 @@
 """The Task contract: a task that lacks a member is named when the run is built; optional parts (schedules, sampling
 options) are found once, through their protocols, and the CLI's `sample` takes the task's own options."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,20 @@ class NoFinish:
 
     def evaluate(self, policy):
         return {}
+
+
+@dataclass
+class NoConfig:
+    pass
+
+
+class CustomNoFinish(NoFinish):
+    """A custom task named by a config ("test_task:CustomNoFinish") that lacks `finish`."""
+
+    Config = NoConfig
+
+    def __init__(self, cfg: NoConfig, device="cpu"):
+        super().__init__()
 
 
 class Staged(TinyTask):
@@ -42,6 +57,16 @@ def test_a_task_that_lacks_a_member_is_named_when_the_run_is_built(tmp_path):
     with pytest.raises(TypeError, match="is not an mmalign Policy"):
         check_task(task)
     assert isinstance(TinyTask(tiny_policy()), Task)
+
+
+def test_the_cli_names_what_a_custom_task_lacks_in_one_line(tmp_path, capsys):
+    config = tmp_path / "custom.yaml"
+    config.write_text(f"task: test_task:CustomNoFinish\ntrainer: {{output_dir: {tmp_path}, name: custom}}\n")
+    for command in (["train", str(config)], ["sample", str(config), "--prompt", "x"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("mmalign: error: CustomNoFinish is not an mmalign Task: it lacks ['finish']"), err
+    assert not (tmp_path / "custom").exists()
 
 
 def test_scheduled_tasks_hear_every_step_before_it_is_sampled(tmp_path):
@@ -73,3 +98,37 @@ def test_image_tasks_take_rl_guidance_options(tmp_path, capsys):
     assert len(list(tmp_path.glob("sample_*.png"))) == 2 and (tmp_path / "grid.png").exists()
     assert main([*args, "--option", "rlg_start=-1"]) == 2
     assert "rlg_start" in capsys.readouterr().err
+
+
+def test_decoding_and_selection_are_protocols_of_the_task(tmp_path, capsys):
+    """`--decode` and `mmalign select` ask the task (`Decodes`, `SelectsRows`): the text task has both; a task
+    without them is refused with a line naming it, not an AttributeError deep in the command."""
+    from tiny import TinyTask as Plain
+
+    from mmalign.cli import build_task
+    from mmalign.task import Decodes, SelectsRows
+
+    text = build_task(str(ROOT / "configs/text/tiny_grpo.yaml"))[1]
+    assert isinstance(text, Decodes) and isinstance(text, SelectsRows)
+    assert not isinstance(Plain(tiny_policy()), Decodes) and not isinstance(Plain(tiny_policy()), SelectsRows)
+    image = [str(ROOT / "configs/diffusion/shapes_grpo.yaml"), "task_args.tiny=true", "task_args.sampling.num_steps=2",
+             "task_args.trained_steps.end=2"]
+    assert main(["sample", *image, "--prompt", "a red circle", "--decode", "bon"]) == 2
+    assert "DiffusionTask task has no decoding-time methods" in capsys.readouterr().err
+    assert main(["select", *image, "--k", "1", "--out", str(tmp_path / "kept.jsonl")]) == 2
+    assert "DiffusionTask task does not select training rows" in capsys.readouterr().err
+    assert not (tmp_path / "kept.jsonl").exists()
+
+
+def test_the_core_loads_no_domain_package():
+    """The trainer, the CLI and the decoding core import no domain package (text, vlm, diffusion, robotics, envs):
+    those load when a config names their task, reward or loop."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mmalign.trainer, mmalign.cli, mmalign.decoding, mmalign.rewards\n"
+            "domains = ('text', 'vlm', 'diffusion', 'robotics', 'envs')\n"
+            "loaded = [m for m in sys.modules if m.split('.')[:2] in [['mmalign', d] for d in domains]]\n"
+            "assert not loaded, f'importing the core loaded {loaded}'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -261,6 +261,7 @@ class TextTask:
 
     Config = TextTaskConfig
     SampleOptions = SampleOptions
+    SelectionSettings = SelectionSettings
 
     def __init__(self, cfg: TextTaskConfig, device: torch.device | str = "cpu"):
         self.cfg = cfg
@@ -380,3 +381,10 @@ class TextTask:
         if self.selection_stats:
             kept = {**self.selection_stats, "prompts": [prompt_text(row) for row in self.train_contexts]}
             (run_dir / "selection.json").write_text(json.dumps(kept, indent=1))
+
+    def decoder(self, method: str, options) -> object:
+        """The policy decoded by a decoding-time method (`mmalign.text.decoder.METHODS`), with `options` as
+        `--decode-arg KEY=VALUE` strings (`DecodeSettings`)."""
+        from mmalign.text.decoder import task_decoder  # which imports this module
+
+        return task_decoder(self, method, options)

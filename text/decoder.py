@@ -12,8 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from mmalign.config import apply_overrides, from_dict
 from mmalign.decoding.combine import GuidedLM, Source
-from mmalign.decoding.search import Cost, best_of_n, lookahead_decode, value_guided_decode
+from mmalign.decoding.search import Cost, best_of_n
+from mmalign.rewards import CombinedReward
+from mmalign.text.policy import CausalLMPolicy
+from mmalign.text.search import lookahead_decode, value_guided_decode
+from mmalign.text.task import load_causal_lm
 
 METHODS = ("sample", "greedy", "bon", "deal", "tq", "rast", "genarm")
 
@@ -120,18 +125,12 @@ def _check_vocab(policy, model, name: str) -> None:
 def task_decoder(task, method: str, options: Sequence[str]) -> Decoder:
     """A `Decoder` over a text task's policy from the CLI's `--decode METHOD --decode-arg KEY=VALUE ...`: the
     searches score with the task's weighted rewards; named models load with the text task's loader."""
-    from mmalign.config import apply_overrides, from_dict
-    from mmalign.text.policy import CausalLMPolicy
-    from mmalign.text.task import load_causal_lm
-
     if not isinstance(task.policy, CausalLMPolicy):
         raise ValueError(f"decoding methods steer a text policy; the {type(task).__name__} task's is a "
                          f"{type(task.policy).__name__} (diffusion: --option rlg_scale=W for RL guidance).")
 
     settings = from_dict(DecodeSettings, apply_overrides({}, list(options)))
-    from mmalign.rewards import CombinedReward
-
-    rewards = getattr(task, "rewards", [])
+    rewards = task.rewards
     combined = CombinedReward({n: fn for n, fn, _ in rewards}, [w for _, _, w in rewards]) if rewards else None
 
     def reward(contexts, outputs):
