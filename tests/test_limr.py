@@ -100,3 +100,22 @@ def test_trainer_records_every_iterations_rewards(tmp_path):
     assert sum(visits) / 8 == pytest.approx(sum(rewards) / 2)  # equal group sizes: mean of means = mean
     task.finish(task.policy, tmp_path)
     assert json.loads((tmp_path / "reward_trajectories.json").read_text())["visits"] == task.trajectories.visits
+
+
+def test_mmalign_select_takes_a_pass_trajectories(tmp_path, capsys):
+    from test_cli import CFG, error_line
+
+    from mmalign.cli import main
+
+    data = write_jsonl(ROWS, tmp_path / "rows.jsonl")
+    args = ["select", CFG, f"task_args.dataset={data}", "task_args.eval_fraction=0.2", "--k", "2", "--mode", "lim"]
+    assert main([*args, "--out", str(tmp_path / "none.jsonl")]) == 2
+    assert "--trajectories" in error_line(capsys)
+    train = [r["prompt"] for r in TextTask(task_config(tmp_path)).train_contexts]  # the same split
+    curves = {p: [0.0, 0.4 + 0.01 * i, 0.8 + 0.02 * i] for i, p in enumerate(train)}
+    path = tmp_path / "reward_trajectories.json"
+    path.write_text(json.dumps({"visits": curves}))
+    assert main([*args, "--trajectories", str(path), "--out", str(tmp_path / "lim.jsonl")]) == 0
+    scores = lim_scores(curves)
+    kept = [json.loads(line)["prompt"] for line in (tmp_path / "lim.jsonl").read_text().splitlines()]
+    assert kept == sorted(train, key=lambda p: -scores[p])[:2]
