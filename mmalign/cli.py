@@ -84,9 +84,10 @@ def _parser() -> argparse.ArgumentParser:
                                 "and rlg_start=2 (diffusion: RL guidance, base + w (tuned - base))")
         if name == "select":
             s.add_argument("--k", type=_whole(1), required=True, help="how many training rows to keep")
-            s.add_argument("--mode", default="hard", help="which rows to keep (text: hard, easy, medium, random)")
+            s.add_argument("--mode", default="hard", help="which rows to keep (text: hard, easy, medium, random, lim)")
             s.add_argument("--out", required=True, help="output JSONL (a new file)")
             s.add_argument("--num-samples", type=_whole(1), default=1, help="samples scored per row")
+            s.add_argument("--trajectories", default="", help="--mode lim: a pass's reward_trajectories.json")
     return p
 
 
@@ -211,7 +212,7 @@ def select(args: argparse.Namespace) -> None:
     if not isinstance(task, SelectsRows):
         raise UsageError(f"the {type(task).__name__} task does not select training rows (the text task does: "
                          "BLEUBERI's selection).")
-    given = {"k": args.k, "mode": args.mode, "num_samples": args.num_samples}
+    given = {"k": args.k, "mode": args.mode, "num_samples": args.num_samples, "trajectories": args.trajectories}
     try:
         settings = task.SelectionSettings(**given)
     except ConfigError as e:

@@ -66,6 +66,15 @@ class Scheduled(Protocol):
 
 
 @runtime_checkable
+class RecordsRewards(Protocol):
+    """Optional, for a task: sees each training iteration's scored samples (LIMR's per-sample reward trajectories):
+    its `contexts`, each sample's context index `group` (B,) and the samples' rewards (B,) (per-step rewards
+    averaged over real steps). Called on every process with that process's share."""
+
+    def record_rewards(self, contexts: list, group: Tensor, rewards: Tensor) -> None: ...
+
+
+@runtime_checkable
 class Checkpointed(Protocol):
     """Optional, for a task: run state of its own that a checkpoint keeps, so a resumed run continues the same curve.
 

@@ -51,6 +51,7 @@ from mmalign.run_config import RunConfig, algorithm, run_config_dict, task_class
 from mmalign.runs import Run
 from mmalign.task import (
     Checkpointed,
+    RecordsRewards,
     Saveable,
     SplitEvaluation,
     check_rewards,
@@ -289,6 +290,8 @@ class Trainer:
             total = total + weight * values
             metrics[f"reward/{name}"] = float(self.acc.gather(per_sample_mean(values, mask)).mean())
         rollout.rewards = total
+        if isinstance(self.task, RecordsRewards):
+            self.task.record_rewards(contexts, rollout.group, per_sample_mean(total, mask))
         gathered = self.acc.gather(per_sample_mean(total, mask))
         metrics.update(reward=float(gathered.mean()), reward_std=float(gathered.std()) if len(gathered) > 1 else 0.)
         return metrics

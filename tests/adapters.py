@@ -21,6 +21,7 @@ from tiny import PROMPTS, ROWS, tiny_policy
 from vlm_tiny import CONTEXTS, tiled_idefics3_policy, tiny_vlm_policy
 
 from mmalign.rollout import HasEntropy, HasReference, HasValue, Rollout
+from mmalign.text.nlpo import NLPOSettings
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ def _text() -> dict[str, Case]:
                           (HasReference, HasEntropy)),
         "text-value-head-copy-ref": Case(partial(tiny_policy, value_head=True, reference="copy"), ROWS, 2, (4, 8),
                                          (HasReference, HasValue, HasEntropy)),
+        "text-nlpo": Case(partial(tiny_policy, value_head=True, temperature=0.7, nlpo=NLPOSettings(top_p=0.5)),
+                          PROMPTS, 3, (9, 8), (HasValue, HasEntropy)),
         "text-compiled": Case(partial(tiny_policy, temperature=0.7, decoder="compiled"), PROMPTS, 3, (9, 8),
                               (HasEntropy,), slow=True),
     }

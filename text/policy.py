@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from mmalign.config import ConfigError, did_you_mean, join_key
 from mmalign.generate import DECODERS, sample_tokens, scaled_logits
 from mmalign.rollout import Rollout
+from mmalign.text.nlpo import NLPOSettings, NucleusMaskedLM, masked_logits
 
 
 def prompt_text(context) -> str:
@@ -158,7 +159,7 @@ def reference_logprobs(policy, rollout: Rollout) -> Tensor:
     `ref_model` and `logprobs(rollout, model)`: the policy with LoRA adapters disabled, or the frozen copy."""
     if policy.reference == "lora":
         with policy.model.disable_adapter():
-            return policy.logprobs(rollout)
+            return policy.logprobs(rollout, policy.model)  # the model itself: never NLPO's action mask
     if policy.ref_model is None:
         raise ValueError("a KL term needs a reference model: set reference to 'copy' or turn LoRA on.")
     return policy.logprobs(rollout, policy.ref_model)
@@ -185,11 +186,14 @@ class CausalLMPolicy(nn.Module):
             so full (B, T, V) logits are never held; 0 = one full-logits pass. Models with logit soft-capping
             always take the full pass.
         decoder: "eager" or "compiled" (`mmalign.generate.sample_tokens`).
+        nlpo: NLPO's action mask (`mmalign.text.nlpo`): with top_p > 0 the policy samples and re-scores only the
+            tokens in the top-p nucleus of a masking copy of itself, synchronised every `sync_every` iterations.
     """
 
     def __init__(self, model, tokenizer, max_new_tokens: int = 64, temperature: float = 1.0,
                  chat_template: bool = True, reference: str = "none", value_head: bool = False,
-                 max_prompt_length: int = 512, logprob_chunk: int = 512, decoder: str = "eager"):
+                 max_prompt_length: int = 512, logprob_chunk: int = 512, decoder: str = "eager",
+                 nlpo: NLPOSettings | None = None):
         super().__init__()
         if temperature <= 0:
             raise ValueError("temperature must be positive; use sample(..., greedy=True) for greedy decoding.")
@@ -205,7 +209,10 @@ class CausalLMPolicy(nn.Module):
             raise ValueError(f"decoder {decoder!r} is not one of {list(DECODERS)}")
         self.decoder = decoder
         softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
-        self.logprob_chunk = 0 if softcap else logprob_chunk
+        self.nlpo = nlpo if nlpo is not None and nlpo.top_p > 0 else None
+        self.mask_model = copy.deepcopy(model).requires_grad_(False).eval() if self.nlpo else None
+        self._mask_synced = False
+        self.logprob_chunk = 0 if softcap or self.nlpo else logprob_chunk  # the mask needs the full logits
         if reference == "lora" and not hasattr(model, "disable_adapter"):
             raise ValueError("reference='lora' needs a peft model (turn LoRA on) or use reference='copy'.")
         self.reference = reference
@@ -245,6 +252,8 @@ class CausalLMPolicy(nn.Module):
         ids, attn = ids.repeat_interleave(num_samples, 0), attn.repeat_interleave(num_samples, 0)
         pad, pos = self.tokenizer.pad_token_id, positions(attn)
         inputs = {"input_ids": ids, "attention_mask": attn, "position_ids": pos}
+        if model is None and self.nlpo:
+            model = NucleusMaskedLM(self.model, self.mask_model, self.nlpo.top_p, self.temperature)
         completion, lps, mask = sample_tokens(model or self.model, inputs, pos[:, -1:], self.max_new_tokens,
                                               self.tokenizer.eos_token_id, pad,
                                               partial(scaled_logits, temperature=self.temperature), greedy,
@@ -285,7 +294,14 @@ class CausalLMPolicy(nn.Module):
         return nn.functional.pad(x, (0, rollout.mask.shape[1] - x.shape[1])) * rollout.mask
 
     def logprobs(self, rollout: Rollout, model=None) -> Tensor:
-        """(B, T) log-probs of the completion tokens under the current weights, with grad."""
+        """(B, T) log-probs of the completion tokens under the current weights, with grad (under NLPO's action mask
+        when it is on and `model` is not given)."""
+        if model is None and self.nlpo:
+            out, sl, end = self._forward(rollout)
+            tokens = rollout.state["input_ids"][:, rollout.state["prompt_length"]:end]
+            logp = token_logprobs(self._masked(rollout, out.logits[:, sl]), tokens, self.temperature)
+            # padding after EOS may fall outside the nucleus (-inf): zero it before the mask multiplies it
+            return self._pad(rollout, logp.masked_fill(~rollout.mask[:, :logp.shape[1]], 0.0))
         model = model or self.model
         if self.logprob_chunk:
             out, sl, end = self._forward(rollout, model, hidden=True, logits=False)
@@ -296,6 +312,20 @@ class CausalLMPolicy(nn.Module):
         out, sl, end = self._forward(rollout, model)
         tokens = rollout.state["input_ids"][:, rollout.state["prompt_length"]:end]
         return self._pad(rollout, token_logprobs(out.logits[:, sl], tokens, self.temperature))
+
+    def _masked(self, rollout: Rollout, logits: Tensor) -> Tensor:
+        """NLPO: the policy's step logits (B, L, V), -inf outside the masking policy's nucleus at the same steps."""
+        with torch.no_grad():
+            out, sl, _ = self._forward(rollout, self.mask_model)
+            mask_logits = scaled_logits(out.logits[:, sl], self.temperature)
+        return masked_logits(logits, mask_logits, self.nlpo.top_p)
+
+    def set_progress(self, step: int) -> None:
+        """NLPO: copy the policy into the masking policy every `sync_every` iterations (Alg. 1's mu), and at the
+        first iteration this object runs, so a resumed run masks with its resumed weights."""
+        if self.nlpo and (step % self.nlpo.sync_every == 0 or not self._mask_synced):
+            self.mask_model.load_state_dict(self.model.state_dict())
+            self._mask_synced = True
 
     def ref_logprobs(self, rollout: Rollout) -> Tensor:
         """(B, T) log-probs under the reference: adapters disabled (LoRA) or the frozen copy."""
@@ -311,8 +341,9 @@ class CausalLMPolicy(nn.Module):
     def entropy(self, rollout: Rollout) -> Tensor:
         """(B, T) entropy of the next-token distribution at each completion step, with grad."""
         out, sl, _ = self._forward(rollout)
-        logp = torch.log_softmax(out.logits[:, sl].float() / self.temperature, -1)
-        return self._pad(rollout, -(logp.exp() * logp).sum(-1))
+        logits = self._masked(rollout, out.logits[:, sl]) if self.nlpo else out.logits[:, sl]
+        logp = torch.log_softmax(logits.float() / self.temperature, -1)
+        return self._pad(rollout, -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1))
 
     def save_pretrained(self, path: str | Path) -> None:
         """The model (or its PEFT adapter) and tokenizer as a `save_pretrained` folder, plus the value head."""

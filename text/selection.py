@@ -22,31 +22,39 @@ from mmalign.task import check_rewards, reward_name
 
 __all__ = ["SELECTION_MODES", "SelectionSettings", "score_rows", "select_rows", "write_jsonl"]
 
-SELECTION_MODES = ("hard", "easy", "medium", "random")
+SELECTION_MODES = ("hard", "easy", "medium", "random", "lim")
 
 
 @dataclass(frozen=True)
 class SelectionSettings:
     """Train on `k` of the training rows, picked by the base policy's reward on each (`score_rows`, `select_rows`).
 
-    Every mode scores the rows (so each run logs its subset's base reward); held-out rows are never scored or kept.
+    Every mode but "lim" scores the rows with the base policy (so each run logs its subset's base reward); "lim" reads
+    the scores of a recorded GRPO pass instead. Held-out rows are never scored or kept.
     """
 
     k: int = 0
     """Training rows to keep; 0 = no selection, train on all of them."""
     mode: str = "hard"
-    """"hard" (lowest base reward), "easy" (highest), "medium" (the middle slice) or "random" (a seeded sample)."""
+    """"hard" (lowest base reward), "easy" (highest), "medium" (the middle slice), "random" (a seeded sample), or
+    "lim" (LIMR: the highest learning impact scores of a GRPO pass's `trajectories`, `mmalign.text.limr`)."""
     num_samples: int = 1
     """Base-policy outputs scored per row; their rewards are averaged."""
     greedy: bool = False
     """Score greedy completions (then num_samples must be 1) instead of samples at the policy's temperature."""
     seed: int = 0
     """Seeds the scoring samples (on RNG streams of their own) and the "random" mode."""
+    trajectories: str = ""
+    """For mode "lim": the reward_trajectories.json of a pass run with `task_args.record_rewards: true`."""
 
     def __post_init__(self) -> None:
         check_numbers(self, "k", ge=0)
         check_numbers(self, "num_samples", ge=1)
         check_choice(self, "mode", SELECTION_MODES)
+        if (self.mode == "lim") != bool(self.trajectories):
+            raise ConfigError("mode lim ranks rows by a GRPO pass's reward trajectories and needs `trajectories` (its "
+                              "reward_trajectories.json); the other modes score with the base policy and take none.",
+                              "trajectories")
         if self.greedy and self.num_samples > 1:
             raise ConfigError(f"is {self.num_samples}, but greedy decoding gives one output per row; set "
                               "num_samples: 1 or greedy: false.", "num_samples")
@@ -98,8 +106,8 @@ def select_rows(rows: Sequence, scores: Sequence[float], k: int, mode: str = "ha
         rows: the dataset rows.
         scores: one score per row (e.g. from `score_rows`).
         k: how many rows to keep, 0 <= k <= len(rows).
-        mode: "hard" (lowest scores, lowest first), "easy" (highest, highest first), "medium" (the k rows in the
-            middle of the ascending order, ascending) or "random" (a sample seeded by `seed`, in row order).
+        mode: "hard" (lowest scores, lowest first), "easy" and "lim" (highest, highest first), "medium" (the k rows
+            in the middle of the ascending order, ascending) or "random" (a sample seeded by `seed`, in row order).
         seed: seed for "random".
 
     Returns:
@@ -119,7 +127,7 @@ def select_rows(rows: Sequence, scores: Sequence[float], k: int, mode: str = "ha
     ascending = sorted(range(len(rows)), key=lambda i: scores[i])
     if mode == "hard":
         chosen = ascending[:k]
-    elif mode == "easy":
+    elif mode in ("easy", "lim"):
         chosen = sorted(range(len(rows)), key=lambda i: -scores[i])[:k]
     else:
         start = (len(rows) - k) // 2

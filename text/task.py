@@ -18,6 +18,8 @@ from mmalign.decoding.calibrate import CalibratedReward
 from mmalign.rewards import CombinedReward, resolve_reward
 from mmalign.settings import GenerationSettings, LoRASettings
 from mmalign.task import check_rewards
+from mmalign.text.limr import RewardTrajectories, lim_scores, load_trajectories
+from mmalign.text.nlpo import NLPOSettings
 from mmalign.text.policy import (
     CausalLMPolicy,
     char_tokenizer,
@@ -29,6 +31,7 @@ from mmalign.text.policy import (
     word_tokenizer,
 )
 from mmalign.text.selection import SelectionSettings, score_rows, select_rows
+from mmalign.text.soup import soup_state_dict, soup_weights
 
 
 def resolve_model_path(spec: str) -> Path:
@@ -175,8 +178,16 @@ class TextTaskConfig:
     """LoRA adapters (`mmalign.settings.LoRASettings`); rank 0 trains all weights."""
     reference: str = "auto"
     """KL reference: "lora" (adapters disabled), "copy" (frozen copy), "none", or "auto" (lora if LoRA else none)."""
+    reference_soup: list[str] = field(default_factory=list)
+    """SALSA (`mmalign.text.soup`): the KL reference is the weight average of these save_pretrained folders
+    (fine-tunes of one base, e.g. two runs' final/), not a frozen copy of `model`; needs reference auto or copy."""
+    reference_soup_weights: list[float] = field(default_factory=list)
+    """The soup's mixing weights, one per folder (normalised to sum 1); empty = uniform."""
     value_head: bool = False
     """Add a critic head (needed by PPO)."""
+    nlpo: NLPOSettings = field(default_factory=NLPOSettings)
+    """NLPO's action mask (`mmalign.text.nlpo`, with `algorithm: ppo`): {top_p: 0.9, sync_every: 10} samples and
+    re-scores only tokens in the top-p nucleus of a masking copy of the policy; top_p 0 (default) is plain PPO."""
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     """Decoding (`mmalign.settings.GenerationSettings`): completion and prompt length, temperature, greedy eval."""
     logprob_chunk: int = 512
@@ -198,6 +209,9 @@ class TextTaskConfig:
     selection: SelectionSettings = field(default_factory=SelectionSettings)
     """BLEUBERI's data selection (`mmalign.text.selection.SelectionSettings`): keep `k` training rows by the base
     policy's weighted reward before training; k = 0 trains on all."""
+    record_rewards: bool = False
+    """LIMR's pass (`mmalign.text.limr`): write each training prompt's mean reward at every visit to
+    reward_trajectories.json in the run folder, for `selection: {mode: lim, trajectories: ...}`."""
     preference_rejects: int = 0
     """For `algorithm: preference`: turn each training row into a ranked preference row (`preference_rows`) with
     this many rejected answers; 0 keeps prompt rows (online algorithms)."""
@@ -212,11 +226,26 @@ class TextTaskConfig:
         check_numbers(self, "eval_fraction", gt=0, lt=1)  # evaluation needs held-out rows
         if not self.rewards:
             raise ConfigError("is empty; give at least one reward spec, e.g. [{name: bleu}].", "rewards")
+        if self.reference_soup:
+            self.check_soup()
         if self.model_config:
             try:
                 causal_lm_config(self.model_config)
             except ConfigError as e:
                 raise e.under("model_config") from e
+
+    def check_soup(self) -> None:
+        """A reference soup averages two or more full models into a frozen copy: no LoRA, reference auto or copy."""
+        if len(self.reference_soup) < 2:
+            raise ConfigError(f"lists {len(self.reference_soup)} folder(s); a soup averages two or more fine-tunes "
+                              "(SALSA uses two).", "reference_soup")
+        if self.reference not in ("auto", "copy"):
+            raise ConfigError(f"is {self.reference!r}, but a reference soup is a frozen copy: set reference: copy "
+                              "(or auto).", "reference")
+        if self.lora.rank:
+            raise ConfigError("is set with reference_soup: the soup is a full model, so the policy must train all "
+                              "weights (lora.rank: 0).", "lora.rank")
+        soup_weights(len(self.reference_soup), self.reference_soup_weights)
 
 
 @dataclass
@@ -251,16 +280,20 @@ class TextTask:
         self.eval_contexts = eval_rows[: cfg.eval_size] if cfg.eval_size else eval_rows
         self.eval_records: list[dict] = []
         self.selection_stats: dict[str, float] = {}
+        self.trajectories = RewardTrajectories()
         if cfg.selection.k:
             self.train_contexts = self.select(self.train_contexts, cfg.selection)
         if cfg.preference_rejects:
             self.train_contexts = preference_rows(self.train_contexts, cfg.preference_rejects, self.rewards)
 
     def select(self, rows: list, s: SelectionSettings) -> list:
-        """The `s.k` rows of `rows` that `s.mode` keeps, by the base policy's weighted reward (BLEUBERI, Sec. 3)."""
+        """The `s.k` rows of `rows` that `s.mode` keeps, by the base policy's weighted reward (BLEUBERI, Sec. 3), or
+        for mode "lim" by the learning impact scores of a recorded pass (LIMR)."""
         if s.k > len(rows):
             raise ConfigError(f"is {s.k}, more than the {len(rows)} training rows of this dataset (held-out rows are "
                               f"never selected); set k to {len(rows)} or less.", "task_args.selection.k")
+        if s.mode == "lim":
+            return self.select_lim(rows, s)
         reward = CombinedReward({name: fn for name, fn, _ in self.rewards}, [w for _, _, w in self.rewards])
         with own_rng(self.policy, s.seed):
             scores = score_rows(lambda ctx, n: self.policy.sample(ctx, n, greedy=s.greedy), rows,
@@ -273,6 +306,28 @@ class TextTask:
               f"{self.selection_stats['base_reward_kept']:.4f} (all {self.selection_stats['base_reward_all']:.4f})")
         return kept
 
+    def select_lim(self, rows: list, s: SelectionSettings) -> list:
+        """LIMR: the `s.k` training rows of the highest LIM score (`mmalign.text.limr.lim_scores`)."""
+        scores = lim_scores(load_trajectories(s.trajectories))
+        missing = [prompt_text(r) for r in rows if prompt_text(r) not in scores]
+        if missing:
+            raise ConfigError(f"{s.trajectories} has no trajectory for {len(missing)} training prompt(s), e.g. "
+                              f"{missing[0]!r}: record the pass on this config's dataset and split.",
+                              "task_args.selection.trajectories")
+        row_scores = [scores[prompt_text(r)] for r in rows]
+        kept = select_rows(rows, row_scores, s.k, "lim")
+        kept_ids = {id(row) for row in kept}
+        self.selection_stats = {"lim_score_all": sum(row_scores) / len(rows),
+                                "lim_score_kept": sum(x for r, x in zip(rows, row_scores) if id(r) in kept_ids) / s.k}
+        print(f"selection: kept the {s.k} rows of highest LIM score of {len(rows)} training rows; mean score "
+              f"{self.selection_stats['lim_score_kept']:.4f} (all {self.selection_stats['lim_score_all']:.4f})")
+        return kept
+
+    def record_rewards(self, contexts: list, group: torch.Tensor, rewards: torch.Tensor) -> None:
+        """With `record_rewards`, each context's mean sample reward of this iteration (LIMR's trajectories)."""
+        if self.cfg.record_rewards:
+            self.trajectories.add(contexts, group, rewards)
+
     @staticmethod
     def dataset_path(name: str) -> Path:
         return Path(name) if name.endswith(".jsonl") else shipped_dataset(name)
@@ -284,10 +339,20 @@ class TextTask:
             model = build_causal_lm(cfg.model_config, tokenizer)
         else:
             model, tokenizer = load_causal_lm(cfg.model, cfg.dtype, cfg.trust_remote_code)
-        model, reference = with_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules, cfg.reference)
+        model, reference = with_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules,
+                                     "copy" if cfg.reference_soup else cfg.reference)
         gen = cfg.generation
-        return CausalLMPolicy(model.to(device), tokenizer, gen.max_new_tokens, gen.temperature, cfg.chat_template,
-                              reference, cfg.value_head, gen.max_prompt_length, cfg.logprob_chunk, gen.decoder)
+        policy = CausalLMPolicy(model.to(device), tokenizer, gen.max_new_tokens, gen.temperature, cfg.chat_template,
+                                reference, cfg.value_head, gen.max_prompt_length, cfg.logprob_chunk, gen.decoder,
+                                cfg.nlpo)
+        if cfg.reference_soup:
+            states = [load_causal_lm(f, cfg.dtype, cfg.trust_remote_code)[0].state_dict() for f in cfg.reference_soup]
+            soup = soup_state_dict(states, cfg.reference_soup_weights)
+            if soup.keys() != policy.ref_model.state_dict().keys():
+                raise ConfigError("the soup's models have other weights than the policy's model: average fine-tunes "
+                                  "of the model the policy starts from.", "task_args.reference_soup")
+            policy.ref_model.load_state_dict(soup)
+        return policy
 
     def evaluate(self, policy: CausalLMPolicy, batch_size: int = 16) -> dict[str, float]:
         """Mean of each reward function (reward/<name>) and eval metric (metric/<name>) on the held-out rows, one
@@ -311,6 +376,8 @@ class TextTask:
         with (run_dir / "eval_samples.jsonl").open("w") as f:
             for row in self.eval_records:
                 f.write(json.dumps(row) + "\n")
+        if self.cfg.record_rewards:
+            self.trajectories.save(run_dir / "reward_trajectories.json")
         if self.selection_stats:
             kept = {**self.selection_stats, "prompts": [prompt_text(row) for row in self.train_contexts]}
             (run_dir / "selection.json").write_text(json.dumps(kept, indent=1))
