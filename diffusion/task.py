@@ -125,6 +125,7 @@ class DiffusionTask:
         self.rewards = [build_reward(s) for s in cfg.rewards]
         self.first_images: list | None = None
         self.eval_records: list = []
+        self.eval_counts: dict[str, int] = {}  # every metric is over the whole share
         """(context, image) of the latest evaluation, `eval_samples` per held-out context (`SplitEvaluation`)."""
 
     @staticmethod

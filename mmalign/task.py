@@ -136,11 +136,21 @@ class SplitEvaluation(Protocol):
     their sizes and hands every process all records in order. Without it, every process evaluates everything.
 
     A metric that is a mean over fewer contexts than the share holds (a per-kind accuracy, a mean that skips NaN)
-    has its count in the optional `eval_counts` dict, set by `evaluate`, so that shares merge into the mean over all
-    contexts (`merged_mean`). Sampling that must give the same outputs however the contexts are split takes each
+    has its count in `eval_counts` (empty when every metric is over the whole share), set by `evaluate`, so that
+    shares merge into the mean over all contexts (`merged_mean`).
+    Sampling that must give the same outputs however the contexts are split takes each
     context's noise by its place in the whole held-out list (`mmalign.diffusion.policy.chunked_noise`)."""
 
     eval_records: list
+    eval_counts: dict[str, int]
+
+
+@runtime_checkable
+class ChangesOnResume(Protocol):
+    """Optional: the `task_args` keys a resumed run may change (where a robot task's envs step, say); the Trainer
+    refuses changes to the others."""
+
+    CHANGEABLE_ON_RESUME: tuple[str, ...]
 
 
 def merged_mean(parts: Sequence[tuple[int, float]]) -> float:

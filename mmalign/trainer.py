@@ -50,6 +50,7 @@ from mmalign.rollout import Rollout
 from mmalign.run_config import RunConfig, algorithm, run_config_dict, task_class
 from mmalign.runs import Run
 from mmalign.task import (
+    ChangesOnResume,
     Checkpointed,
     RecordsRewards,
     Saveable,
@@ -458,7 +459,7 @@ class Trainer:
             metrics = self.model(task.evaluate, self.policy) if share else {}
         finally:
             task.eval_contexts = everything
-        counts = dict(getattr(task, "eval_counts", None) or {}) if share else {}
+        counts = dict(task.eval_counts) if share else {}
         sizes = {k: counts.get(k, len(share)) for k in metrics}  # how many contexts each mean is over
         shares = gather_object([(sizes, metrics, list(task.eval_records) if share else [])])
         task.eval_records = [r for _, _, records in shares for r in records]
@@ -532,7 +533,7 @@ class Trainer:
         in config.yaml.
         """
         tc, main = self.cfg.trainer, self.acc.is_main_process
-        own = getattr(self.task, "CHANGEABLE_ON_RESUME", ())  # task_args the task itself lets a resumed run change
+        own = self.task.CHANGEABLE_ON_RESUME if isinstance(self.task, ChangesOnResume) else ()
         changeable = CHANGEABLE_ON_RESUME + tuple(f"task_args.{key}" for key in own)
         run = Run(self.run_dir, run_config_dict(self.cfg), resume, FIXED_ON_RESUME, changeable, main,
                   self.acc.wait_for_everyone, tc.keep_checkpoints)

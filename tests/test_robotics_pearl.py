@@ -251,7 +251,8 @@ def test_zero_shot_iql_beats_random_labels(learning):
     from mmalign.robotics.pearl import run_pearl
 
     data: dict = {}
-    cpa, rnd = (run_pearl("reach", "button-press", m, seed=learning.seed, data=data) for m in ("cpa-rrl", "random-rrl"))
+    cpa, rnd = (run_pearl("reach", "button-press", method, seed=learning.seed, data=data)
+                for method in ("cpa-rrl", "random-rrl"))
     keys = ("label_accuracy", "success", "return")
     learning.report(**{f"{name}_{k}": r[k] for name, r in (("cpa", cpa), ("random", rnd)) for k in keys})
     assert cpa["label_accuracy"] > 0.7 and abs(rnd["label_accuracy"] - 0.5) < 0.1, (cpa, rnd)

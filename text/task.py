@@ -279,6 +279,7 @@ class TextTask:
         self.train_contexts, eval_rows = train_eval_split(rows, cfg.eval_fraction, seed=0)
         self.eval_contexts = eval_rows[: cfg.eval_size] if cfg.eval_size else eval_rows
         self.eval_records: list[dict] = []
+        self.eval_counts: dict[str, int] = {}  # every metric is over the whole share
         self.selection_stats: dict[str, float] = {}
         self.trajectories = RewardTrajectories()
         if cfg.selection.k:
