@@ -273,7 +273,6 @@ def load_world_model(path: str | Path, loader: str = "") -> nn.Module:
     if model_type not in LOADERS:
         raise ConfigError(f"{path}/config.json: model_type must be one of {list(LOADERS)}; for another world model "
                           "name its loader in the run config (task_args.world_model_loader=package.module:Class).")
-    cfg.setdefault("norm", False)  # folders saved before the option existed
     model = JEPA(JEPAConfig(**cfg))
     model.load_state_dict(load_file(path / "model.safetensors"))
     return model.eval().requires_grad_(False)
