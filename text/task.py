@@ -299,13 +299,7 @@ class TextTask:
         with own_rng(self.policy, s.seed):
             scores = score_rows(lambda ctx, n: self.policy.sample(ctx, n, greedy=s.greedy), rows,
                                 lambda ctx, out: reward(ctx, out)[0], s.num_samples)
-        kept = select_rows(rows, scores, s.k, s.mode, s.seed)
-        kept_ids = {id(row) for row in kept}
-        self.selection_stats = {"base_reward_all": sum(scores) / len(scores),
-                                "base_reward_kept": sum(x for r, x in zip(rows, scores) if id(r) in kept_ids) / s.k}
-        print(f"selection: kept {s.k} {s.mode} rows of {len(rows)} training rows; base reward "
-              f"{self.selection_stats['base_reward_kept']:.4f} (all {self.selection_stats['base_reward_all']:.4f})")
-        return kept
+        return self._keep(rows, scores, s, "base_reward", f"{s.k} {s.mode} rows")
 
     def select_lim(self, rows: list, s: SelectionSettings) -> list:
         """LIMR: the `s.k` training rows of the highest LIM score (`mmalign.text.limr.lim_scores`)."""
@@ -316,12 +310,17 @@ class TextTask:
                               f"{missing[0]!r}: record the pass on this config's dataset and split.",
                               "task_args.selection.trajectories")
         row_scores = [scores[prompt_text(r)] for r in rows]
-        kept = select_rows(rows, row_scores, s.k, "lim")
+        return self._keep(rows, row_scores, s, "lim_score", f"the {s.k} rows of highest LIM score")
+
+    def _keep(self, rows: list, scores: list[float], s: SelectionSettings, stat: str, what: str) -> list:
+        """The rows `s` keeps by `scores`, recording the mean score of all rows and of the kept ones as
+        `selection_stats[stat + "_all" | "_kept"]`."""
+        kept = select_rows(rows, scores, s.k, s.mode, s.seed)
         kept_ids = {id(row) for row in kept}
-        self.selection_stats = {"lim_score_all": sum(row_scores) / len(rows),
-                                "lim_score_kept": sum(x for r, x in zip(rows, row_scores) if id(r) in kept_ids) / s.k}
-        print(f"selection: kept the {s.k} rows of highest LIM score of {len(rows)} training rows; mean score "
-              f"{self.selection_stats['lim_score_kept']:.4f} (all {self.selection_stats['lim_score_all']:.4f})")
+        self.selection_stats = {f"{stat}_all": sum(scores) / len(scores),
+                                f"{stat}_kept": sum(x for r, x in zip(rows, scores) if id(r) in kept_ids) / s.k}
+        print(f"selection: kept {what} of {len(rows)} training rows; mean {stat.replace('_', ' ')} "
+              f"{self.selection_stats[stat + '_kept']:.4f} (all {self.selection_stats[stat + '_all']:.4f})")
         return kept
 
     def record_rewards(self, contexts: list, group: torch.Tensor, rewards: torch.Tensor) -> None:
