@@ -291,9 +291,10 @@ class Trainer:
             total = total + weight * values
             metrics[f"reward/{name}"] = float(self.acc.gather(per_sample_mean(values, mask)).mean())
         rollout.rewards = total
+        sample_rewards = per_sample_mean(total, mask)
         if isinstance(self.task, RecordsRewards):
-            self.task.record_rewards(contexts, rollout.group, per_sample_mean(total, mask))
-        gathered = self.acc.gather(per_sample_mean(total, mask))
+            self.task.record_rewards(contexts, rollout.group, sample_rewards)
+        gathered = self.acc.gather(sample_rewards)
         metrics.update(reward=float(gathered.mean()), reward_std=float(gathered.std()) if len(gathered) > 1 else 0.)
         return metrics
 

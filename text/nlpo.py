@@ -20,8 +20,7 @@ import torch
 from torch import Tensor
 
 from mmalign.config import check_numbers
-from mmalign.decoding.combine import _Out
-from mmalign.generate import _CACHE
+from mmalign.decoding.combine import lockstep
 
 
 @dataclass(frozen=True)
@@ -64,9 +63,6 @@ class NucleusMaskedLM:
     def __init__(self, model: torch.nn.Module, mask_model: torch.nn.Module, top_p: float, temperature: float = 1.0):
         self.model, self.mask_model, self.top_p, self.temperature = model, mask_model, top_p, temperature
 
-    def __call__(self, **inputs) -> _Out:
-        caches = inputs.pop(_CACHE, None) or [None, None]
-        outs = [m(**inputs, **({_CACHE: c} if c is not None else {}))
-                for m, c in zip((self.model, self.mask_model), caches)]
-        mask = outs[1].logits[:, -1:].float() / self.temperature
-        return _Out(masked_logits(outs[0].logits[:, -1:], mask, self.top_p), [getattr(o, _CACHE) for o in outs])
+    def __call__(self, **inputs):
+        return lockstep((self.model, self.mask_model), inputs,
+                        lambda step: masked_logits(step[0], step[1].float() / self.temperature, self.top_p))

@@ -49,6 +49,15 @@ class _Out:
         setattr(self, _CACHE, caches)
 
 
+def lockstep(models: Sequence, inputs: dict, combine) -> _Out:
+    """One decode step of causal LMs run in lockstep as one model for `mmalign.generate.sample_tokens`: each model
+    keeps its own KV cache (a list of them travels in the cache slot), and the step's logits are
+    `combine([last-position logits of each model])`."""
+    caches = inputs.pop(_CACHE, None) or [None] * len(models)
+    outs = [m(**inputs, **({_CACHE: c} if c is not None else {})) for m, c in zip(models, caches)]
+    return _Out(combine([o.logits[:, -1:] for o in outs]), [getattr(o, _CACHE) for o in outs])
+
+
 class GuidedLM:
     """Causal LMs over one vocabulary run in lockstep as one model for `mmalign.generate.sample_tokens`: each keeps
     its own KV cache, and the logits returned are `guided(anchor, sources)`.
@@ -64,14 +73,15 @@ class GuidedLM:
         self.calls = 0
 
     def __call__(self, **inputs) -> _Out:
-        caches = inputs.pop(_CACHE, None) or [None] * len(self.models)
-        outs = [m(**inputs, **({_CACHE: c} if c is not None else {})) for m, c in zip(self.models, caches)]
-        self.calls += len(outs)
-        logits = iter(o.logits[:, -1:] for o in outs)
+        self.calls += len(self.models)
+        return lockstep(self.models, inputs, self._combine)
+
+    def _combine(self, step_logits: list[Tensor]) -> Tensor:
+        logits = iter(step_logits)
         anchor, terms = next(logits), []
         for s in self.sources:
             a = next(logits)
             b = next(logits) if s.minus is not None else None
             terms.append((s.weight, torch.log_softmax(a.float(), -1) if s.logprobs else a,
                           None if b is None else torch.log_softmax(b.float(), -1) if s.logprobs else b))
-        return _Out(guided(anchor, terms), [getattr(o, _CACHE) for o in outs])
+        return guided(anchor, terms)
