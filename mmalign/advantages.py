@@ -91,6 +91,34 @@ def difficulty_weights(similarity: Tensor, group: Tensor) -> Tensor:
     return hard / (total / count)
 
 
+def responsiveness_weights(gaps: Tensor, category: Tensor, tau: float = float("inf")) -> Tensor:
+    """GRPO-S model-responsiveness coefficient (Cheng et al. 2026, DR-IRL): alpha^M_j = sigma(Rbar_j) / mean_k
+    sigma(Rbar_k), where Rbar_j is category j's mean reward gap (shadow reward of the demonstration minus that of the
+    sample) over the samples whose squared distance to the category mean is at most `tau` (outliers dropped; a
+    category whose samples are all outliers keeps its plain mean). The mean in the denominator runs over the
+    categories of the batch, each counted once, so a category the model answers far from its demonstrations weighs
+    more than 1.
+
+    Args:
+        gaps: (B,) reward gap of each sample.
+        category: (B,) category index of each sample.
+        tau: outlier threshold on (gap - category mean)^2; inf keeps every sample.
+
+    Returns:
+        (B,) alpha^M of each sample's category.
+    """
+    gaps = gaps.float()
+    _, inverse = torch.unique(category, return_inverse=True)
+    mean = gaps.new_zeros(int(inverse.max()) + 1).index_add_(0, inverse, gaps)
+    mean = mean / torch.zeros_like(mean).index_add_(0, inverse, torch.ones_like(gaps))
+    keep = ((gaps - mean[inverse]) ** 2 <= tau).float()
+    kept = torch.zeros_like(mean).index_add_(0, inverse, keep)
+    trimmed = torch.zeros_like(mean).index_add_(0, inverse, gaps * keep) / kept.clamp(min=1)
+    rbar = torch.where(kept > 0, trimmed, mean)
+    weight = torch.sigmoid(rbar)
+    return (weight / weight.mean())[inverse]
+
+
 def scale_advantages(advantages: Tensor, *weights: Tensor) -> Tensor:
     """Per-sample scaling hook (GRPO-S: A_i * alpha^D_i * alpha^M_{g(i)}, an AND-gate product of coefficients)."""
     for w in weights:

@@ -81,6 +81,7 @@ REWARDS: dict[str, str | Callable[..., RewardFn]] = {
     "principles": "mmalign.text.reward_models:PrincipleReward",
     "principle_pass": "mmalign.text.reward_models:PrincipleCheck",
     "ctrl": "mmalign.decoding.calibrate:ctrl",
+    "shadow_rm": "mmalign.text.grpo_s:ShadowRewards",
 }
 """Reward names usable in configs -> factories taking the spec's other keys as keyword arguments, each given as
 a "package.module:attr" string (imported when a spec names it) or as the factory itself."""

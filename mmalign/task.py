@@ -75,6 +75,15 @@ class RecordsRewards(Protocol):
 
 
 @runtime_checkable
+class ScalesAdvantages(Protocol):
+    """Optional, for a task: a per-sample coefficient on each sample's advantage (GRPO-S's difficulty weights),
+    from the iteration's scored samples: per-sample `contexts`, `outputs` and context index `group` (B,). Returns
+    ((B,) coefficients, metrics to log), or None to leave the advantages as they are."""
+
+    def advantage_scale(self, contexts: list, outputs: list, group: Tensor) -> tuple[Tensor, dict] | None: ...
+
+
+@runtime_checkable
 class Checkpointed(Protocol):
     """Optional, for a task: run state of its own that a checkpoint keeps, so a resumed run continues the same curve.
 

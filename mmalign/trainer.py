@@ -54,6 +54,7 @@ from mmalign.task import (
     Checkpointed,
     RecordsRewards,
     Saveable,
+    ScalesAdvantages,
     SplitEvaluation,
     check_rewards,
     check_task,
@@ -294,6 +295,15 @@ class Trainer:
         sample_rewards = per_sample_mean(total, mask)
         if isinstance(self.task, RecordsRewards):
             self.task.record_rewards(contexts, rollout.group, sample_rewards)
+        scaled = self.task.advantage_scale(per_sample, rollout.outputs, rollout.group) \
+            if isinstance(self.task, ScalesAdvantages) else None
+        if scaled is not None:
+            if self.cfg.algorithm != "grpo":
+                raise ConfigError(f"the task scales advantages (GRPO-S) but algorithm is {self.cfg.algorithm!r}, "
+                                  "which does not read the scale: set algorithm: grpo or turn the scaling off.",
+                                  "algorithm")
+            rollout.extras["advantage_scale"], scale_metrics = scaled
+            metrics.update(scale_metrics)
         gathered = self.acc.gather(sample_rewards)
         metrics.update(reward=float(gathered.mean()), reward_std=float(gathered.std()) if len(gathered) > 1 else 0.)
         return metrics

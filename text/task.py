@@ -18,6 +18,7 @@ from mmalign.decoding.calibrate import CalibratedReward
 from mmalign.rewards import CombinedReward, resolve_reward
 from mmalign.settings import GenerationSettings, LoRASettings
 from mmalign.task import check_rewards
+from mmalign.text.grpo_s import AdvantageScale, GRPOSSettings, ShadowRewards
 from mmalign.text.limr import RewardTrajectories, lim_scores, load_trajectories
 from mmalign.text.nlpo import NLPOSettings
 from mmalign.text.policy import (
@@ -142,6 +143,17 @@ def reference_sampler(policy: CausalLMPolicy):
     return sample
 
 
+def initial_sampler(policy: CausalLMPolicy):
+    """`sample(context, m)`: m outputs of the policy as it is now (before training: the reference), seeded by the
+    prompt and on RNG streams of their own."""
+
+    def sample(context, m: int) -> list[str]:
+        with own_rng(policy, zlib.crc32(prompt_text(context).encode())):
+            return policy.sample([context], m).outputs
+
+    return sample
+
+
 def preference_rows(rows: list[dict], rejects: int, rewards, seed: int = 0) -> list[dict]:
     """Preference rows from reference rows: the first reference is the chosen and gold answer, the first references
     of `rejects` other rows (a seeded draw) are the rejected ones, answers to another question. Every response is
@@ -212,6 +224,9 @@ class TextTaskConfig:
     record_rewards: bool = False
     """LIMR's pass (`mmalign.text.limr`): write each training prompt's mean reward at every visit to
     reward_trajectories.json in the run folder, for `selection: {mode: lim, trajectories: ...}`."""
+    grpo_s: GRPOSSettings = field(default_factory=GRPOSSettings)
+    """DR-IRL's GRPO-S (`mmalign.text.grpo_s`, with `algorithm: grpo`): {hardness: true, responsiveness: true}
+    scales each sample's advantage by its data hardness and its category's responsiveness."""
     preference_rejects: int = 0
     """For `algorithm: preference`: turn each training row into a ranked preference row (`preference_rows`) with
     this many rejected answers; 0 keeps prompt rows (online algorithms)."""
@@ -276,6 +291,9 @@ class TextTask:
         for _, fn, _ in self.rewards:
             if isinstance(fn, CalibratedReward):
                 fn.bind(reference_sampler(self.policy))
+            if isinstance(fn, ShadowRewards):
+                fn.learn(initial_sampler(self.policy))
+        self.scale = AdvantageScale(cfg.grpo_s, self.rewards) if cfg.grpo_s.on else None
         self.train_contexts, eval_rows = train_eval_split(rows, cfg.eval_fraction, seed=0)
         self.eval_contexts = eval_rows[: cfg.eval_size] if cfg.eval_size else eval_rows
         self.eval_records: list[dict] = []
@@ -322,6 +340,10 @@ class TextTask:
         print(f"selection: kept {what} of {len(rows)} training rows; mean {stat.replace('_', ' ')} "
               f"{self.selection_stats[stat + '_kept']:.4f} (all {self.selection_stats[stat + '_all']:.4f})")
         return kept
+
+    def advantage_scale(self, contexts: list, outputs: list, group: torch.Tensor) -> tuple[torch.Tensor, dict] | None:
+        """GRPO-S's alpha^D * alpha^M per sample with `grpo_s` on (`mmalign.text.grpo_s.AdvantageScale`)."""
+        return self.scale(contexts, outputs, group) if self.scale else None
 
     def record_rewards(self, contexts: list, group: torch.Tensor, rewards: torch.Tensor) -> None:
         """With `record_rewards`, each context's mean sample reward of this iteration (LIMR's trajectories)."""
