@@ -33,7 +33,12 @@ def gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
     """log N(x | mean, diag(exp(log_std)^2)), summed over the last dimension: (..., d) -> (...). Written out instead
     of through `torch.distributions.Normal`, whose construction (argument checks, broadcasting, exp then log of the
     std) costs more than the density on a small batch, on every env step and every minibatch."""
-    return (-0.5 * ((x - mean) / log_std.exp()) ** 2 - log_std - LOG_SQRT_2PI).sum(-1)
+    return standardized_log_prob((x - mean) / log_std.exp(), log_std)
+
+
+def standardized_log_prob(z: Tensor, log_std: Tensor) -> Tensor:
+    """`gaussian_log_prob` of x = mean + exp(log_std) * z, from z (a sampled action's noise)."""
+    return (-0.5 * z**2 - log_std - LOG_SQRT_2PI).sum(-1)
 
 
 def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.Tanh, out_gain: float = 1.0) -> nn.Sequential:
@@ -121,11 +126,9 @@ class GaussianPolicy:
         obs = obs.to(self.device)
         mean, log_std = rowwise(self.net.actor, obs), self.net.log_std
         if deterministic:
-            action = mean
-        else:
-            eps = noise.normal(mean.shape[-1]) if noise is not None else torch.randn(mean.shape)
-            action = mean + log_std.exp() * eps.to(self.device)
-        return action.cpu(), gaussian_log_prob(action, mean, log_std).cpu()
+            return mean.cpu(), standardized_log_prob(torch.zeros_like(mean), log_std).cpu()
+        eps = (noise.normal(mean.shape[-1]) if noise is not None else torch.randn(mean.shape)).to(self.device)
+        return (mean + log_std.exp() * eps).cpu(), standardized_log_prob(eps, log_std).cpu()
 
     def for_workers(self) -> GaussianPolicy:
         """A CPU copy that acts (no sampler): what a Ray sampler sends its workers each iteration."""
