@@ -1,14 +1,16 @@
 """Env steps per second of mmalign's robot PPO loop vs raw env stepping (the floor) and Stable-Baselines3 PPO.
 
-All three use the same env (mmalign/Reach-v0, 8 synchronous copies), and both PPOs use the same settings: 64x64
-tanh actor and critic, 128 steps per env per rollout, 10 epochs x 4 minibatches, one torch thread. Needs
-`pip install -e .[bench]` (stable-baselines3 is not a dependency of mmalign; without it the SB3 column is dropped).
+All systems use the same env (mmalign/Reach-v0, 8 synchronous copies), and the PPOs use the same settings: 64x64
+tanh actor and critic, 128 steps per env per rollout, 10 epochs x 4 minibatches, one torch thread. mmalign's Trainer
+uses torch's fused AdamW on the CPU; SB3 runs twice, with its default Adam ("sb3") and with the fused one
+("sb3_fused"), so that the optimizer implementation is not all the ratio measures. Needs `pip install -e .[bench]`
+(stable-baselines3 is not a dependency of mmalign; without it the SB3 columns are dropped).
 
-Interleaving: the three systems live in this process and run one PPO iteration (num_envs x 128 env steps: one
-rollout and its update; for raw stepping the same number of random-action steps) at a time, in ABBA order
-(mmalign, SB3, raw, then raw, SB3, mmalign, ...), so the load drifts of a shared machine hit them alike. Each pass
-over the systems gives one ratio per pair from adjacent runs; the table shows the per-pass ratios and their median,
-on wall time and on process CPU time (less sensitive to other tenants). SB3 runs each iteration as
+Interleaving: the systems live in this process and run one PPO iteration (num_envs x 128 env steps: one rollout and
+its update; for raw stepping the same number of random-action steps) at a time, in ABBA order (mmalign, sb3,
+sb3_fused, raw, then raw, sb3_fused, sb3, mmalign, ...), so the load drifts of a shared machine hit them alike. Each
+pass over the systems gives one ratio per pair from adjacent runs; the table shows the per-pass ratios and their
+median, on wall time and on process CPU time (less sensitive to other tenants). SB3 runs each iteration as
 `learn(n_steps * n_envs, reset_num_timesteps=False)`: one rollout and one `train()`.
 
     python bench/ppo_robot_vs_sb3.py [--passes 16] [--num-envs 8]
@@ -63,6 +65,10 @@ class MMAlign:
 
 
 class SB3:
+    """Stable-Baselines3's PPO with its default Adam (on the CPU torch's loop of small ops per parameter tensor)."""
+
+    fused = False
+
     def __init__(self, num_envs: int):
         from stable_baselines3 import PPO
         from stable_baselines3.common.env_util import make_vec_env
@@ -70,8 +76,11 @@ class SB3:
         import mmalign.envs  # noqa: F401
 
         env = make_vec_env("mmalign/Reach-v0", n_envs=num_envs, seed=0)
+        policy = {"net_arch": {"pi": [64, 64], "vf": [64, 64]}}
+        if self.fused:  # SB3's own eps (1e-5) is set only when optimizer_kwargs is not given
+            policy["optimizer_kwargs"] = {"eps": 1e-5, "fused": True}
         self.model = PPO("MlpPolicy", env, n_steps=ROLLOUT, batch_size=ROLLOUT * num_envs // 4, n_epochs=10, seed=0,
-                         device="cpu", policy_kwargs={"net_arch": {"pi": [64, 64], "vf": [64, 64]}}, verbose=0)
+                         device="cpu", policy_kwargs=policy, verbose=0)
         self.n, self.first = ROLLOUT * num_envs, True
 
     def iteration(self) -> int:
@@ -80,8 +89,14 @@ class SB3:
         return self.n
 
 
-SYSTEMS = {"mmalign": MMAlign, "sb3": SB3, "raw": Raw}
-PAIRS = (("mmalign", "sb3"), ("mmalign", "raw"), ("sb3", "raw"))
+class SB3Fused(SB3):
+    """SB3's PPO with the fused Adam that mmalign's Trainer uses on the CPU: the same optimizer implementation."""
+
+    fused = True
+
+
+SYSTEMS = {"mmalign": MMAlign, "sb3": SB3, "sb3_fused": SB3Fused, "raw": Raw}
+PAIRS = (("mmalign", "sb3"), ("mmalign", "sb3_fused"), ("mmalign", "raw"), ("sb3", "raw"))
 
 
 def timed(system) -> tuple[float, float]:

@@ -163,13 +163,13 @@ def gae(
     next_values = torch.where(truncated, bootstrap, next_values)
     next_values = torch.where(terminated, torch.zeros_like(next_values), next_values)
     delta = rewards + gamma * next_values - values
-    carry = (~(terminated | truncated)).float()
-    adv = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[:, 0])
-    for t in reversed(range(rewards.shape[1])):
-        running = delta[:, t] + gamma * lam * carry[:, t] * running
-        running = running * mask[:, t]
-        adv[:, t] = running
+    decay = gamma * lam * (~(terminated | truncated)).float()  # gamma * lam, 0 where the episode ends
+    steps = zip(delta.T.unbind(), decay.T.unbind(), mask.T.float().unbind())  # columns, sliced once
+    running, adv = torch.zeros_like(rewards[:, 0]), []
+    for d, k, m in reversed(list(steps)):
+        running = (d + k * running) * m
+        adv.append(running)
+    adv = torch.stack(adv[::-1], dim=1)
     return adv, (adv + values) * mask
 
 

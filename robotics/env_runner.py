@@ -13,7 +13,7 @@ ignores the action and returns the reset observation with reward 0. It is not a 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import gymnasium as gym
@@ -26,6 +26,7 @@ VECTORS = ("sync", "async")
 
 COLUMNS = ("obs", "act", "sent", "logp", "next", "rew", "term", "trunc", "mask", "succ")
 """What a runner returns per env and step (see `EnvRunner.collect`)."""
+BOOL_COLUMNS = ("term", "trunc", "mask", "succ")
 
 
 @dataclass
@@ -43,12 +44,8 @@ class Episode:
         return float(self.rewards.sum())
 
 
-@dataclass
-class _Partial:
-    obs: list = field(default_factory=list)
-    actions: list = field(default_factory=list)
-    rewards: list = field(default_factory=list)
-    success: list = field(default_factory=list)
+EPISODE_COLUMNS = {"obs": "obs", "actions": "sent", "rewards": "rew", "success": "succ"}
+"""The `Episode` fields and the columns they are cut from."""
 
 
 @dataclass
@@ -59,6 +56,10 @@ class Chunk:
     columns: dict[str, np.ndarray]
     episodes: list[tuple[int, int, Episode]]
     env_steps: int
+
+
+def _no_steps() -> dict[str, list[np.ndarray]]:
+    return {f: [] for f in EPISODE_COLUMNS}
 
 
 def _make_env(env_id: str, index: int, kwargs: dict) -> gym.Env:
@@ -145,44 +146,57 @@ class EnvRunner:
         self.obs, _ = self.env.reset(seed=[seed] * n)
         self.noise.seed(seed)
         self.prev_done = np.zeros(n, dtype=bool)
-        self.partial = [_Partial() for _ in range(n)]
+        self.partial = [_no_steps() for _ in range(n)]  # each env's unfinished episode: pieces of its fields
 
     def collect(self, policy, steps: int) -> Chunk:
         """Run `steps` vector steps with `policy.act(obs (n, obs_dim), noise) -> (raw action, log-prob)`.
 
         Columns (n, T, ...): obs, act (raw samples), sent (clipped to [-1, 1], what the env ran), logp, next (the
         observation `step` returned: the final one at an episode end), rew, term and trunc (of real steps), mask
-        (real steps; False on autoreset steps), succ (`info["success"]` of real steps).
+        (real steps; False on autoreset steps), succ (`info["success"]` of real steps). Floats are float32.
         """
-        n, cols, episodes, env_steps = len(self.indices), {k: [] for k in COLUMNS}, [], 0
+        n = len(self.indices)
+        c = self._buffers(steps, n)  # (T, n, ...): step t's values are written in one piece
         for t in range(steps):
             action, logp = policy.act(torch.as_tensor(self.obs, dtype=torch.float32), self.noise)
             sent = action.clamp(-1, 1).numpy()
             next_obs, reward, term, trunc, info = self.env.step(sent)
-            real = ~self.prev_done  # the step after an episode end is gymnasium's autoreset step: no transition
-            succ = np.asarray(info.get("success", np.zeros(n, bool)), dtype=bool) & real
-            episodes += [(t, self.indices[i], ep) for i, ep in self._track(real, sent, reward, succ, term | trunc)]
-            for k, v in zip(COLUMNS, (self.obs, action.numpy(), sent, logp.numpy(), next_obs, reward, term & real,
-                                      trunc & real, real, succ)):
-                cols[k].append(np.asarray(v))
+            c["obs"][t], c["act"][t], c["sent"][t] = self.obs, action.numpy(), sent
+            c["logp"][t], c["next"][t] = logp.numpy(), next_obs
+            c["rew"][t], c["term"][t], c["trunc"][t] = reward, term, trunc
+            c["mask"][t] = real = ~self.prev_done  # the step after an episode end is gymnasium's autoreset step
+            c["succ"][t] = info.get("success", False)
             self.prev_done = (term | trunc) & real
             self.obs = next_obs
-            env_steps += int(real.sum())
-        return Chunk({k: np.stack(v, axis=1) for k, v in cols.items()}, episodes, env_steps)
+        for k in ("term", "trunc", "succ"):
+            c[k] &= c["mask"]
+        episodes = self._episodes(c)
+        return Chunk({k: np.ascontiguousarray(v.swapaxes(0, 1)) for k, v in c.items()}, episodes,
+                     int(c["mask"].sum()))
 
-    def _track(self, real, action, reward, success, done) -> list[tuple[int, Episode]]:
-        """Add the real steps to the unfinished episodes; return the finished ones as (position, Episode)."""
-        out = []
-        for i in np.flatnonzero(real):
-            p = self.partial[i]
-            p.obs.append(self.obs[i].copy())
-            p.actions.append(action[i].copy())
-            p.rewards.append(float(reward[i]))
-            p.success.append(bool(success[i]))
-            if done[i]:
-                out.append((i, Episode(np.array(p.obs, np.float32), np.array(p.actions, np.float32),
-                                       np.array(p.rewards, np.float32), np.array(p.success))))
-                self.partial[i] = _Partial()
+    def _buffers(self, steps: int, n: int) -> dict[str, np.ndarray]:
+        """Empty (T, n, ...) columns of `COLUMNS`."""
+        obs_shape, act_shape = self.env.single_observation_space.shape, self.env.single_action_space.shape
+        shapes = {"obs": obs_shape, "act": act_shape, "sent": act_shape, "next": obs_shape}
+        return {k: np.empty((steps, n, *shapes.get(k, ())), bool if k in BOOL_COLUMNS else np.float32)
+                for k in COLUMNS}
+
+    def _episodes(self, c: dict[str, np.ndarray]) -> list[tuple[int, int, Episode]]:
+        """Cut each env's real steps of the (T, n) columns `c` at its episode ends: the finished episodes as (step t,
+        env index, Episode), the unfinished one's steps added to `partial` (it goes on in the next collect)."""
+        out, done = [], c["term"] | c["trunc"]
+        for i in range(len(self.indices)):
+            real = np.flatnonzero(c["mask"][:, i])
+            steps = {f: c[k][real, i] for f, k in EPISODE_COLUMNS.items()}
+            start = 0
+            for end in np.flatnonzero(done[real, i]) + 1:
+                for f, v in steps.items():
+                    self.partial[i][f].append(v[start:end])
+                out.append((int(real[end - 1]), self.indices[i], Episode(**{
+                    f: np.concatenate(v) for f, v in self.partial[i].items()})))
+                self.partial[i], start = _no_steps(), end
+            for f, v in steps.items():
+                self.partial[i][f].append(v[start:])
         return out
 
     def close(self) -> None:

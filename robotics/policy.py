@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,12 +19,26 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from torch.distributions import Normal
 
 from mmalign.rollout import Rollout
 
 if TYPE_CHECKING:
     from mmalign.robotics.env_runner import EnvNoise
+
+
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+    """log N(x | mean, diag(exp(log_std)^2)), summed over the last dimension: (..., d) -> (...). Written out instead
+    of through `torch.distributions.Normal`, whose construction (argument checks, broadcasting, exp then log of the
+    std) costs more than the density on a small batch, on every env step and every minibatch."""
+    return standardized_log_prob((x - mean) / log_std.exp(), log_std)
+
+
+def standardized_log_prob(z: Tensor, log_std: Tensor) -> Tensor:
+    """`gaussian_log_prob` of x = mean + exp(log_std) * z, from z (a sampled action's noise)."""
+    return (-0.5 * z**2 - log_std - LOG_SQRT_2PI).sum(-1)
 
 
 def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.Tanh, out_gain: float = 1.0) -> nn.Sequential:
@@ -64,10 +79,14 @@ class GaussianActorCritic(nn.Module):
         self.critic = mlp([obs_dim, *hidden, 1], out_gain=1.0)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
 
-    def dist(self, obs: Tensor) -> Normal:
-        """The action distribution at `obs` (..., obs_dim): batch shape (..., act_dim)."""
-        mean = self.actor(obs)
-        return Normal(mean, self.log_std.expand_as(mean).exp())
+    def log_prob(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """log pi(actions | obs), summed over action dimensions: (..., obs_dim), (..., act_dim) -> (...)."""
+        return gaussian_log_prob(actions, self.actor(obs), self.log_std)
+
+    def entropy(self, obs: Tensor) -> Tensor:
+        """Entropy of the action distribution at `obs` (..., obs_dim) -> (...): sum over action dimensions of
+        1/2 + log sqrt(2 pi) + log sigma, the same at every state (the std is state-independent)."""
+        return (0.5 + LOG_SQRT_2PI + self.log_std).sum().expand(obs.shape[:-1])
 
     def value(self, obs: Tensor) -> Tensor:
         """V(obs): (..., obs_dim) -> (...)."""
@@ -105,13 +124,11 @@ class GaussianPolicy:
             deterministic: the mean action.
         """
         obs = obs.to(self.device)
-        mean, std = rowwise(self.net.actor, obs), self.net.log_std.exp()
+        mean, log_std = rowwise(self.net.actor, obs), self.net.log_std
         if deterministic:
-            action = mean
-        else:
-            eps = noise.normal(mean.shape[-1]) if noise is not None else torch.randn(mean.shape)
-            action = mean + std * eps.to(self.device)
-        return action.cpu(), Normal(mean, std).log_prob(action).sum(-1).cpu()
+            return mean.cpu(), standardized_log_prob(torch.zeros_like(mean), log_std).cpu()
+        eps = (noise.normal(mean.shape[-1]) if noise is not None else torch.randn(mean.shape)).to(self.device)
+        return (mean + log_std.exp() * eps).cpu(), standardized_log_prob(eps, log_std).cpu()
 
     def for_workers(self) -> GaussianPolicy:
         """A CPU copy that acts (no sampler): what a Ray sampler sends its workers each iteration."""
@@ -142,8 +159,7 @@ class GaussianPolicy:
 
     def logprobs(self, rollout: Rollout) -> Tensor:
         """(B, T) log N(a_t | mu(s_t), sigma), summed over action dimensions, with grad."""
-        obs, actions = rollout.state["obs"].to(self.device), rollout.state["actions"].to(self.device)
-        return self.net.dist(obs).log_prob(actions).sum(-1)
+        return self.net.log_prob(rollout.state["obs"].to(self.device), rollout.state["actions"].to(self.device))
 
     def values(self, rollout: Rollout) -> Tensor:
         """(B, T) V(s_t), with grad."""
@@ -151,7 +167,7 @@ class GaussianPolicy:
 
     def entropy(self, rollout: Rollout) -> Tensor:
         """(B, T) entropy of the action distribution at each step, with grad."""
-        return self.net.dist(rollout.state["obs"].to(self.device)).entropy().sum(-1)
+        return self.net.entropy(rollout.state["obs"].to(self.device))
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic (mean) action for one or a batch of numpy observations, clipped to [-1, 1]."""

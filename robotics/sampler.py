@@ -19,7 +19,7 @@ reads.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from torch import Tensor
 from mmalign.robotics.env_runner import Chunk, EnvRunner, Episode, make_vec_env
 from mmalign.rollout import Rollout
 
-__all__ = ["Episode", "Trajectory", "VecEnvSampler", "make_sampler", "make_vec_env"]
+__all__ = ["Critic", "Episode", "Trajectory", "VecEnvSampler", "make_sampler", "make_vec_env"]
 
 
 class Trajectory(NamedTuple):
@@ -39,6 +39,18 @@ class Trajectory(NamedTuple):
     env_actions: Tensor
     env_rewards: Tensor
     mask: Tensor
+
+
+@runtime_checkable
+class Critic(Protocol):
+    """A policy with a critic (`GaussianPolicy`): a rollout it collects gets its bootstrap values and lives on its
+    device. One without (SAC, which learns from a replay buffer) gets zero bootstrap values and CPU tensors."""
+
+    device: torch.device
+
+    def state_value(self, obs: Tensor) -> Tensor:
+        """V(obs) without grad: (..., obs_dim) CPU -> (...) on the CPU."""
+        ...
 
 
 class VecEnvSampler:
@@ -86,7 +98,8 @@ class VecEnvSampler:
         preference segments hold, so what a learned reward must be fed), next_obs (B, T, obs_dim) (the
         final observation at an episode end), env_rewards (B, T), success (B, T) bool.
         rewards: (B, T) env rewards, or `reward_fn`'s. extras: terminated, truncated (B, T) bool,
-        bootstrap_values (B, T). Tensors on `policy.device` where the policy has one; outputs on the CPU.
+        bootstrap_values (B, T): V(next_obs) for a `Critic`, else 0. Tensors on a `Critic`'s device, else on the
+        CPU; outputs on the CPU.
         """
         chunks = self._collect(policy, steps)
         for _, _, ep in sorted((e for c in chunks for e in c.episodes), key=lambda e: e[:2]):
@@ -100,10 +113,10 @@ class VecEnvSampler:
     def _build(self, policy, c: dict[str, np.ndarray]) -> Rollout:
         t = {k: torch.as_tensor(v) for k, v in c.items()}
         obs, next_obs = t["obs"].float(), t["next"].float()
+        critic = isinstance(policy, Critic)
         with torch.no_grad():
             # V of every successor; gae reads it only where truncated and in the last column
-            value = getattr(policy, "state_value", None)
-            bootstrap = value(next_obs) if value is not None else torch.zeros(next_obs.shape[:2])
+            bootstrap = policy.state_value(next_obs) if critic else torch.zeros(next_obs.shape[:2])
         env_rewards = t["rew"].float() * t["mask"]
         sent = t["sent"].float()
         rewards = env_rewards if self.reward_fn is None else self.reward_fn(obs, sent) * t["mask"]
@@ -116,8 +129,8 @@ class VecEnvSampler:
             rewards=rewards,
             extras={"terminated": t["term"].bool(), "truncated": t["trunc"].bool(), "bootstrap_values": bootstrap},
         )
-        device = getattr(policy, "device", None)  # the learner's device (outputs, what rewards read, stay on the CPU)
-        return rollout if device is None else rollout.to(device)
+        # on the learner's device (outputs, what rewards read, stay on the CPU)
+        return rollout.to(policy.device) if critic else rollout
 
     def pop_finished(self) -> list[Episode]:
         """Episodes finished since the last call."""
