@@ -94,6 +94,7 @@ class VLLMSampler:
 
     The engine is built from the model's config alone (`load_format="dummy"`: no weights read from disk) and gets
     the trainer's weights before its first sample; it has no tokenizer (the policy's tokenizer encodes and decodes).
+    It runs in the dtype of the trained weights, and holds prompt + completion up to the model's position limit.
 
     Args:
         model: the trained transformers causal LM (a peft model when LoRA is on), on the GPU.
@@ -113,9 +114,11 @@ class VLLMSampler:
         self.folder = tempfile.TemporaryDirectory(prefix="mmalign-vllm-")
         base.config.save_pretrained(self.folder.name)
         dtype = next(model.parameters()).dtype
+        positions = getattr(base.config.get_text_config(), "max_position_embeddings", None)
+        length = gen.max_prompt_length + gen.max_new_tokens
         self.llm = LLM(model=self.folder.name, load_format="dummy", skip_tokenizer_init=True,
                        dtype=str(dtype).removeprefix("torch."), seed=int(os.environ["RANK"]),
-                       max_model_len=gen.max_prompt_length + gen.max_new_tokens,
+                       max_model_len=min(length, positions) if positions else length,
                        gpu_memory_utilization=gen.vllm_gpu_memory_utilization, enable_sleep_mode=gen.vllm_sleep,
                        enforce_eager=gen.vllm_enforce_eager, distributed_executor_backend="external_launcher",
                        logprobs_mode="processed_logprobs")  # log-probs of the temperature-scaled distribution
