@@ -15,7 +15,7 @@ from mmalign.generate import sample_tokens, scaled_logits
 from mmalign.losses import truncated_is_weights
 from mmalign.text.policy import positions
 from mmalign.text.task import TextTaskConfig
-from mmalign.text.vllm_backend import completion_tensors, vllm_weights, weights_version
+from mmalign.text.vllm_backend import completion_tensors, vllm_weights, weights_version, write_engine_config
 
 TINY_LM = {"model_type": "qwen2", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
            "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": True}
@@ -132,6 +132,17 @@ def test_engine_weights_merge_lora_under_the_base_names():
     policy.logprobs(rollout).sum().backward()
     opt.step()
     assert weights_version(model) != version  # the engine will reload
+
+
+def test_engine_config_names_the_architecture(tmp_path):
+    import json
+
+    policy = tiny_policy(lora=True)
+    assert not policy.model.get_base_model().config.architectures  # built from a config: none recorded
+    write_engine_config(policy.model, str(tmp_path))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["architectures"] == ["Qwen2ForCausalLM"] and saved["hidden_size"] == 32
+    assert not policy.model.get_base_model().config.architectures  # the model's own config is left alone
 
 
 def test_vllm_backend_config_errors_on_cpu():

@@ -12,6 +12,7 @@ vLLM is imported here only, when an engine is built (`pip install -e .[vllm]`, C
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import socket
@@ -83,6 +84,17 @@ def completion_tensors(samples: Sequence[Sample], pad_id: int, device) -> tuple[
     return ids.to(device), lps.to(device), mask.to(device)
 
 
+def write_engine_config(model: nn.Module, folder: str):
+    """Write the config.json a vLLM engine is built from: the config of `model` (of its base model under peft) with
+    `architectures` naming the model class, which vLLM picks its implementation by (a model built from a config
+    has none). Returns that config."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = copy.deepcopy(base.config)
+    config.architectures = [type(base).__name__]
+    config.save_pretrained(folder)
+    return config
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -110,11 +122,10 @@ class VLLMSampler:
         for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
             os.environ.setdefault(key, value)  # the in-process launcher joins the trainer's process group, if any
         os.environ.setdefault("MASTER_PORT", str(free_port()))
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.folder = tempfile.TemporaryDirectory(prefix="mmalign-vllm-")
-        base.config.save_pretrained(self.folder.name)
+        config = write_engine_config(model, self.folder.name)
         dtype = next(model.parameters()).dtype
-        positions = getattr(base.config.get_text_config(), "max_position_embeddings", None)
+        positions = getattr(config.get_text_config(), "max_position_embeddings", None)
         length = gen.max_prompt_length + gen.max_new_tokens
         self.llm = LLM(model=self.folder.name, load_format="dummy", skip_tokenizer_init=True,
                        dtype=str(dtype).removeprefix("torch."), seed=int(os.environ["RANK"]),
