@@ -42,6 +42,26 @@ def clipped_surrogate(
     return Surrogate(-torch.minimum(unclipped, clipped), ratio, clipped < unclipped)
 
 
+class ISWeights(NamedTuple):
+    weight: Tensor  # (B, T) truncated importance weight, detached
+    clipped: Tensor  # (B, T) bool, the cap was active
+
+
+def truncated_is_weights(logprobs: Tensor, rollout_logprobs: Tensor, cap: float) -> ISWeights:
+    """Truncated importance sampling (TIS; Yao et al. 2025, "Your efficient RL framework secretly brings you off-policy
+    RL training") for a sampler whose log-probs differ from the trainer's (a vLLM engine: other kernels, precision):
+
+    w_t = min(exp(logp_t - rollout_logp_t), C), detached; it multiplies the per-step policy-gradient loss.
+
+    Args:
+        logprobs: (B, T) the trainer's log-probs of the sampled steps under the sampling weights.
+        rollout_logprobs: (B, T) the sampler's log-probs of the same steps.
+        cap: C > 0, the truncation.
+    """
+    ratio = torch.exp((logprobs - rollout_logprobs).detach().float())
+    return ISWeights(ratio.clamp(max=cap), ratio > cap)
+
+
 def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "k3") -> Tensor:
     """Per-step estimate of KL(pi || pi_ref) from samples of pi (Schulman 2020, "Approximating KL divergence").
 

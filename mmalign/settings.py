@@ -47,8 +47,21 @@ class GenerationSettings:
     decoder: str = "eager"
     """"eager" (dynamic KV cache, op by op) or "compiled" (static KV cache and a `torch.compile`d decode step,
     `mmalign.generate.compiled_decode`): same contract, the compiled one pays a compilation per batch shape."""
+    backend: str = "hf"
+    """Who samples: "hf" (the trained transformers model, `decoder` above) or "vllm" (text only, CUDA, the `vllm`
+    extra: a vLLM engine colocated with the trainer, `mmalign.text.vllm_backend`, given the trainer's weights each
+    iteration; the trained model re-scores what it sampled, and GRPO/PPO's `tis_cap` corrects the gap)."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """With backend vllm: the share of GPU memory the engine may take for its weights and KV cache."""
+    vllm_sleep: bool = True
+    """With backend vllm: the engine sleeps (weights and KV cache released) while the trainer updates, and wakes
+    to sample."""
+    vllm_enforce_eager: bool = False
+    """With backend vllm: run the engine without CUDA graphs (faster start, slower decoding)."""
 
     def __post_init__(self) -> None:
         check_numbers(self, "max_new_tokens", "max_prompt_length", ge=1)
         check_numbers(self, "temperature", gt=0)
+        check_numbers(self, "vllm_gpu_memory_utilization", gt=0, le=1)
         check_choice(self, "decoder", DECODERS)
+        check_choice(self, "backend", ("hf", "vllm"))

@@ -82,7 +82,8 @@ def test_every_trainer_field_is_checked(field, value):
 @pytest.mark.parametrize("cls, field, value", [
     (GRPOConfig, "beta", -0.1), (GRPOConfig, "entropy_coef", -1.0), (GRPOConfig, "fixed_length", -1),
     (GRPOConfig, "clip_low", 1.0), (GRPOConfig, "estimator", "rlo"), (PPOConfig, "vf_coef", -1.0),
-    (PPOConfig, "kl_coef", -0.1), (PPOConfig, "lam", 1.5), (PreferenceConfig, "label_smoothing", 0.7),
+    (PPOConfig, "kl_coef", -0.1), (PPOConfig, "lam", 1.5), (GRPOConfig, "tis_cap", -1.0), (PPOConfig, "tis_cap", -2.0),
+    (PreferenceConfig, "label_smoothing", 0.7),
     (PreferenceConfig, "robust_eps", 0.5), (PreferenceConfig, "alpha", -1.0),
 ])
 def test_algorithm_configs_check_their_fields(cls, field, value):
@@ -155,7 +156,7 @@ def test_text_model_config_is_checked_against_transformers():
 @pytest.mark.parametrize("key, value", [
     ("generation.max_new_tokens", 0), ("generation.temperature", 0.0), ("generation.max_prompt_length", 0),
     ("eval_fraction", 0.0), ("lora.rank", -1), ("lora.alpha", 0), ("dtype", "fp32"), ("tokenizer", "bytes"),
-    ("rewards", []),
+    ("rewards", []), ("generation.backend", "vlm"), ("generation.vllm_gpu_memory_utilization", 0.0),
 ])
 def test_text_task_fields_are_checked(key, value):
     group, _, name = key.rpartition(".")

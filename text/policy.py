@@ -20,6 +20,7 @@ from mmalign.config import ConfigError, did_you_mean, join_key
 from mmalign.generate import DECODERS, sample_tokens, scaled_logits
 from mmalign.rollout import Rollout
 from mmalign.text.nlpo import NLPOSettings, NucleusMaskedLM, masked_logits
+from mmalign.text.vllm_backend import completion_tensors
 
 
 def prompt_text(context) -> str:
@@ -188,12 +189,14 @@ class CausalLMPolicy(nn.Module):
         decoder: "eager" or "compiled" (`mmalign.generate.sample_tokens`).
         nlpo: NLPO's action mask (`mmalign.text.nlpo`): with top_p > 0 the policy samples and re-scores only the
             tokens in the top-p nucleus of a masking copy of itself, synchronised every `sync_every` iterations.
+        sampler: an engine that samples for the policy from prompt token ids instead of `model`
+            (`mmalign.text.vllm_backend.VLLMSampler`); None samples with `model`.
     """
 
     def __init__(self, model, tokenizer, max_new_tokens: int = 64, temperature: float = 1.0,
                  chat_template: bool = True, reference: str = "none", value_head: bool = False,
                  max_prompt_length: int = 512, logprob_chunk: int = 512, decoder: str = "eager",
-                 nlpo: NLPOSettings | None = None):
+                 nlpo: NLPOSettings | None = None, sampler=None):
         super().__init__()
         if temperature <= 0:
             raise ValueError("temperature must be positive; use sample(..., greedy=True) for greedy decoding.")
@@ -207,7 +210,7 @@ class CausalLMPolicy(nn.Module):
         self.max_prompt_length = max_prompt_length
         if decoder not in DECODERS:
             raise ValueError(f"decoder {decoder!r} is not one of {list(DECODERS)}")
-        self.decoder = decoder
+        self.decoder, self.sampler = decoder, sampler
         softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
         self.nlpo = nlpo if nlpo is not None and nlpo.top_p > 0 else None
         self.mask_model = copy.deepcopy(model).requires_grad_(False).eval() if self.nlpo else None
@@ -247,7 +250,10 @@ class CausalLMPolicy(nn.Module):
     def sample(self, contexts: Sequence, num_samples: int, greedy: bool = False, model=None) -> Rollout:
         """Generate `num_samples` completions per context with a KV cache (`generate.sample_tokens`); stop each row
         at EOS. `model` decodes instead of the policy's own (a `mmalign.decoding.GuidedLM` over it, always eagerly:
-        it is not one transformers model)."""
+        it is not one transformers model). With a `sampler` (and no `model`), the sampler draws them
+        (`sample_with_engine`)."""
+        if model is None and self.sampler is not None:
+            return self.sample_with_engine(contexts, num_samples, greedy)
         ids, attn = self.encode(contexts)
         ids, attn = ids.repeat_interleave(num_samples, 0), attn.repeat_interleave(num_samples, 0)
         pad, pos = self.tokenizer.pad_token_id, positions(attn)
@@ -265,6 +271,30 @@ class CausalLMPolicy(nn.Module):
             state={"input_ids": torch.cat([ids, completion], 1), "attention_mask": torch.cat([attn, mask], 1),
                    "prompt_length": ids.shape[1]},
         )
+
+    @torch.no_grad()
+    def sample_with_engine(self, contexts: Sequence, num_samples: int, greedy: bool = False) -> Rollout:
+        """Sample with the policy's `sampler` (a vLLM engine) from the same prompt tokens, then re-score the sampled
+        tokens with the trained model: `logprobs` are the trained model's (the behaviour log-probs the losses' ratios
+        start from, as `sample` gives), `extras["rollout_logprobs"]` the sampler's, for the truncated importance
+        weights (`mmalign.algorithms.rollout_correction`). Greedy rollouts (evaluation) keep the sampler's."""
+        ids, attn = self.encode(contexts)
+        prompts = [row[keep.bool()].tolist() for row, keep in zip(ids, attn)]
+        samples = self.sampler.generate(prompts, num_samples, greedy)
+        pad = self.tokenizer.pad_token_id
+        completion, sampler_lps, mask = completion_tensors(samples, pad, ids.device)
+        ids, attn = ids.repeat_interleave(num_samples, 0), attn.repeat_interleave(num_samples, 0)
+        texts = self.tokenizer.batch_decode(completion.masked_fill(~mask, pad), skip_special_tokens=True)
+        rollout = Rollout(
+            group=torch.arange(len(contexts), device=ids.device).repeat_interleave(num_samples),
+            logprobs=sampler_lps, mask=mask, outputs=texts,
+            state={"input_ids": torch.cat([ids, completion], 1), "attention_mask": torch.cat([attn, mask.long()], 1),
+                   "prompt_length": ids.shape[1]},
+        )
+        if not greedy:
+            rollout.extras["rollout_logprobs"] = sampler_lps
+            rollout.logprobs = self.logprobs(rollout).detach()
+        return rollout
 
     def rollout_from(self, contexts: Sequence, outputs: Sequence[str],
                      generator: torch.Generator | None = None) -> Rollout:

@@ -33,6 +33,7 @@ from mmalign.text.policy import (
 )
 from mmalign.text.selection import SelectionSettings, score_rows, select_rows
 from mmalign.text.soup import soup_state_dict, soup_weights
+from mmalign.text.vllm_backend import VLLMSampler, check_vllm_ready
 
 
 def resolve_model_path(spec: str) -> Path:
@@ -243,11 +244,20 @@ class TextTaskConfig:
             raise ConfigError("is empty; give at least one reward spec, e.g. [{name: bleu}].", "rewards")
         if self.reference_soup:
             self.check_soup()
+        if self.generation.backend == "vllm":
+            self.check_vllm()
         if self.model_config:
             try:
                 causal_lm_config(self.model_config)
             except ConfigError as e:
                 raise e.under("model_config") from e
+
+    def check_vllm(self) -> None:
+        """The vllm backend samples with the plain model: no NLPO action mask; and it needs vllm and CUDA."""
+        if self.nlpo.top_p > 0:
+            raise ConfigError("is set with generation.backend: vllm, but the vLLM engine samples from the whole "
+                              "vocabulary; NLPO's masked sampling needs generation.backend: hf.", "nlpo.top_p")
+        check_vllm_ready()
 
     def check_soup(self) -> None:
         """A reference soup averages two or more full models into a frozen copy: no LoRA, reference auto or copy."""
@@ -363,10 +373,11 @@ class TextTask:
             model, tokenizer = load_causal_lm(cfg.model, cfg.dtype, cfg.trust_remote_code)
         model, reference = with_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules,
                                      "copy" if cfg.reference_soup else cfg.reference)
-        gen = cfg.generation
-        policy = CausalLMPolicy(model.to(device), tokenizer, gen.max_new_tokens, gen.temperature, cfg.chat_template,
+        gen, model = cfg.generation, model.to(device)
+        sampler = VLLMSampler(model, tokenizer.eos_token_id, gen) if gen.backend == "vllm" else None
+        policy = CausalLMPolicy(model, tokenizer, gen.max_new_tokens, gen.temperature, cfg.chat_template,
                                 reference, cfg.value_head, gen.max_prompt_length, cfg.logprob_chunk, gen.decoder,
-                                cfg.nlpo)
+                                cfg.nlpo, sampler)
         if cfg.reference_soup:
             states = [load_causal_lm(f, cfg.dtype, cfg.trust_remote_code)[0].state_dict() for f in cfg.reference_soup]
             soup = soup_state_dict(states, cfg.reference_soup_weights)

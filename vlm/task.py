@@ -87,6 +87,9 @@ class SSLTaskConfig:
         check_numbers(self, "image_size", "task_size", "views_per_image", "eval_views", ge=1)
         check_numbers(self, "min_pixels", "max_pixels", "num_images", "seed", ge=0)
         check_numbers(self, "eval_fraction", gt=0, lt=1)
+        if self.generation.backend != "hf":
+            raise ConfigError(f"is {self.generation.backend!r}, but a VLM samples with its own model only; set "
+                              "generation.backend: hf (the vllm backend is the text task's).", "generation.backend")
         if self.dataset == "procedural":
             train_size(self.num_images, self.eval_fraction, "num_images")
         self._check_specs()

@@ -13,7 +13,12 @@ state have no factory and get `state=None`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+from mmalign.losses import aggregate, truncated_is_weights
+
+if TYPE_CHECKING:
+    from mmalign.rollout import Rollout
 
 
 class Algorithm(NamedTuple):
@@ -25,6 +30,21 @@ class Algorithm(NamedTuple):
     """Step 4: the loss of one micro-batch."""
     state: Callable | None = None
     """`state(cfg)`: the run state `prepare` reads and updates, made once per run; None when there is none."""
+
+
+def rollout_correction(rollout: Rollout, cap: float) -> dict[str, float]:
+    """When the sampler's log-probs differ from the trainer's (`rollout.extras["rollout_logprobs"]`, e.g. a vLLM
+    engine's, beside `rollout.logprobs`, the trainer's re-score of the same steps), put the truncated importance
+    weights (`mmalign.losses.truncated_is_weights`, cap C = `cap`) in `rollout.extras["is_weights"]`, where the
+    policy-gradient losses read them, and return their mean, the capped fraction and the mean |log-prob gap| over
+    real steps. A rollout without sampler log-probs, or `cap` 0, is left as it is."""
+    if cap <= 0 or "rollout_logprobs" not in rollout.extras:
+        return {}
+    sampler, mask = rollout.extras["rollout_logprobs"], rollout.mask
+    w = truncated_is_weights(rollout.logprobs, sampler, cap)
+    rollout.extras["is_weights"] = w.weight
+    return {"tis_weight": float(aggregate(w.weight, mask)), "tis_clip_frac": float(aggregate(w.clipped.float(), mask)),
+            "rollout_logprob_gap": float(aggregate((rollout.logprobs - sampler).abs().float(), mask))}
 
 
 ALGORITHMS = {

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from mmalign.advantages import group_advantages, rloo_advantages, scale_advantages, zero_std_fraction
-from mmalign.algorithms import Algorithm
+from mmalign.algorithms import Algorithm, rollout_correction
 from mmalign.config import ConfigError, check_choice, check_numbers
 from mmalign.losses import AGGREGATIONS, aggregate, clipped_surrogate, kl_estimate
 from mmalign.rollout import Policy, Rollout
@@ -43,6 +43,10 @@ class GRPOConfig:
     """Normalising length of "fixed" aggregation; 0 = the rollout's T."""
     entropy_coef: float = 0.0
     """Entropy bonus coefficient (needs an adapter with `entropy`)."""
+    tis_cap: float = 2.0
+    """Truncated importance sampling cap C for rollouts whose sampler's log-probs differ from the trainer's (the
+    text adapter's `generation.backend: vllm`): each step's policy loss is weighted by min(exp(logp_train -
+    logp_sampler), C) (`mmalign.algorithms.rollout_correction`); 0 turns the correction off."""
 
     def __post_init__(self) -> None:
         check_choice(self, "estimator", ("grpo", "rloo"))
@@ -51,7 +55,7 @@ class GRPOConfig:
         check_choice(self, "kl_estimator", ("k1", "k3"))
         check_numbers(self, "clip_low", gt=0, lt=1)
         check_numbers(self, "clip_high", gt=0)
-        check_numbers(self, "beta", "fixed_length", "entropy_coef", ge=0)
+        check_numbers(self, "beta", "fixed_length", "entropy_coef", "tis_cap", ge=0)
 
     def check_trainer(self, trainer: TrainerConfig) -> None:
         """Refuse loop settings GRPO cannot learn from (called when a `RunConfig` is built).
@@ -82,14 +86,15 @@ def grpo_prepare(policy: Policy, rollout: Rollout, cfg: GRPOConfig, state: None 
     if cfg.beta > 0:
         with torch.no_grad():
             rollout.extras["ref_logprobs"] = policy.ref_logprobs(rollout).detach()
-    return {"frac_reward_zero_std": zero_std_fraction(rewards, rollout.group)}
+    metrics = rollout_correction(rollout, cfg.tis_cap)  # TIS weights when the sampler is not the trainer (vLLM)
+    return {"frac_reward_zero_std": zero_std_fraction(rewards, rollout.group), **metrics}
 
 
 def grpo_loss(policy: Policy, batch: Rollout, cfg: GRPOConfig, denom: Tensor | None = None) -> tuple[Tensor, dict]:
     """Step 4: re-score the minibatch and return the GRPO loss (Shao et al. 2024, Eq. 3) and detached metrics."""
     logp = policy.logprobs(batch)
     surr = clipped_surrogate(logp, batch.logprobs, batch.extras["advantages"], cfg.clip_low, cfg.clip_high)
-    per_step = surr.loss
+    per_step = surr.loss * batch.extras.get("is_weights", 1.0)  # TIS weights of a vLLM-sampled rollout
     metrics = {}
     if cfg.beta > 0:
         kl = kl_estimate(logp, batch.extras["ref_logprobs"], cfg.kl_estimator)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from mmalign.advantages import gae, whiten
-from mmalign.algorithms import Algorithm
+from mmalign.algorithms import Algorithm, rollout_correction
 from mmalign.config import check_choice, check_numbers
 from mmalign.losses import AGGREGATIONS, aggregate, clipped_surrogate, kl_estimate
 from mmalign.rollout import Policy, Rollout
@@ -36,6 +36,10 @@ class PPOConfig:
     """Clip the value update to +-vf_clip around the old values; 0 disables."""
     entropy_coef: float = 0.0
     """Entropy bonus coefficient (needs an adapter with `entropy`)."""
+    tis_cap: float = 2.0
+    """Truncated importance sampling cap C for rollouts whose sampler's log-probs differ from the trainer's (the
+    text adapter's `generation.backend: vllm`): each step's policy loss is weighted by min(exp(logp_train -
+    logp_sampler), C) (`mmalign.algorithms.rollout_correction`); 0 turns the correction off."""
     kl_coef: float = 0.0
     """Per-step k1 KL-to-reference penalty folded into the reward (Ziegler et al. 2019, Eq. 2)."""
     whiten_advantages: bool = True
@@ -51,7 +55,7 @@ class PPOConfig:
         check_choice(self, "loss_agg", AGGREGATIONS)
         check_numbers(self, "clip_low", gt=0, lt=1)
         check_numbers(self, "clip_high", gt=0)
-        check_numbers(self, "vf_coef", "vf_clip", "entropy_coef", "kl_coef", ge=0)
+        check_numbers(self, "vf_coef", "vf_clip", "entropy_coef", "kl_coef", "tis_cap", ge=0)
 
 
 def step_rewards(rollout: Rollout) -> Tensor:
@@ -90,7 +94,7 @@ def ppo_prepare(policy: Policy, rollout: Rollout, cfg: PPOConfig, state: None = 
     ex["advantages"] = whiten(adv, mask) if cfg.whiten_advantages else adv
     ex["returns"], ex["old_values"] = returns, values
     metrics["value_mean"] = float(values[mask].mean())
-    return metrics
+    return {**metrics, **rollout_correction(rollout, cfg.tis_cap)}
 
 
 def ppo_loss(policy: Policy, batch: Rollout, cfg: PPOConfig, denom: Tensor | None = None) -> tuple[Tensor, dict]:
@@ -103,7 +107,7 @@ def ppo_loss(policy: Policy, batch: Rollout, cfg: PPOConfig, denom: Tensor | Non
     if cfg.vf_clip > 0:
         v_clipped = ex["old_values"] + (values - ex["old_values"]).clamp(-cfg.vf_clip, cfg.vf_clip)
         v_loss = torch.maximum(v_loss, (v_clipped - ex["returns"]) ** 2)
-    per_step = surr.loss + cfg.vf_coef * 0.5 * v_loss
+    per_step = surr.loss * ex.get("is_weights", 1.0) + cfg.vf_coef * 0.5 * v_loss
     metrics = {}
     if cfg.entropy_coef > 0:
         ent = policy.entropy(batch)
