@@ -1,17 +1,19 @@
-"""A stitching test on the planar reach task (Ghugare et al., ICLR 2024, Sec. 5: datasets whose test (start, goal)
-pairs never occur together in one trajectory).
+"""A stitching test on the planar reach-wall task (Ghugare et al., ICLR 2024, Sec. 5: datasets whose test
+(start, goal) pairs never occur together in one trajectory).
 
-Five regions of the table, discs of radius `REGION_RADIUS` (m)::
+Five regions of the table, discs of radius `REGION_RADIUS` (m), on either side of the reach-wall task's wall
+(y = 0, open only in the doorway |x| < 5 cm round M; `mmalign.envs.reach_wall`)::
 
     C (-0.15, 0.15)       D (0.15, 0.15)
-               M (0, 0)
+    =========== M (0, 0) ===========
     A (-0.15, -0.15)      B (0.15, -0.15)
 
-The data holds two routes, A -> M -> C and B -> M -> D: a noisy scripted reach controller steers the tip to a
-point of M, then to a point of the last region. Seen pairs: (A, C) and (B, D). The unseen pairs (A, D) and (B, C)
-are each the first half of one route joined to the second half of the other at M, so a policy must stitch them.
-Evaluation rolls a goal-conditioned policy out in the real MuJoCo reach env from a start in the first region to a
-goal in the last; success = the tip within ``SUCCESS_TOL["reach"]`` (2.5 cm) of the goal at any step.
+The data holds two routes that cross in the doorway, A -> M -> D and B -> M -> C: a noisy scripted reach controller
+steers the tip to a point of M, then to a point of the last region. Seen pairs: (A, D) and (B, C). The unseen pairs
+(A, C) and (B, D) are each the first half of one route joined to the second half of the other at M, so a policy must
+stitch them; heading straight for the goal runs into the wall. Evaluation rolls a goal-conditioned policy out in the
+MuJoCo env from a start in the first region to a goal in the last; success = ``info["success"]``, the tip within
+2.5 cm of the goal, at any step.
 
 Policies here read (state, goal): state = tip position and velocity (4,), goal = a tip position (2,).
 """
@@ -30,11 +32,13 @@ REGIONS: dict[str, tuple[float, float]] = {"A": (-0.15, -0.15), "B": (0.15, -0.1
 """Region name -> centre (m)."""
 REGION_RADIUS = 0.03
 """Starts, waypoints and goals are uniform in a disc of this radius (m) round their region's centre."""
-ROUTES = (("A", "M", "C"), ("B", "M", "D"))
+ENV_ID = "mmalign/ReachWall-v0"
+"""The env of the data and of the evaluation."""
+ROUTES = (("A", "M", "D"), ("B", "M", "C"))
 """The routes the data holds."""
-SEEN_PAIRS = (("A", "C"), ("B", "D"))
+SEEN_PAIRS = (("A", "D"), ("B", "C"))
 """(start, goal) regions that share a trajectory."""
-UNSEEN_PAIRS = (("A", "D"), ("B", "C"))
+UNSEEN_PAIRS = (("A", "C"), ("B", "D"))
 """(start, goal) regions that never share one: reaching them needs stitching at M."""
 SWITCH_DIST = 0.02
 """The scripted controller heads for the last region once the tip is this close (m) to its M waypoint."""
@@ -56,9 +60,9 @@ def sample_in(region: str, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(REGIONS[region]) + r * np.array([np.cos(a), np.sin(a)])
 
 
-def collect_routes(episodes_per_route: int = 100, noise_std: float = 0.3, steps: int = 40, seed: int = 0,
+def collect_routes(episodes_per_route: int = 100, noise_std: float = 0.3, steps: int = 30, seed: int = 0,
                    ) -> dict[str, np.ndarray]:
-    """Roll the noisy waypoint controller along each route of `ROUTES` in the MuJoCo reach env.
+    """Roll the noisy waypoint controller along each route of `ROUTES` in the MuJoCo reach-wall env.
 
     Args:
         episodes_per_route: trajectories per route.
@@ -72,7 +76,7 @@ def collect_routes(episodes_per_route: int = 100, noise_std: float = 0.3, steps:
     """
     from mmalign.robotics.offline_data import make_env
 
-    env, rng = make_env("reach", steps), np.random.default_rng(seed)
+    env, rng = make_env(ENV_ID, steps), np.random.default_rng(seed)
     states, actions, route = [], [], []
     for r, (start, mid, end) in enumerate(ROUTES):
         for _ in range(episodes_per_route):
@@ -97,7 +101,7 @@ def collect_routes(episodes_per_route: int = 100, noise_std: float = 0.3, steps:
 
 def evaluate_pairs(policy: Policy, pairs: tuple[tuple[str, str], ...] = UNSEEN_PAIRS, episodes: int = 20,
                    steps: int = 60, seed: int = 10_000) -> dict[str, float]:
-    """Success rate of a goal-conditioned policy on (start, goal) region pairs in the MuJoCo reach env.
+    """Success rate of a goal-conditioned policy on (start, goal) region pairs in the MuJoCo reach-wall env.
 
     Args:
         policy: (state, goal) -> action.
@@ -109,10 +113,9 @@ def evaluate_pairs(policy: Policy, pairs: tuple[tuple[str, str], ...] = UNSEEN_P
     Returns:
         dict: "<start>-><goal>" -> success rate per pair, and "success" (mean over all episodes).
     """
-    from mmalign.envs.layout import SUCCESS_TOL
     from mmalign.robotics.offline_data import make_env
 
-    env, rng, out = make_env("reach", steps), np.random.default_rng(seed), {}
+    env, rng, out = make_env(ENV_ID, steps), np.random.default_rng(seed), {}
     for start, end in pairs:
         ok = []
         for _ in range(episodes):
@@ -122,7 +125,7 @@ def evaluate_pairs(policy: Policy, pairs: tuple[tuple[str, str], ...] = UNSEEN_P
             hit, done = False, False
             while not done and not hit:
                 obs, _, term, trunc, info = env.step(policy(state_of(obs), goal))
-                hit, done = info["goal_dist"] < SUCCESS_TOL["reach"], term or trunc
+                hit, done = info["success"], term or trunc
             ok.append(hit)
         out[f"{start}->{end}"] = float(np.mean(ok))
     env.close()

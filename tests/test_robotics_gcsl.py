@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmalign.envs.scripted import GAIN
 from mmalign.robotics.gcsl import (
     GCSLConfig,
     TemporalAugmenter,
@@ -18,7 +19,15 @@ from mmalign.robotics.gcsl import (
     train_gcsl,
 )
 from mmalign.robotics.iql import DeterministicActor
-from mmalign.robotics.stitching import REGION_RADIUS, REGIONS, SEEN_PAIRS, collect_routes, evaluate_pairs
+from mmalign.robotics.stitching import (
+    ENV_ID,
+    REGION_RADIUS,
+    REGIONS,
+    SEEN_PAIRS,
+    UNSEEN_PAIRS,
+    collect_routes,
+    evaluate_pairs,
+)
 
 
 def _coded_states(episodes: int, horizon: int) -> np.ndarray:
@@ -127,17 +136,30 @@ def test_goal_transitions_reward_reaching_the_hindsight_goal():
 def test_routes_end_in_their_last_region_and_reset_places_tip_and_goal():
     from mmalign.robotics.offline_data import make_env
 
-    data = collect_routes(episodes_per_route=3, noise_std=0.1, steps=40, seed=0)
-    assert data["states"].shape == (6, 41, 4) and data["actions"].shape == (6, 40, 2)
-    for r, end in enumerate(("C", "D")):
+    data = collect_routes(episodes_per_route=3, noise_std=0.1, steps=30, seed=0)
+    assert data["states"].shape == (6, 31, 4) and data["actions"].shape == (6, 30, 2)
+    for r, end in enumerate(("D", "C")):
         last = data["states"][data["route"] == r, -1, :2]
         assert np.all(np.linalg.norm(last - np.asarray(REGIONS[end]), axis=-1) < REGION_RADIUS + 0.02)
-    env = make_env("reach", 5)
+    env = make_env(ENV_ID, 5)
     obs, _ = env.reset(seed=0, options={"ee_start": [0.1, -0.1], "goal": [-0.1, 0.1]})
     assert np.allclose(obs[:2], [0.1, -0.1], atol=1e-6) and np.allclose(obs[8:10], [-0.1, 0.1])
     with pytest.raises(ValueError, match="reset options"):
         env.reset(options={"start": [0, 0]})
     env.close()
+
+
+def test_the_wall_blocks_the_straight_line_of_an_unseen_pair():
+    """Heading straight from A to C stops at the wall; through the doorway (the data's first leg, then the other
+    route's second leg) it arrives: the unseen pairs need stitching, not a straight line."""
+    straight = evaluate_pairs(lambda s, g: np.clip(GAIN * (g - s[:2]), -1, 1), UNSEEN_PAIRS, episodes=5)
+    assert straight["success"] == 0.0
+
+    def via_doorway(s: np.ndarray, g: np.ndarray) -> np.ndarray:
+        target = g if s[1] > 0.02 else np.array([0.0, 0.03])
+        return np.clip(GAIN * (target - s[:2]), -1, 1)
+
+    assert evaluate_pairs(via_doorway, UNSEEN_PAIRS, episodes=5)["success"] == 1.0
 
 
 def test_gcsl_learns_the_seen_pairs():
