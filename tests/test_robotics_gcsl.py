@@ -168,3 +168,19 @@ def test_gcsl_learns_the_seen_pairs():
     before = evaluate_pairs(as_policy(DeterministicActor(6, 2, (64, 64))), SEEN_PAIRS, episodes=10)
     after = evaluate_pairs(as_policy(train_gcsl(data, GCSLConfig(steps=800))), SEEN_PAIRS, episodes=10)
     assert before["success"] <= 0.1 and after["success"] >= 0.7
+
+
+def test_config_run_writes_its_table(tmp_path, capsys):
+    from pathlib import Path
+
+    from mmalign.cli import main
+
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "robotics" / "gcsl_stitch.yaml")
+    args = ["train", config, f"output_dir={tmp_path}", "seeds=[0]", "gcsl.steps=20", "iql.steps=20",
+            "data.episodes_per_route=5", "eval.episodes=1"]
+    assert main(args) == 0
+    summary = (tmp_path / "gcsl_stitch" / "summary.md").read_text()
+    assert f"mmalign train {config}" in summary
+    assert all(f"| {m} |" in summary for m in ("untrained", "gcsl", "gcsl+aug", "iql"))
+    assert main(["train", config, f"output_dir={tmp_path}/b", "gcsl.augment_prob=2"]) == 2
+    assert "command-line override gcsl.augment_prob=2" in capsys.readouterr().err
