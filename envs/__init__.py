@@ -13,7 +13,10 @@ is made. One robot, four tasks, one observation layout (``layout.OBS_LAYOUT``)::
     obs, reward, terminated, truncated, info = env.step(policy(obs))  # info["success"]: bool
     frame = env.render()                                             # (64, 64, 3) uint8
 
-A fifth task with a reward of another kind, ``mmalign/Orbit-v0`` (run round the goal point; ``orbit.py``).
+A fifth task with a reward of another kind, ``mmalign/Orbit-v0`` (run round the goal point; ``orbit.py``), and reach
+behind a wall with one doorway, ``mmalign/ReachWall-v0`` (``reach_wall.py``; the stitching test of
+``mmalign.robotics.stitching``). The planar envs' ``reset(options={"ee_start": ..., "goal": ...})`` places the tip
+(and reach's goal).
 
 Meta-World v3 tasks behind the same interface (``pip install metaworld``)::
 
