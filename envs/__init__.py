@@ -13,7 +13,10 @@ is made. One robot, four tasks, one observation layout (``layout.OBS_LAYOUT``)::
     obs, reward, terminated, truncated, info = env.step(policy(obs))  # info["success"]: bool
     frame = env.render()                                             # (64, 64, 3) uint8
 
-A fifth task with a reward of another kind, ``mmalign/Orbit-v0`` (run round the goal point; ``orbit.py``).
+A fifth task with a reward of another kind, ``mmalign/Orbit-v0`` (run round the goal point; ``orbit.py``), and reach
+behind a wall with one doorway, ``mmalign/ReachWall-v0`` (``reach_wall.py``; the stitching test of
+``mmalign.robotics.stitching``). The planar envs' ``reset(options={"ee_start": ..., "goal": ...})`` places the tip
+(and reach's goal).
 
 Meta-World v3 tasks behind the same interface (``pip install metaworld``)::
 
@@ -56,6 +59,9 @@ ENV_IDS: dict[str, str] = {
 
 _CLASSES = {"reach": "ReachEnv", "push": "PushEnv", "button-press": "ButtonPressEnv", "drawer-open": "DrawerOpenEnv"}
 
+REACH_WALL_ID = "mmalign/ReachWall-v0"
+"""Reach behind a wall with one doorway (``reach_wall.py``): the stitching test of ``mmalign.robotics.stitching``."""
+
 ORBIT_ID = "mmalign/Orbit-v0"
 """The orbit task (``orbit.py``): same robot and layout, a reward of another kind (circle the goal point)."""
 
@@ -77,6 +83,7 @@ def _register(env_id: str, entry_point: str, max_episode_steps: int, **kwargs: s
 for _task, _env_id in ENV_IDS.items():
     _register(_env_id, f"mmalign.envs.planar:{_CLASSES[_task]}", MAX_EPISODE_STEPS)
 _register(ORBIT_ID, "mmalign.envs.orbit:OrbitEnv", MAX_EPISODE_STEPS)
+_register(REACH_WALL_ID, "mmalign.envs.reach_wall:ReachWallEnv", MAX_EPISODE_STEPS)
 _MW_ENTRY = "mmalign.envs.metaworld_env:MetaWorldEnv"
 _register("mmalign/MetaWorld-v3", _MW_ENTRY, METAWORLD_MAX_EPISODE_STEPS)
 for _task, _env_id in METAWORLD_IDS.items():
@@ -91,6 +98,7 @@ __all__ = [
     "OBS_DIM",
     "OBS_LAYOUT",
     "ORBIT_ID",
+    "REACH_WALL_ID",
     "SUCCESS_TOL",
     "TASKS",
     "ScriptedPolicy",

@@ -15,7 +15,17 @@ no object, and every scene has a site named ``goal``.
 
 from __future__ import annotations
 
-from .layout import BLOCK_HALF, BUTTON_TRAVEL, DRAWER_TRAVEL, EE_RADIUS, MAX_SPEED, POCKET_Y, WALL_Y, WORKSPACE
+from .layout import (
+    BLOCK_HALF,
+    BUTTON_TRAVEL,
+    DOOR_HALF,
+    DRAWER_TRAVEL,
+    EE_RADIUS,
+    MAX_SPEED,
+    POCKET_Y,
+    WALL_Y,
+    WORKSPACE,
+)
 
 _MOVING = 'contype="2" conaffinity="1"'
 _FIXED = 'contype="4" conaffinity="1"'
@@ -105,14 +115,24 @@ _DRAWER = f"""
     </body>
 """
 
-_TASK_BODIES = {"reach": "", "push": _BLOCK, "button-press": _BUTTON, "drawer-open": _DRAWER, "orbit": ""}
+# Reach with a wall across the table at y = 0, open only in a doorway |x| < DOOR_HALF (``reach_wall.py``).
+_DOORWAY_WALL = f"""
+    <geom name="wall_left" type="box" size="{(WORKSPACE + EE_RADIUS - DOOR_HALF) / 2 + 0.01} 0.01 0.03"
+          pos="-{(WORKSPACE + EE_RADIUS + DOOR_HALF) / 2 + 0.01} 0 0.03" {_FIXED} rgba="0.55 0.5 0.45 1"/>
+    <geom name="wall_right" type="box" size="{(WORKSPACE + EE_RADIUS - DOOR_HALF) / 2 + 0.01} 0.01 0.03"
+          pos="{(WORKSPACE + EE_RADIUS + DOOR_HALF) / 2 + 0.01} 0 0.03" {_FIXED} rgba="0.55 0.5 0.45 1"/>
+"""
+
+_TASK_BODIES = {"reach": "", "push": _BLOCK, "button-press": _BUTTON, "drawer-open": _DRAWER, "orbit": "",
+                "reach-wall": _DOORWAY_WALL}
 
 
 def scene_xml(task: str) -> str:
     """The MJCF model of one task.
 
     Args:
-        task: One of ``layout.TASKS``, or ``"orbit"`` (the reach scene; ``orbit.OrbitEnv``).
+        task: One of ``layout.TASKS``, ``"orbit"`` (the reach scene; ``orbit.OrbitEnv``) or ``"reach-wall"`` (reach
+            with a doorway wall; ``reach_wall.ReachWallEnv``).
 
     Returns:
         The model as an XML string, for ``mujoco.MjModel.from_xml_string``.

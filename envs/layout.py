@@ -68,11 +68,15 @@ DRAWER_TRAVEL = 0.14
 DRAWER_GOAL = 0.12
 """Opening (m) at which the drawer's goal lies; success within ``SUCCESS_TOL['drawer-open']``."""
 
+DOOR_HALF = 0.05
+"""Half width (m) of the doorway in the reach-wall task's wall (``reach_wall.py``): the tip passes |x| < DOOR_HALF."""
+
 ORBIT_RADIUS = 0.08
 """Radius (m) of the circle the orbit task (``orbit.py``, not one of ``TASKS``) runs round its goal point."""
 
 TASKS: tuple[str, ...] = ("reach", "push", "button-press", "drawer-open")
 """Task names of the planar family, in id order."""
 
-SUCCESS_TOL: dict[str, float] = {"reach": 0.025, "push": 0.03, "button-press": 0.01, "drawer-open": 0.025}
+SUCCESS_TOL: dict[str, float] = {"reach": 0.025, "push": 0.03, "button-press": 0.01, "drawer-open": 0.025,
+                                 "reach-wall": 0.025}
 """Success when the distance between ``obj_pos`` (end effector for reach) and ``goal`` is below this."""

@@ -80,12 +80,23 @@ class PlanarManipEnv(gym.Env[np.ndarray, np.ndarray]):
     # -- gymnasium API --------------------------------------------------------------------------
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        """Resets robot, object and goal from ``self.np_random`` (reseeded when ``seed`` is given)."""
+        """Resets robot, object and goal from ``self.np_random`` (reseeded when ``seed`` is given).
+
+        ``options`` may place the tip (``"ee_start"``, (2,) metres) and the goal (``"goal"``, (2,) metres; a free
+        point only for reach, whose goal is where the tip must go) instead of drawing them; the draws still happen,
+        so the rest of the episode's randomness is unchanged.
+        """
         super().reset(seed=seed)
+        options = options or {}
+        if unknown := set(options) - {"ee_start", "goal"}:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; this env reads 'ee_start' and 'goal'.")
         mujoco.mj_resetData(self.model, self.data)
         start = np.array([self.np_random.uniform(-0.05, 0.05), self.np_random.uniform(-0.2, -0.15)])
+        start = np.asarray(options.get("ee_start", start), dtype=float).reshape(2)
         self.data.qpos[self._ee_qpos] = start
         self.goal = self._reset_task(start)
+        if "goal" in options:
+            self.goal = np.asarray(options["goal"], dtype=float).reshape(2)
         self.model.site_pos[self._goal_site, :2] = self.goal
         mujoco.mj_forward(self.model, self.data)
         return self._get_obs(), self._get_info()

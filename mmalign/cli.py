@@ -52,6 +52,7 @@ def _finite(text: str) -> float:
 LOOPS = {
     "pebble": "mmalign.robotics.pebble:main",
     "pearl": "mmalign.robotics.pearl_run:main",
+    "gcsl": "mmalign.robotics.gcsl_run:main",
 }
 """Experiments whose loop is not the Trainer's, named by a config's `loop:` key (or "package.module:main"): each
 `main(config_path, overrides, resume) -> run folder` runs on the shared run helper (`mmalign.runs.Run`)."""
