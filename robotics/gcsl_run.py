@@ -22,6 +22,7 @@ from mmalign import config
 from mmalign.config import check_nonempty, check_numbers, from_dict, to_dict
 from mmalign.robotics.gcsl import GCSLConfig, as_policy, train_gcsl, train_goal_iql
 from mmalign.robotics.iql import DeterministicActor, IQLConfig
+from mmalign.robotics.report import per_method
 from mmalign.robotics.stitching import SEEN_PAIRS, UNSEEN_PAIRS, collect_routes, evaluate_pairs
 from mmalign.runs import Run
 from mmalign.tracking import json_safe, read_metrics
@@ -126,14 +127,7 @@ def score(cfg: GCSLRunConfig, actor: DeterministicActor) -> dict[str, float]:
 
 def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
     """Per method: mean, min and max over seeds of each of `METRICS`, and the number of seeds."""
-    out: dict[str, dict[str, float]] = {}
-    for method in dict.fromkeys(r["method"] for r in rows):
-        sel = [r for r in rows if r["method"] == method]
-        out[method] = {"seeds": len(sel)}
-        for k in METRICS:
-            v = np.array([r[k] for r in sel], dtype=float)
-            out[method].update({f"{k}_mean": float(v.mean()), f"{k}_min": float(v.min()), f"{k}_max": float(v.max())})
-    return out
+    return per_method(rows, METRICS, {"mean": np.mean, "min": np.min, "max": np.max})
 
 
 def summary_markdown(cfg: GCSLRunConfig, summary: dict, command: str) -> str:

@@ -29,6 +29,7 @@ from mmalign.config import ConfigError, check_nonempty, check_numbers, from_dict
 from mmalign.device import check_device, resolve_device
 from mmalign.robotics.offline_data import load_dataset, save_dataset
 from mmalign.robotics.pearl import PearlConfig, check_method, get_dataset, run_pearl
+from mmalign.robotics.report import per_method
 from mmalign.runs import Run
 from mmalign.tracking import json_safe, read_metrics
 
@@ -85,14 +86,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> PearlRu
 
 def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
     """Per method: mean and std (population, over seeds) of each of `METRICS`, and the number of seeds."""
-    out: dict[str, dict[str, float]] = {}
-    for method in dict.fromkeys(r["method"] for r in rows):
-        sel = [r for r in rows if r["method"] == method]
-        out[method] = {"seeds": len(sel)}
-        for k in METRICS:
-            v = np.array([r[k] for r in sel], dtype=float)
-            out[method][f"{k}_mean"], out[method][f"{k}_std"] = float(v.mean()), float(v.std())
-    return out
+    return per_method(rows, METRICS, {"mean": np.mean, "std": np.std})
 
 
 def plot_comparison(rows: list[dict], summary: dict, out: Path, title: str) -> Path:

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from safetensors.torch import save_file
 
 from mmalign.mp4 import write_mp4
 from mmalign.tracking import plot_curves, read_metrics
+
+
+def per_method(rows: Sequence[dict], metrics: Sequence[str],
+               stats: Mapping[str, Callable[[np.ndarray], float]]) -> dict[str, dict[str, float]]:
+    """Per method of `rows` (dicts with "method" and each metric, one per seed): each statistic of each metric over
+    the seeds as "<metric>_<stat>", and the number of seeds."""
+    out: dict[str, dict[str, float]] = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        sel = [r for r in rows if r["method"] == method]
+        out[method] = {"seeds": len(sel)}
+        for k in metrics:
+            v = np.array([r[k] for r in sel], dtype=float)
+            out[method].update({f"{k}_{name}": float(fn(v)) for name, fn in stats.items()})
+    return out
 
 
 def plot_against(metrics_path: Path, out: Path, title: str = "") -> Path | None:
