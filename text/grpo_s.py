@@ -75,10 +75,12 @@ class ShadowRewards:
         self.cfg = RewardModelConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed)
         self.hidden_size = hidden_size
         self.models: dict[str, TrainedClassifier] = {}
+        self._demo_scores: dict[str, float] = {}
 
     def learn(self, sampler: Sampler) -> None:
         """Train every category's model now, `sampler(context, m) -> m outputs of the reference policy` giving the
         IRL's pi_ref samples (the text task passes its policy at construction, before any update)."""
+        self._demo_scores.clear()
         for category in dict.fromkeys(category_of(r) for r in self.rows):
             pairs = self.pairs(category, sampler)
             clf = TrainedClassifier()
@@ -118,9 +120,15 @@ class ShadowRewards:
         return out
 
     def gaps(self, contexts: Sequence[dict], outputs: Sequence[str]) -> Tensor:
-        """(B,) shadow reward of the context's first demonstration minus that of the output."""
-        demos = [c["references"] if isinstance(c["references"], str) else c["references"][0] for c in contexts]
-        return self.scores(contexts, demos) - self.scores(contexts, outputs)
+        """(B,) shadow reward of the context's first demonstration minus that of the output (a prompt's
+        demonstration is scored once: the shadow models are fixed after `learn`)."""
+        new = {c["prompt"]: c for c in contexts if c["prompt"] not in self._demo_scores}
+        if new:
+            rows = list(new.values())
+            demos = [r["references"] if isinstance(r["references"], str) else r["references"][0] for r in rows]
+            self._demo_scores.update(zip(new, self.scores(rows, demos).tolist()))
+        demo = torch.tensor([self._demo_scores[c["prompt"]] for c in contexts])
+        return demo - self.scores(contexts, outputs)
 
     def __call__(self, contexts: Sequence, outputs: Sequence[str], **kwargs: Any) -> list[float]:
         return self.scores(contexts, outputs).tolist()
