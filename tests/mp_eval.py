@@ -7,6 +7,7 @@ runs the task's `finish` into OUT.finish/ (what a run leaves for people, from th
 build it with one process before two processes share it)."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -66,3 +67,6 @@ if __name__ == "__main__":
         main(*sys.argv[1:])
     finally:
         close_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # the work is done and written: skip interpreter teardown, where gloo's threads can abort a rank

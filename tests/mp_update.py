@@ -5,6 +5,7 @@ rank 0 saves the updated weights (whole, gathered from FSDP's shards), every ran
 (a LoRA policy: only the adapters train)."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -46,3 +47,6 @@ if __name__ == "__main__":
         main(sys.argv[1], int(sys.argv[2]), "poison" in sys.argv[3:], "lora" in sys.argv[3:])
     finally:
         close_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # the work is done and written: skip interpreter teardown, where gloo's threads can abort a rank
