@@ -85,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
                                 "and rlg_start=2 (diffusion: RL guidance, base + w (tuned - base))")
         if name == "select":
             s.add_argument("--k", type=_whole(1), required=True, help="how many training rows to keep")
-            s.add_argument("--mode", default="hard", help="which rows to keep (text: hard, easy, medium, random, lim)")
+            s.add_argument("--mode", default="hard",
+                           help="which rows to keep (text: hard, easy, medium, random, lim, isa)")
             s.add_argument("--out", required=True, help="output JSONL (a new file)")
             s.add_argument("--num-samples", type=_whole(1), default=1, help="samples scored per row")
             s.add_argument("--trajectories", default="", help="--mode lim: a pass's reward_trajectories.json")

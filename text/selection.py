@@ -22,22 +22,24 @@ from mmalign.task import check_rewards, reward_name
 
 __all__ = ["SELECTION_MODES", "SelectionSettings", "score_rows", "select_rows", "write_jsonl"]
 
-SELECTION_MODES = ("hard", "easy", "medium", "random", "lim")
+SELECTION_MODES = ("hard", "easy", "medium", "random", "lim", "isa")
 
 
 @dataclass(frozen=True)
 class SelectionSettings:
     """Train on `k` of the training rows, picked by the base policy's reward on each (`score_rows`, `select_rows`).
 
-    Every mode but "lim" scores the rows with the base policy (so each run logs its subset's base reward); "lim" reads
-    the scores of a recorded GRPO pass instead. Held-out rows are never scored or kept.
+    Every mode but "lim" and "isa" scores the rows with the base policy (so each run logs its subset's base reward);
+    "lim" reads the scores of a recorded GRPO pass instead, "isa" the entropy each row adds to the embedded data.
+    Held-out rows are never scored or kept.
     """
 
     k: int = 0
     """Training rows to keep; 0 = no selection, train on all of them."""
     mode: str = "hard"
     """"hard" (lowest base reward), "easy" (highest), "medium" (the middle slice), "random" (a seeded sample), or
-    "lim" (LIMR: the highest learning impact scores of a GRPO pass's `trajectories`, `mmalign.text.limr`)."""
+    "lim" (LIMR: the highest learning impact scores of a GRPO pass's `trajectories`, `mmalign.text.limr`), or "isa"
+    (the rows that add the most entropy to the base model's embedding of the data, `mmalign.text.isa`)."""
     num_samples: int = 1
     """Base-policy outputs scored per row; their rewards are averaged."""
     greedy: bool = False
@@ -46,10 +48,16 @@ class SelectionSettings:
     """Seeds the scoring samples (on RNG streams of their own) and the "random" mode."""
     trajectories: str = ""
     """For mode "lim": the reward_trajectories.json of a pass run with `task_args.record_rewards: true`."""
+    components: int = 2
+    """For mode "isa": Gaussians in the mixture fitted to the embeddings (the paper's two)."""
+    dims: int = 8
+    """For mode "isa": PCA dimensions the embeddings are reduced to before the fit."""
 
     def __post_init__(self) -> None:
         check_numbers(self, "k", ge=0)
         check_numbers(self, "num_samples", ge=1)
+        check_numbers(self, "components", ge=1)
+        check_numbers(self, "dims", ge=1)
         check_choice(self, "mode", SELECTION_MODES)
         if (self.mode == "lim") != bool(self.trajectories):
             raise ConfigError("mode lim ranks rows by a GRPO pass's reward trajectories and needs `trajectories` (its "
@@ -106,8 +114,9 @@ def select_rows(rows: Sequence, scores: Sequence[float], k: int, mode: str = "ha
         rows: the dataset rows.
         scores: one score per row (e.g. from `score_rows`).
         k: how many rows to keep, 0 <= k <= len(rows).
-        mode: "hard" (lowest scores, lowest first), "easy" and "lim" (highest, highest first), "medium" (the k rows
-            in the middle of the ascending order, ascending) or "random" (a sample seeded by `seed`, in row order).
+        mode: "hard" (lowest scores, lowest first), "easy", "lim" and "isa" (highest, highest first), "medium" (the
+            k rows in the middle of the ascending order, ascending) or "random" (a sample seeded by `seed`, in row
+            order).
         seed: seed for "random".
 
     Returns:
@@ -127,7 +136,7 @@ def select_rows(rows: Sequence, scores: Sequence[float], k: int, mode: str = "ha
     ascending = sorted(range(len(rows)), key=lambda i: scores[i])
     if mode == "hard":
         chosen = ascending[:k]
-    elif mode in ("easy", "lim"):
+    elif mode in ("easy", "lim", "isa"):
         chosen = sorted(range(len(rows)), key=lambda i: -scores[i])[:k]
     else:
         start = (len(rows) - k) // 2

@@ -19,6 +19,7 @@ from mmalign.rewards import CombinedReward, resolve_reward
 from mmalign.settings import GenerationSettings, LoRASettings
 from mmalign.task import check_rewards
 from mmalign.text.grpo_s import AdvantageScale, GRPOSSettings, ShadowRewards
+from mmalign.text.isa import embed_rows, entropy_changes
 from mmalign.text.limr import RewardTrajectories, lim_scores, load_trajectories
 from mmalign.text.nlpo import NLPOSettings
 from mmalign.text.policy import (
@@ -323,6 +324,8 @@ class TextTask:
                               f"never selected); set k to {len(rows)} or less.", "task_args.selection.k")
         if s.mode == "lim":
             return self.select_lim(rows, s)
+        if s.mode == "isa":
+            return self.select_isa(rows, s)
         reward = CombinedReward({name: fn for name, fn, _ in self.rewards}, [w for _, _, w in self.rewards])
         with own_rng(self.policy, s.seed):
             scores = score_rows(lambda ctx, n: self.policy.sample(ctx, n, greedy=s.greedy), rows,
@@ -339,6 +342,13 @@ class TextTask:
                               "task_args.selection.trajectories")
         row_scores = [scores[prompt_text(r)] for r in rows]
         return self._keep(rows, row_scores, s, "lim_score", f"the {s.k} rows of highest LIM score")
+
+    def select_isa(self, rows: list, s: SelectionSettings) -> list:
+        """ISA: the `s.k` rows that add the most entropy to the base model's embedding of the rows
+        (`mmalign.text.isa`)."""
+        x = embed_rows(self.policy.model, self.policy.tokenizer, rows)
+        changes = entropy_changes(x, s.components, s.dims, s.seed)
+        return self._keep(rows, changes.tolist(), s, "entropy_change", f"the {s.k} rows of most information")
 
     def _keep(self, rows: list, scores: list[float], s: SelectionSettings, stat: str, what: str) -> list:
         """The rows `s` keeps by `scores`, recording the mean score of all rows and of the kept ones as
