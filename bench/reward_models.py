@@ -1,12 +1,15 @@
 """The reward-model tables of docs/reward-models.md, over seeds.
 
     python bench/reward_models.py hacking --seeds 0 1 2      # BRME vs one BT proxy under GRPO, judged by BLEU
+    python bench/reward_models.py seq2seq --seeds 0 1 2      # seq2seq RM vs the BT proxy, GRPO and PPO, by BLEU
     python bench/reward_models.py principles --seeds 0 1 2   # RLBFF vs BT accuracy, and GRPO on chosen principles
 
 `hacking` trains configs/text/tiny_bt_proxy.yaml and configs/text/tiny_brme.yaml (same pairs, same policy seed) and
 prints per run the held-out proxy reward and held-out BLEU (the true metric) at every evaluation, then a summary: BLEU
 at the start, its peak and the end, and whether the run was exploited (proxy up, true BLEU down from its peak by
-more than 0.01 at the end). `principles` prints the held-out accuracy of an RLBFF principle model and of a BT model
+more than 0.01 at the end). `seq2seq` does the same for the sequence-to-sequence reward model against the BT proxy
+of the same pairs, under GRPO (summed token rewards) and PPO (token rewards; the BT proxy's one reward on the last
+token). `principles` prints the held-out accuracy of an RLBFF principle model and of a BT model
 trained on the same responses, then GRPO with configs/text/tiny_principles.yaml: the verifiers' pass rate of the
 chosen principles on held-out prompts over training.
 """
@@ -53,12 +56,24 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
 
 
-def hacking(seeds: list[int], steps: int | None, overrides: list[str]) -> None:
+PPO = ["algorithm=ppo", "task_args.value_head=true", "ppo.gamma=1.0"]
+"""Overrides that turn a GRPO text config into PPO with a value head, as configs/text/tiny_seq2seq_ppo.yaml."""
+ARMS = {
+    "hacking": [("BT proxy", "configs/text/tiny_bt_proxy.yaml", []), ("BRME", "configs/text/tiny_brme.yaml", [])],
+    "seq2seq": [("GRPO, BT proxy", "configs/text/tiny_bt_proxy.yaml", []),
+                ("GRPO, seq2seq RM (summed token rewards)", "configs/text/tiny_seq2seq_grpo.yaml", []),
+                ("PPO, BT proxy", "configs/text/tiny_bt_proxy.yaml", PPO),
+                ("PPO, seq2seq RM (token rewards)", "configs/text/tiny_seq2seq_ppo.yaml", [])],
+}
+"""Each comparison's runs: (name, config, overrides); all of one comparison see the same pairs at each seed."""
+
+
+def hacking(arms: list[tuple], seeds: list[int], steps: int | None, overrides: list[str]) -> None:
     summary = {}
-    for name, config in (("BT proxy", "configs/text/tiny_bt_proxy.yaml"), ("BRME", "configs/text/tiny_brme.yaml")):
+    for name, config, extra in arms:
         rows = []
         for seed in seeds:
-            pts = curve(config, seed, steps, overrides)
+            pts = curve(config, seed, steps, [*extra, *overrides])
             print(f"{name} seed {seed}: " + "  ".join(
                 f"{p['step']}: proxy {p['eval/reward/proxy']:+.3f} bleu {p['eval/reward/bleu']:.3f}" for p in pts),
                 flush=True)
@@ -134,7 +149,7 @@ def principles(seeds: list[int], steps: int | None, train_rows: int, overrides: 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("table", choices=["hacking", "principles"])
+    parser.add_argument("table", choices=["hacking", "seq2seq", "principles"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the config's)")
     parser.add_argument("--train-rows", type=int, default=100, help="rows the principle and BT models learn from")
@@ -142,8 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides of the GRPO runs")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.table == "hacking":
-        hacking(args.seeds, args.steps, args.set)
+    if args.table in ARMS:
+        hacking(ARMS[args.table], args.seeds, args.steps, args.set)
     else:
         principles(args.seeds, args.steps, args.train_rows, args.set)
 

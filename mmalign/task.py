@@ -84,6 +84,18 @@ class ScalesAdvantages(Protocol):
 
 
 @runtime_checkable
+class StepRewards(Protocol):
+    """Optional, for a reward function: per-step rewards for training, beside its one value per output (which
+    evaluation, searches and logging read). With `per_step` true the trainer calls `step_rewards(contexts, outputs)`
+    instead, which returns one list per output of at most its real steps' rewards (a text output's per-token
+    rewards: `mmalign.text.seq2seq_rm`)."""
+
+    per_step: bool
+
+    def step_rewards(self, contexts: Sequence, outputs: Sequence) -> list[list[float]]: ...
+
+
+@runtime_checkable
 class Checkpointed(Protocol):
     """Optional, for a task: run state of its own that a checkpoint keeps, so a resumed run continues the same curve.
 
@@ -194,18 +206,41 @@ def progress_hooks(*objs: Any) -> list[Callable[[int], None]]:
     return [obj.set_progress for obj in objs if isinstance(obj, Scheduled)]
 
 
+def _ragged(values: Any) -> bool:
+    return isinstance(values, (list, tuple)) and bool(values) and all(isinstance(v, (list, tuple)) for v in values)
+
+
+def _pad_steps(values: Sequence[Sequence[float]], n: int, name: str, steps: int, lengths: Sequence[int]) -> Tensor:
+    """(n, steps) from n per-step lists, each no longer than its output's real steps."""
+    if len(values) != n:
+        raise RewardError(f"reward function {name!r} returned per-step rewards for {len(values)} outputs; expected "
+                          f"{n}, one list per output in the order of `outputs`.")
+    out = torch.zeros(n, steps)
+    for i, (row, length) in enumerate(zip(values, lengths)):
+        if len(row) > length:
+            raise RewardError(f"reward function {name!r} returned {len(row)} per-step rewards for output {i}, which "
+                              f"has {int(length)} steps; return at most one reward per step.")
+        out[i, :len(row)] = torch.as_tensor(row, dtype=torch.float32)
+    return out
+
+
 def reward_name(fn: RewardFn) -> str:
     """A reward's display name: its `name` attribute, else its `__name__`, else its class name."""
     return getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
 
 
-def check_rewards(values: Any, n: int, name: str, steps: int | None = None) -> Tensor:
+def check_rewards(values: Any, n: int, name: str, steps: int | None = None, lengths: Sequence[int] | None = None
+                  ) -> Tensor:
     """Validate what reward function `name` returned for `n` outputs and return it as a float32 tensor: (n,), one
-    per output, or (n, steps) per step where `steps` is given (a robot rollout's per-step rewards).
+    per output, or (n, steps) per step where `steps` is given (a robot rollout's per-step rewards). With `lengths`
+    (each output's real steps), per-step rewards may also come as n lists of at most that many numbers (a text
+    output's per-token rewards), which are placed on the first steps and padded with zeros.
 
     Raises:
         RewardError: (a ValueError) naming the function, when the values are not n (x steps) finite numbers.
     """
+    if lengths is not None and steps and _ragged(values):
+        values = _pad_steps(values, n, name, steps, lengths)
     preview = repr(values if not isinstance(values, (list, tuple)) or len(values) <= 8 else list(values[:8]) + ["..."])
     try:
         tensor = torch.as_tensor(values, dtype=torch.float32).detach().cpu()

@@ -57,6 +57,7 @@ from mmalign.task import (
     Saveable,
     ScalesAdvantages,
     SplitEvaluation,
+    StepRewards,
     check_rewards,
     check_task,
     merged_mean,
@@ -114,6 +115,16 @@ def step_chunks(batch: Rollout, k: int) -> list[Rollout]:
         if mask.any():
             chunks.append(dataclasses.replace(batch, mask=mask))
     return chunks
+
+
+def add_rewards(total: torch.Tensor | float, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """total + values, where one is (B,) and the other (B, T) per step: the (B,) reward goes on each row's last
+    real step (where PPO puts a sequence reward), so per-token and per-sequence rewards add up."""
+    if isinstance(total, float) or total.dim() == values.dim():
+        return total + values
+    steps, flat = (total, values) if total.dim() == 2 else (values, total)
+    last = (mask.shape[1] - 1 - mask.flip(1).float().argmax(1)).long()
+    return steps + torch.zeros_like(steps).scatter(1, last[:, None].to(steps.device), flat[:, None].to(steps))
 
 
 def per_sample_mean(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -311,9 +322,12 @@ class Trainer:
         mask = rollout.mask.float()
         total, metrics = 0.0, {}
         for name, fn, weight in self.task.rewards:
-            values = check_rewards(fn(per_sample, rollout.outputs), len(rollout), name, steps=mask.shape[1])
+            per_step = isinstance(fn, StepRewards) and fn.per_step
+            values = (fn.step_rewards if per_step else fn)(per_sample, rollout.outputs)
+            values = check_rewards(values, len(rollout), name, steps=mask.shape[1],
+                                   lengths=mask.sum(1).long().tolist())
             values = values.to(rollout.logprobs.device)
-            total = total + weight * values
+            total = add_rewards(total, weight * values, mask.to(values.device))
             metrics[f"reward/{name}"] = float(self.acc.gather(per_sample_mean(values, mask)).mean())
         rollout.rewards = total
         sample_rewards = per_sample_mean(total, mask)

@@ -33,6 +33,7 @@ from mmalign.text.policy import (
     word_tokenizer,
 )
 from mmalign.text.selection import SelectionSettings, score_rows, select_rows
+from mmalign.text.seq2seq_rm import Seq2SeqRewardModel
 from mmalign.text.soup import soup_state_dict, soup_weights
 from mmalign.text.vllm_backend import VLLMSampler, check_vllm_ready
 
@@ -304,6 +305,8 @@ class TextTask:
                 fn.bind(reference_sampler(self.policy))
             if isinstance(fn, ShadowRewards):
                 fn.learn(initial_sampler(self.policy))
+            if isinstance(fn, Seq2SeqRewardModel):
+                fn.learn(self.policy.tokenizer, self.policy.max_new_tokens)
         self.scale = AdvantageScale(cfg.grpo_s, self.rewards) if cfg.grpo_s.on else None
         self.train_contexts, eval_rows = train_eval_split(rows, cfg.eval_fraction, seed=0)
         self.eval_contexts = eval_rows[: cfg.eval_size] if cfg.eval_size else eval_rows
