@@ -2,6 +2,7 @@
 
     python bench/reward_models.py hacking --seeds 0 1 2      # BRME vs one BT proxy under GRPO, judged by BLEU
     python bench/reward_models.py seq2seq --seeds 0 1 2      # seq2seq RM vs the BT proxy, GRPO and PPO, by BLEU
+    python bench/reward_models.py mpo --seeds 0 1 2          # MPO's evolving rubric vs a fixed one (SmolLM2 judge)
     python bench/reward_models.py principles --seeds 0 1 2   # RLBFF vs BT accuracy, and GRPO on chosen principles
 
 `hacking` trains configs/text/tiny_bt_proxy.yaml and configs/text/tiny_brme.yaml (same pairs, same policy seed) and
@@ -9,9 +10,10 @@ prints per run the held-out proxy reward and held-out BLEU (the true metric) at 
 at the start, its peak and the end, and whether the run was exploited (proxy up, true BLEU down from its peak by
 more than 0.01 at the end). `seq2seq` does the same for the sequence-to-sequence reward model against the BT proxy
 of the same pairs, under GRPO (summed token rewards) and PPO (token rewards; the BT proxy's one reward on the last
-token). `principles` prints the held-out accuracy of an RLBFF principle model and of a BT model
-trained on the same responses, then GRPO with configs/text/tiny_principles.yaml: the verifiers' pass rate of the
-chosen principles on held-out prompts over training.
+token); `mpo` for MPO's evolving rubric against the fixed hand-written one, the proxy being the SmolLM2 judge and
+the rules the meta step added printed per run. `principles` prints the held-out accuracy of an RLBFF principle
+model and of a BT model trained on the same responses, then GRPO with configs/text/tiny_principles.yaml: the
+verifiers' pass rate of the chosen principles on held-out prompts over training.
 """
 
 import argparse
@@ -40,13 +42,16 @@ def curve(config: str, seed: int, steps: int | None, overrides: list[str] = ()) 
     with tempfile.TemporaryDirectory() as out:
         cfg = load_run_config(config, [f"trainer.seed={seed}", f"trainer.output_dir={out}", *overrides]
                               + ([f"trainer.steps={steps}"] if steps else []))
-        cfg.task_args.rewards[0]["seed"] = seed  # the reward model's data, init and shuffling follow the run's seed
+        if "seed" in cfg.task_args.rewards[0]:  # a trained reward model's data, init and shuffling follow the seed
+            cfg.task_args.rewards[0]["seed"] = seed
         trainer = Trainer(cfg)
         points = [{"step": 0, **trainer.evaluate()}]
         for k in range(cfg.trainer.steps):
             trainer.step(k)
             if (k + 1) % cfg.trainer.eval_every == 0:
                 points.append({"step": k + 1, **trainer.evaluate()})
+        for edit in getattr(trainer.task.rewards[0][1], "edits", []):  # MPO's rubric edits
+            print(f"  rule added at step {edit['step']}: {edit['rule']!r} (after {edit['response']!r})")
         for record in trainer.task.eval_records[:3]:
             print(f"  final greedy sample: {record['prompt']!r} -> {record['output']!r}")
     return points
@@ -56,29 +61,28 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
 
 
-PPO = ["algorithm=ppo", "task_args.value_head=true", "ppo.gamma=1.0"]
-"""Overrides that turn a GRPO text config into PPO with a value head, as configs/text/tiny_seq2seq_ppo.yaml."""
 ARMS = {
-    "hacking": [("BT proxy", "configs/text/tiny_bt_proxy.yaml", []), ("BRME", "configs/text/tiny_brme.yaml", [])],
-    "seq2seq": [("GRPO, BT proxy", "configs/text/tiny_bt_proxy.yaml", []),
-                ("GRPO, seq2seq RM (summed token rewards)", "configs/text/tiny_seq2seq_grpo.yaml", []),
-                ("PPO, BT proxy", "configs/text/tiny_bt_proxy.yaml", PPO),
-                ("PPO, seq2seq RM (token rewards)", "configs/text/tiny_seq2seq_ppo.yaml", [])],
+    "hacking": [("BT proxy", "configs/text/tiny_bt_proxy.yaml"), ("BRME", "configs/text/tiny_brme.yaml")],
+    "seq2seq": [("GRPO, BT proxy", "configs/text/tiny_bt_proxy.yaml"),
+                ("GRPO, seq2seq RM (summed token rewards)", "configs/text/tiny_seq2seq_grpo.yaml"),
+                ("PPO, BT proxy", "configs/text/tiny_bt_proxy_ppo.yaml"),
+                ("PPO, seq2seq RM (token rewards)", "configs/text/tiny_seq2seq_ppo.yaml")],
+    "mpo": [("fixed rubric", "configs/text/tiny_mpo_fixed.yaml"), ("MPO", "configs/text/tiny_mpo.yaml")],
 }
-"""Each comparison's runs: (name, config, overrides); all of one comparison see the same pairs at each seed."""
+"""Each comparison's runs: (name, config); all of one comparison see the same pairs at each seed."""
 
 
 def hacking(arms: list[tuple], seeds: list[int], steps: int | None, overrides: list[str]) -> None:
     summary = {}
-    for name, config, extra in arms:
+    for name, config in arms:
         rows = []
         for seed in seeds:
-            pts = curve(config, seed, steps, [*extra, *overrides])
+            pts = curve(config, seed, steps, overrides)
+            proxy = next(k for k in pts[0] if k.startswith("eval/reward/") and k != "eval/reward/bleu")
             print(f"{name} seed {seed}: " + "  ".join(
-                f"{p['step']}: proxy {p['eval/reward/proxy']:+.3f} bleu {p['eval/reward/bleu']:.3f}" for p in pts),
-                flush=True)
+                f"{p['step']}: proxy {p[proxy]:+.3f} bleu {p['eval/reward/bleu']:.3f}" for p in pts), flush=True)
             bleu = [p["eval/reward/bleu"] for p in pts]
-            exploited = pts[-1]["eval/reward/proxy"] > pts[0]["eval/reward/proxy"] and bleu[-1] < max(bleu) - 0.01
+            exploited = pts[-1][proxy] > pts[0][proxy] and bleu[-1] < max(bleu) - 0.01
             rows.append((bleu[0], max(bleu), bleu[-1], bleu[-1] - bleu[0], exploited))
         summary[name] = rows
     print("\n| reward | held-out BLEU at start | peak | end | end - start | runs exploited |")
@@ -149,7 +153,7 @@ def principles(seeds: list[int], steps: int | None, train_rows: int, overrides: 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("table", choices=["hacking", "seq2seq", "principles"])
+    parser.add_argument("table", choices=[*ARMS, "principles"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the config's)")
     parser.add_argument("--train-rows", type=int, default=100, help="rows the principle and BT models learn from")

@@ -83,6 +83,7 @@ REWARDS: dict[str, str | Callable[..., RewardFn]] = {
     "ctrl": "mmalign.decoding.calibrate:ctrl",
     "shadow_rm": "mmalign.text.grpo_s:ShadowRewards",
     "seq2seq_rm": "mmalign.text.seq2seq_rm:Seq2SeqRewardModel",
+    "mpo_judge": "mmalign.text.mpo:MPOReward",
 }
 """Reward names usable in configs -> factories taking the spec's other keys as keyword arguments, each given as
 a "package.module:attr" string (imported when a spec names it) or as the factory itself."""

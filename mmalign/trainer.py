@@ -546,7 +546,10 @@ class Trainer:
                                   f"{' under FSDP' if self.sharded else ''}: resume it the way it was launched.")
         suffix = f"_{self.rank}" if self.sharded else ""
         names = [f"trainable{suffix}", f"optimizer{suffix}", f"rng_{self.rank}"]
-        if isinstance(self.task, Checkpointed):
+        # a task with no run state restores nothing, so a checkpoint written before it had any may lack the part
+        task_part = isinstance(self.task, Checkpointed) and (
+            (ckpt / f"task_{self.rank}.json").exists() or bool(self.task.checkpoint_state()))
+        if task_part:
             names.append(f"task_{self.rank}")
         parts = load_checkpoint(ckpt, names)
         weights = parts[f"trainable{suffix}"]
@@ -555,7 +558,7 @@ class Trainer:
         load_optimizer_state(self.optimizer, parts[f"optimizer{suffix}"])
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(parts[f"rng_{self.rank}"])
-        if isinstance(self.task, Checkpointed):
+        if task_part:
             self.task.restore_state(parts[f"task_{self.rank}"])
         self.skipped, self.skipped_in_row = state["skipped_steps"], state["skipped_in_row"]
         if self.algo_state is not None and state.get("algorithm_state"):

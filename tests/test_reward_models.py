@@ -118,12 +118,13 @@ def test_bleu_pairs_prefer_the_higher_bleu():
         assert prompt == prompt_r and bleu(chosen, refs[prompt]) > bleu(rejected, refs[prompt])
 
 
-@pytest.mark.parametrize("name", ["tiny_brme", "tiny_bt_proxy", "tiny_principles"])
+@pytest.mark.parametrize("name", ["tiny_brme", "tiny_bt_proxy", "tiny_bt_proxy_ppo", "tiny_principles",
+                                  "tiny_seq2seq_grpo", "tiny_seq2seq_ppo"])
 def test_reward_model_configs_load(name):
     cfg = load_run_config(CONFIGS / f"{name}.yaml")
     for spec in cfg.task_args.rewards:
         check_reward_spec(spec)  # names and options, without training the reward models
-    assert {s["name"] for s in cfg.task_args.rewards} & {"brme", "bt_rm", "principles"}
+    assert {s["name"] for s in cfg.task_args.rewards} & {"brme", "bt_rm", "principles", "seq2seq_rm"}
 
 
 def tiny_classifier(num_labels: int, seed: int = 0):

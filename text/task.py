@@ -17,7 +17,7 @@ from mmalign.data import load_jsonl, shipped_dataset, train_eval_split
 from mmalign.decoding.calibrate import CalibratedReward
 from mmalign.rewards import CombinedReward, resolve_reward
 from mmalign.settings import GenerationSettings, LoRASettings
-from mmalign.task import check_rewards
+from mmalign.task import Checkpointed, Scheduled, check_rewards
 from mmalign.text.grpo_s import AdvantageScale, GRPOSSettings, ShadowRewards
 from mmalign.text.isa import embed_rows, entropy_changes
 from mmalign.text.limr import RewardTrajectories, lim_scores, load_trajectories
@@ -363,6 +363,26 @@ class TextTask:
         print(f"selection: kept {what} of {len(rows)} training rows; mean {stat.replace('_', ' ')} "
               f"{self.selection_stats[stat + '_kept']:.4f} (all {self.selection_stats[stat + '_all']:.4f})")
         return kept
+
+    def set_progress(self, step: int) -> dict[str, float] | None:
+        """Rewards that follow the iteration (MPO's meta step, `mmalign.text.mpo`); their metrics."""
+        metrics: dict[str, float] = {}
+        for _, fn, _ in self.rewards:
+            if isinstance(fn, Scheduled):
+                metrics.update(fn.set_progress(step) or {})
+        return metrics or None
+
+    def checkpoint_state(self) -> dict:
+        """The run state of rewards that change during training (MPO's rubric), by reward name."""
+        return {name: fn.checkpoint_state() for name, fn, _ in self.rewards if isinstance(fn, Checkpointed)}
+
+    def restore_state(self, state: dict) -> None:
+        for name, fn, _ in self.rewards:
+            if isinstance(fn, Checkpointed):
+                if name not in state:
+                    raise ConfigError(f"the checkpoint has no state for reward {name!r}; resume with the rewards "
+                                      "the run was started with.", "task_args.rewards")
+                fn.restore_state(state[name])
 
     def advantage_scale(self, contexts: list, outputs: list, group: torch.Tensor) -> tuple[torch.Tensor, dict] | None:
         """GRPO-S's alpha^D * alpha^M per sample with `grpo_s` on (`mmalign.text.grpo_s.AdvantageScale`)."""
