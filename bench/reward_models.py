@@ -2,6 +2,7 @@
 
     python bench/reward_models.py hacking --seeds 0 1 2      # BRME vs one BT proxy under GRPO, judged by BLEU
     python bench/reward_models.py seq2seq --seeds 0 1 2      # seq2seq RM vs the BT proxy, GRPO and PPO, by BLEU
+    python bench/reward_models.py seq2seq --seeds 0 1 2 --pairs 1000   # the same on 1000 pairs
     python bench/reward_models.py mpo --seeds 0 1 2          # MPO's evolving rubric vs a fixed one (SmolLM2 judge)
     python bench/reward_models.py principles --seeds 0 1 2   # RLBFF vs BT accuracy, and GRPO on chosen principles
 
@@ -37,13 +38,15 @@ from mmalign.text.reward_models import (
 from mmalign.trainer import Trainer
 
 
-def curve(config: str, seed: int, steps: int | None, overrides: list[str] = ()) -> list[dict]:
+def curve(config: str, seed: int, steps: int | None, overrides: list[str] = (), pairs: int = 0) -> list[dict]:
     """Evaluation metrics (held-out) at step 0 and every eval_every steps of a seeded run of `config`."""
     with tempfile.TemporaryDirectory() as out:
         cfg = load_run_config(config, [f"trainer.seed={seed}", f"trainer.output_dir={out}", *overrides]
                               + ([f"trainer.steps={steps}"] if steps else []))
         if "seed" in cfg.task_args.rewards[0]:  # a trained reward model's data, init and shuffling follow the seed
             cfg.task_args.rewards[0]["seed"] = seed
+        if pairs:
+            cfg.task_args.rewards[0]["num_pairs"] = pairs
         trainer = Trainer(cfg)
         points = [{"step": 0, **trainer.evaluate()}]
         for k in range(cfg.trainer.steps):
@@ -72,12 +75,12 @@ ARMS = {
 """Each comparison's runs: (name, config); all of one comparison see the same pairs at each seed."""
 
 
-def hacking(arms: list[tuple], seeds: list[int], steps: int | None, overrides: list[str]) -> None:
+def hacking(arms: list[tuple], seeds: list[int], steps: int | None, overrides: list[str], pairs: int = 0) -> None:
     summary = {}
     for name, config in arms:
         rows = []
         for seed in seeds:
-            pts = curve(config, seed, steps, overrides)
+            pts = curve(config, seed, steps, overrides, pairs)
             proxy = next(k for k in pts[0] if k.startswith("eval/reward/") and k != "eval/reward/bleu")
             print(f"{name} seed {seed}: " + "  ".join(
                 f"{p['step']}: proxy {p[proxy]:+.3f} bleu {p['eval/reward/bleu']:.3f}" for p in pts), flush=True)
@@ -158,11 +161,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the config's)")
     parser.add_argument("--train-rows", type=int, default=100, help="rows the principle and BT models learn from")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--arms", nargs="+", metavar="NAME", help="run only the arms of these names")
+    parser.add_argument("--pairs", type=int, default=0, help="preference pairs of the trained reward models (0: the "
+                        "configs' 64)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides of the GRPO runs")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.table in ARMS:
-        hacking(ARMS[args.table], args.seeds, args.steps, args.set)
+        arms = [a for a in ARMS[args.table] if not args.arms or a[0] in args.arms]
+        hacking(arms, args.seeds, args.steps, args.set, args.pairs)
     else:
         principles(args.seeds, args.steps, args.train_rows, args.set)
 
