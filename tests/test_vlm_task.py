@@ -73,3 +73,18 @@ def test_eval_tasks_are_asked_on_held_out_images_but_never_trained_on():
     assert sorted(c["task"] for c in task.eval_contexts) == ["arithmetic"] * 4 + ["rotation"] * 4
     with pytest.raises(ConfigError, match=r"eval_tasks\[0\].*unknown SSL task 'arithmatic'"):
         SSLTaskConfig(model_config={"hidden": 32}, eval_tasks=["arithmatic"])
+
+
+def test_lmm_r1_arms_start_from_the_same_model_and_questions():
+    """The two-stage arm and the multimodal-only arm (its text task eval-only) share tokenizer, initial weights and
+    held-out questions for a seed, so the comparison in docs/vlm.md differs in the schedule alone."""
+    import torch
+
+    arms = [SSLTask(load_run_config(CONFIGS[[p.stem for p in CONFIGS].index(name)], ["task_args.num_images=8"])
+                    .task_args) for name in ("tiny_lmm_r1_two_stage", "tiny_lmm_r1_multimodal_only")]
+    (a, b) = arms
+    assert a.policy.tokenizer.get_vocab() == b.policy.tokenizer.get_vocab()
+    assert [c["prompt"] for c in a.eval_contexts] == [c["prompt"] for c in b.eval_contexts]
+    assert {c["task"] for c in b.eval_contexts} == {"arithmetic", "rotation"}
+    weights = zip(a.policy.model.state_dict().values(), b.policy.model.state_dict().values(), strict=True)
+    assert all(torch.equal(x, y) for x, y in weights)
