@@ -73,6 +73,10 @@ def test_jigsaw_answer_reassembles_the_image_and_gives_partial_credit():
     truth = c["answer"].split(",")
     half = ",".join(truth[:2] + [truth[3], truth[2]])
     assert SSLAccuracy()([c], [wrap(half)]) == [0.5]
+    spaced, first = " ".join(truth[:2] + [truth[3], truth[2]]), truth[0]
+    acc = SSLAccuracy(require_tags=False)
+    assert acc([c] * 4, [spaced, f"{first}x{first} " * 4, f"{first},{first},{first},{first}", "1,2,a,4"]) == \
+        [0.5, 0.0, 0.25, 0.0]  # digits inside a word are no answer; a non-number anywhere scores 0
     three = build_ssl_task({"name": "jigsaw", "grid": 3, "separate_images": False}, size=57)
     c3 = ctx(three)
     assert len(c3["images"]) == 1 and len(c3["answer"].split(",")) == 9

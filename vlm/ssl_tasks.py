@@ -135,11 +135,15 @@ class Jigsaw(SSLGenerator):
 
     @staticmethod
     def score(predicted: str | None, answer: str) -> float:
-        """Partial credit: the fraction of positions right (SSL4RL's jigsaw reward); unparsable scores 0."""
-        if predicted is None:
+        """Partial credit: the fraction of positions right (SSL4RL's jigsaw reward, int(pred[i]) == int(gt[i])).
+
+        The reply must be whole numbers separated by commas or spaces; anything else scores 0, as SSL4RL's int()
+        fails on it (digits inside a word, e.g. the prompt's "2x2" copied four times, are no answer)."""
+        guess = re.split(r"[,\s]+", predicted.strip()) if predicted else []
+        if not guess or not all(g.isdigit() for g in guess):
             return 0.0
-        truth, guess = answer.split(","), re.findall(r"\d+", predicted)
-        return sum(g == t for g, t in zip(guess, truth)) / len(truth)
+        truth = answer.split(",")
+        return sum(int(g) == int(t) for g, t in zip(guess, truth)) / len(truth)
 
 
 def region_names(grid: int) -> list[str]:

@@ -68,6 +68,9 @@ class SSLTaskConfig:
     """Append the think/answer instruction to every prompt."""
     stages: list[dict] = field(default_factory=list)
     """Curriculum: [{"steps": N, "tasks": [...]}, {"tasks": [...]}]; the last stage runs to the end. Empty: `tasks`."""
+    eval_tasks: list = field(default_factory=list)
+    """Tasks asked on held-out images only, never trained on (LMM-R1's multimodal-only arm still scores the text
+    task it never saw)."""
     views_per_image: int = 8
     """Training contexts per (image, task) in one pass over the data (each a fresh corruption)."""
     eval_fraction: float = 0.25
@@ -107,6 +110,7 @@ class SSLTaskConfig:
             if isinstance(stage["steps"], bool) or not isinstance(stage["steps"], int) or stage["steps"] < 1:
                 raise ConfigError(f"must be a whole number >= 1, got {stage['steps']!r}.", f"stages[{j}].steps")
         lists = [(f"stages[{j}].tasks", s["tasks"]) for j, s in enumerate(self.stages)] or [("tasks", self.tasks)]
+        lists += [("eval_tasks", self.eval_tasks)] if self.eval_tasks else []
         for key, specs in lists:
             if not isinstance(specs, list) or not specs:
                 raise ConfigError(f"expected a non-empty list of SSL tasks, got {specs!r}.", key)
@@ -246,7 +250,10 @@ class SSLTask:
         held = [images[i] for i in order[:n_eval]]
         specs = [s["tasks"] for s in cfg.stages] or [cfg.tasks]
         stages = [[build_ssl_task(t, cfg.task_size, cfg.instruction) for t in ts] for ts in specs]
-        all_tasks = list({t.name: t for ts in stages for t in ts}.values())
+        eval_only = [build_ssl_task(t, cfg.task_size, cfg.instruction) for t in cfg.eval_tasks]
+        # eval-only tasks first: LMM-R1's multimodal-only arm then gets the two-stage arm's tokenizer (words in
+        # first-seen order), initial model and held-out questions
+        all_tasks = list({t.name: t for ts in [eval_only, *stages] for t in ts}.values())
         self.policy = self.build_policy(cfg, device, all_tasks, train)
         views = [SSLContexts(train, ts, cfg.seed + 1, cfg.views_per_image) for ts in stages]
         ends = list(np.cumsum([s["steps"] for s in cfg.stages[:-1]])) if cfg.stages else []
