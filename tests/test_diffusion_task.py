@@ -1,6 +1,7 @@
 """The diffusion task through the shared trainer: tiny GRPO, B2 and Diffusion-DPO runs, the shipped configs, and a
 tiny SD-style pipeline (UNet + VAE + CLIP text encoder) loaded from a local folder like a real checkpoint."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,21 @@ def test_tiny_b2_select_iteration_trains_at_most_two_siblings_per_group(tmp_path
         "task_args.b2={branches: 2, split_left: 1, split_right: 2, stages: 2}"])
     none_kept = Trainer(cfg).step(0)  # every step masked out: a zero gradient, not a backward through nothing
     assert none_kept["frac_kept"] == 0 and none_kept["grad_norm"] == 0
+
+
+def test_flow_family_embedded_model_runs_the_shipped_config(tmp_path):
+    """shapes_flow_grpo.yaml pre-trains the SD3-style transformer by flow matching (its own cache folder beside the
+    UNet's) and trains it with flow-SDE steps."""
+    from diffusers import SD3Transformer2DModel
+
+    cfg = load_run_config(_config("shapes_flow_grpo"), [o for o in TINY if not o.startswith("task_args.tiny")] + [
+        f"trainer.output_dir={tmp_path}", f"task_args.embedded_dir={tmp_path / 'emb'}", "task_args.pretrain_steps=2"])
+    trainer = Trainer(cfg)
+    assert isinstance(trainer.policy.denoiser, SD3Transformer2DModel) and trainer.policy.family == "flow"
+    assert [f.name.startswith("shapes-flow-") for f in (tmp_path / "emb").iterdir()] == [True]
+    before = [p.detach().clone() for p in trainer.params]
+    metrics = trainer.step(0)
+    assert math.isfinite(metrics["loss"]) and any(not torch.equal(a, p) for a, p in zip(before, trainer.params))
 
 
 def test_every_shipped_config_loads():
