@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from mmalign.diffusion import shapes
+from mmalign.diffusion.schedule import training_pair
 from mmalign.rollout import Rollout
 
 
@@ -67,16 +68,9 @@ def rollout_from(policy, contexts: Sequence, images: Sequence, generator: torch.
 def denoising_logprobs(policy, rollout: Rollout) -> Tensor:
     """(B, 1) minus the denoising error at the rollout's timestep: epsilon (DDPM) or velocity (flow) target."""
     s = rollout.state
-    x0, eps, t = s["x0"], s["noise"], s["train_t"]
-    if policy.family == "flow":
-        sigma = (t.float() + 1) / 1000  # sigma in (0, 1], the flow-matching training time
-        sb = sigma.view(-1, 1, 1, 1)
-        xt, target = (1 - sb) * x0 + sb * eps, eps - x0
-        pred = policy.net_at(xt, sigma * 1000, s["prompt_embeds"], s["pooled"])
-    else:
-        ac = policy.alphas_cumprod[t].view(-1, 1, 1, 1)
-        xt, target = ac.sqrt() * x0 + (1 - ac).sqrt() * eps, eps  # q(x_t | x_0), Ho et al. 2020, Eq. 4
-        pred = policy.net_at(xt, t.float(), s["prompt_embeds"], s["pooled"])
+    xt, target, time = training_pair(s["x0"], s["noise"], s["train_t"],
+                                     None if policy.family == "flow" else policy.alphas_cumprod)
+    pred = policy.net_at(xt, time, s["prompt_embeds"], s["pooled"])
     return -((pred - target) ** 2).mean(dim=tuple(range(1, pred.dim())))[:, None]
 
 

@@ -8,6 +8,7 @@ Nothing is ever downloaded: everything loads with `local_files_only=True`.
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,15 @@ def tiny_components(words: list[str], family: str = "ddim", sample_size: int = 8
            else tiny_sd3_transformer(sample_size, channels, seed=seed))
     sched = ddim_scheduler() if family == "ddim" else flow_scheduler()
     return Components(net, sched, te, tok)
+
+
+def denoiser_forward(net: nn.Module, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor,
+                     pooled: torch.Tensor) -> torch.Tensor:
+    """The denoiser's output at model timesteps t (B,): a UNet takes the prompt embeddings (B, L, D), an SD3 /
+    FLUX-style transformer (its forward has `pooled_projections`) the pooled embeddings (B, D) too."""
+    if "pooled_projections" in inspect.signature(net.forward).parameters:
+        return net(hidden_states=x, timestep=t, encoder_hidden_states=emb, pooled_projections=pooled).sample
+    return net(x, t, encoder_hidden_states=emb).sample
 
 
 def denoiser_folder(denoiser: nn.Module) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from torch import Tensor, nn
 from mmalign.diffusion import dpo
 from mmalign.diffusion.branching import sample_branched
 from mmalign.diffusion.guidance import classifier_free_guidance
-from mmalign.diffusion.models import Components, save_denoiser
+from mmalign.diffusion.models import Components, denoiser_forward, save_denoiser
 from mmalign.diffusion.schedule import B2Schedule, schedule_tensors, timestep_mask
 from mmalign.diffusion.settings import B2Settings, SamplingSettings, TrainedSteps
 from mmalign.diffusion.steps import StepOutput, ddim_step, flow_sde_step
@@ -152,12 +151,7 @@ class DiffusionPolicy(nn.Module):
         net = self.ref_denoiser if self._use_ref else self.denoiser
         self.net_calls += x.shape[0]
         dtype = next(net.parameters()).dtype
-        if "pooled_projections" in inspect.signature(net.forward).parameters:  # SD3 / FLUX-style transformer
-            out = net(hidden_states=x.to(dtype), timestep=t, encoder_hidden_states=emb.to(dtype),
-                      pooled_projections=pooled.to(dtype)).sample
-        else:
-            out = net(x.to(dtype), t, encoder_hidden_states=emb.to(dtype)).sample
-        return out.float()
+        return denoiser_forward(net, x.to(dtype), t, emb.to(dtype), pooled.to(dtype)).float()
 
     def predict(self, x: Tensor, k: Tensor, emb: Tensor, pooled: Tensor) -> Tensor:
         """Guided model output in fp32: u + w (c - u) (`guidance.py`), (B, C, H, W); one forward without CFG.

@@ -1,5 +1,5 @@
 """Pre-train the embedded text-to-image model on procedurally drawn shapes, on the CPU, and save it as a diffusers
-pipeline folder (unet/, text_encoder/, tokenizer/, scheduler/; pixel space, no VAE).
+pipeline folder (unet/ or transformer/, text_encoder/, tokenizer/, scheduler/; pixel space, no VAE).
 
 The model is a small `UNet2DConditionModel` (base width 16, ~0.1 M parameters) over 3 x 8 x 8 pixels in [-1, 1],
 conditioned on a small `CLIPTextModel` over a word-level tokenizer of the shapes vocabulary, trained with the DDPM
@@ -10,6 +10,10 @@ room RL alignment is meant to close: each caption word is redrawn at random with
 from scratch it collapses "right", "top" and "bottom" into one meaning; docs/diffusion.md).
 Use one thread (`torch.set_num_threads(1)` / `OMP_NUM_THREADS=1`) on a small shared CPU: with two contended
 threads the same steps ran about 9x slower.
+
+`FlowPretrainConfig` makes the flow-matching member of the family on the same data: a small SD3-style transformer
+(`SD3Transformer2DModel`, MMDiT, one pixel per token) trained on the velocity target with SD3's flow-matching
+scheduler, sampled by the policy with flow-SDE steps (Flow-GRPO).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import torch.nn.functional as F
 from mmalign.cache import cached, made_with
 from mmalign.config import check_choice, check_nonempty, check_numbers
 from mmalign.diffusion import shapes
-from mmalign.diffusion.models import Components, ddim_scheduler, save_components
+from mmalign.diffusion.models import Components, ddim_scheduler, denoiser_forward, flow_scheduler, save_components
+from mmalign.diffusion.schedule import training_pair
 
 
 @dataclass
@@ -65,9 +70,25 @@ class PretrainConfig:
         check_numbers(self, "seed", ge=0)
 
 
+@dataclass
+class FlowPretrainConfig(PretrainConfig):
+    """The flow-matching embedded model: an SD3-style transformer of `layers` joint blocks, `heads` heads of `width`
+    channels, one token per pixel; the data and the rest of the training as `PretrainConfig`."""
+
+    layers: int = 4
+    """Joint transformer blocks."""
+    heads: int = 2
+    """Attention heads (hidden size = heads x width)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_numbers(self, "layers", "heads", ge=1)
+
+
 def embedded_components(cfg: PretrainConfig) -> Components:
-    """The embedded model's components, randomly initialised."""
-    from diffusers import UNet2DConditionModel
+    """The embedded model's components, randomly initialised: a UNet with the DDIM schedule, or for a
+    `FlowPretrainConfig` an SD3-style transformer with the flow-matching schedule."""
+    from diffusers import SD3Transformer2DModel, UNet2DConditionModel
 
     from mmalign.diffusion.models import tiny_text_encoder
     from mmalign.text.policy import word_tokenizer
@@ -75,6 +96,13 @@ def embedded_components(cfg: PretrainConfig) -> Components:
     torch.manual_seed(cfg.seed)
     tok = word_tokenizer(shapes.WORDS)
     te = tiny_text_encoder(len(tok), hidden=cfg.text_hidden, layers=2, seed=cfg.seed)
+    if isinstance(cfg, FlowPretrainConfig):
+        net = SD3Transformer2DModel(
+            sample_size=cfg.size, patch_size=1, in_channels=3, out_channels=3, num_layers=cfg.layers,
+            attention_head_dim=cfg.width, num_attention_heads=cfg.heads, joint_attention_dim=cfg.text_hidden,
+            caption_projection_dim=cfg.heads * cfg.width, pooled_projection_dim=cfg.text_hidden,
+            pos_embed_max_size=cfg.size)
+        return Components(net, flow_scheduler(), te, tok)
     unet = UNet2DConditionModel(
         sample_size=cfg.size, in_channels=3, out_channels=3, block_out_channels=(cfg.width, 2 * cfg.width),
         layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -95,8 +123,8 @@ def _batch(cfg: PretrainConfig, rows: list[dict], rng: np.random.Generator) -> t
 def train_denoiser(comp: Components, batch: Callable, steps: int, lr: float, max_text_length: int,
                    log_every: int = 100, label: str = "pretrain") -> Components:
     """Train `comp`'s denoiser and text encoder (their parameters that require grad) by denoising (Ho et al. 2020,
-    Eq. 14; the target follows the scheduler's prediction_type: epsilon, or v as in Salimans & Ho 2022, Sec. 4),
-    AdamW with cosine decay.
+    Eq. 14; the target follows the scheduler's prediction_type: epsilon, or v as in Salimans & Ho 2022, Sec. 4), or
+    with a flow-matching scheduler on the velocity (`schedule.training_pair`), AdamW with cosine decay.
 
     Args:
         batch: `batch(step) -> (x0, prompts, first)`: clean samples (B, C, ...) in [-1, 1], their prompts, and
@@ -107,21 +135,22 @@ def train_denoiser(comp: Components, batch: Callable, steps: int, lr: float, max
     params = [p for p in [*unet.parameters(), *te.parameters()] if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     lr_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    ac, v_target = sched.alphas_cumprod.float(), sched.config.prediction_type == "v_prediction"
+    flow = "FlowMatch" in type(sched).__name__
+    ac = None if flow else sched.alphas_cumprod.float()
+    v_target = sched.config.get("prediction_type") == "v_prediction"
     t0 = time.perf_counter()
     for step in range(steps):
         x0, prompts, first = batch(step)
         fold = (lambda y: y) if first is None else (lambda y: y.flatten(1, 2))  # noqa: E731
         ids = tok(prompts, padding="max_length", max_length=max_text_length, truncation=True,
                   return_tensors="pt")["input_ids"]
-        emb = te(input_ids=ids).last_hidden_state
+        out = te(input_ids=ids)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),))
         eps = torch.randn_like(x0)
-        a = ac[t].view(-1, *[1] * (x0.dim() - 1))
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps  # q(x_t | x_0), Ho et al. 2020, Eq. 4
-        target = a.sqrt() * eps - (1 - a).sqrt() * x0 if v_target else eps
+        xt, target, model_t = training_pair(x0, eps, t, ac, v_target, sched.config.num_train_timesteps)
         inp = fold(xt) if first is None else torch.cat([first, fold(xt)], 1)
-        loss = F.mse_loss(unet(inp, t, encoder_hidden_states=emb).sample, fold(target))
+        pred = denoiser_forward(unet, inp, model_t if flow else t, out.last_hidden_state, out.pooler_output)
+        loss = F.mse_loss(pred, fold(target))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -146,7 +175,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, max_text_length: int = 8,
 def embedded_model(root: str | Path, cfg: PretrainConfig, max_text_length: int = 8) -> Path:
     """The embedded model made with `cfg` in its cache folder `<root>/shapes-<key>` (`mmalign.cache`), pre-trained
     there on first use; returns the folder."""
-    return cached(root, "shapes", made_with(pretrain=cfg, max_text_length=max_text_length),
+    name = "shapes-flow" if isinstance(cfg, FlowPretrainConfig) else "shapes"
+    return cached(root, name, made_with(pretrain=cfg, max_text_length=max_text_length),
                   lambda out: pretrain(cfg, out, max_text_length), "embedded shapes model")
 
 
@@ -159,6 +189,8 @@ if __name__ == "__main__":
     ap.add_argument("steps", nargs="?", type=int, default=PretrainConfig.steps)
     ap.add_argument("--train-text-encoder", action="store_true", help="train the text encoder with the UNet")
     ap.add_argument("--caption-noise", type=float, default=PretrainConfig.caption_noise)
+    ap.add_argument("--flow", action="store_true", help="the flow-matching SD3-style transformer (FlowPretrainConfig)")
     args = ap.parse_args()
-    print(embedded_model(args.root, PretrainConfig(steps=args.steps, train_text_encoder=args.train_text_encoder,
-                                                   caption_noise=args.caption_noise)))
+    kind = FlowPretrainConfig if args.flow else PretrainConfig
+    print(embedded_model(args.root, kind(steps=args.steps, train_text_encoder=args.train_text_encoder,
+                                         caption_noise=args.caption_noise)))

@@ -1,4 +1,5 @@
-"""Schedules of the denoising-step policy: the T-step sampling schedule read from a diffusers scheduler, which
+"""Schedules of the denoising-step policy: the T-step sampling schedule read from a diffusers scheduler, the
+noised sample and target of the denoising objective at a training timestep (pre-training, Diffusion-DPO), which
 denoising steps train (timestep masks, the B2-DiffuRL backward progressive schedule), and how rewards become
 advantages (B2 sibling selection, DDPO's per-prompt reward statistics).
 """
@@ -35,6 +36,26 @@ def schedule_tensors(scheduler, num_steps: int, family: str) -> dict[str, Tensor
     out.update(alphas_cumprod=ac.clone(), alpha_t=ac[t].clone(),
                alpha_prev=torch.where(prev >= 0, ac[prev.clamp(min=0)], final))
     return out
+
+
+def training_pair(x0: Tensor, eps: Tensor, t: Tensor, alphas_cumprod: Tensor | None = None, v_target: bool = False,
+                  num_train_timesteps: int = 1000) -> tuple[Tensor, Tensor, Tensor]:
+    """The denoising objective at training timestep indices t (B,) in [0, N): (x_t, regression target, denoiser time).
+
+    - DDPM (`alphas_cumprod` given, a = alphas_cumprod[t]): x_t = sqrt(a) x0 + sqrt(1 - a) eps (Ho et al. 2020, Eq. 4),
+      target eps, or v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022, Sec. 4); time t.
+    - Flow matching (`alphas_cumprod` None): sigma = (t + 1) / N, x_t = (1 - sigma) x0 + sigma eps, target the
+      velocity eps - x0 (rectified flow as in SD3, Esser et al. 2024, Eq. 3 and 6); time sigma N (diffusers'
+      `FlowMatchEulerDiscreteScheduler` timesteps).
+    """
+    shape = (-1, *[1] * (x0.dim() - 1))
+    if alphas_cumprod is None:
+        sigma = (t.float() + 1) / num_train_timesteps
+        s = sigma.view(shape)
+        return (1 - s) * x0 + s * eps, eps - x0, sigma * num_train_timesteps
+    a = alphas_cumprod[t].view(shape)
+    target = a.sqrt() * eps - (1 - a).sqrt() * x0 if v_target else eps
+    return a.sqrt() * x0 + (1 - a).sqrt() * eps, target, t.float()
 
 
 def timestep_mask(b: int, t: int, start: int = 0, fraction: float = 1.0, generator: torch.Generator | None = None,

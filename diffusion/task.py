@@ -1,6 +1,7 @@
 """The text-to-image task for the trainer: a diffusers model as a denoising-step policy, prompts, image rewards.
 
-`model: embedded` (default) uses the project's own shapes model: pre-trained on the CPU on first use (see
+`model: embedded` (default) uses the project's own shapes model (a UNet, or with `embedded_family: flow` an SD3-style
+transformer trained by flow matching): pre-trained on the CPU on first use (see
 `pretrain.py`) into a folder of `embedded_dir` keyed by its pre-training config (`mmalign.cache`) and reused after by
 runs of that config only. `model: <folder>` loads any local diffusers pipeline (SD 1.x / 2.x with DDIMScheduler, or
 a flow-matching pipeline). `tiny: true` builds random tiny components (tests).
@@ -33,6 +34,9 @@ class DiffusionTaskConfig:
     """Cache of embedded models: one folder `shapes-<key>` per pre-training config (steps, counts, text length)."""
     pretrain_steps: int = 1200
     """Pre-training steps of the embedded model (a model of other steps in `embedded_dir` is not reused)."""
+    embedded_family: str = "ddim"
+    """The embedded model: "ddim" (a UNet trained on DDPM's epsilon, DDIM steps) or "flow" (an SD3-style transformer
+    trained by flow matching, flow-SDE steps; `pretrain.FlowPretrainConfig`)."""
     tiny: bool = False
     """Build tiny random components instead (tests, benchmarks)."""
     scheduler: str = ""
@@ -75,6 +79,7 @@ class DiffusionTaskConfig:
     def __post_init__(self) -> None:
         check_choice(self, "scheduler", ("", "ddim", "flow"))
         check_choice(self, "dtype", ("float32", "bfloat16", "float16"))
+        check_choice(self, "embedded_family", ("ddim", "flow"))
         check_choice(self, "reference", ("auto", "lora", "copy", "none"))
         check_choice(self, "eval_split", ("prompt", "pair"))
         check_nonempty(self, "counts")
@@ -155,9 +160,10 @@ class DiffusionTask:
             return tiny_components(shapes.WORDS, family=cfg.scheduler or "ddim", sample_size=8, channels=3)
         path = cfg.model
         if cfg.model == "embedded":
-            from mmalign.diffusion.pretrain import PretrainConfig, embedded_model
+            from mmalign.diffusion.pretrain import FlowPretrainConfig, PretrainConfig, embedded_model
 
-            path = embedded_model(cfg.embedded_dir, PretrainConfig(steps=cfg.pretrain_steps, counts=tuple(cfg.counts)),
+            kind = FlowPretrainConfig if cfg.embedded_family == "flow" else PretrainConfig
+            path = embedded_model(cfg.embedded_dir, kind(steps=cfg.pretrain_steps, counts=tuple(cfg.counts)),
                                   cfg.sampling.max_text_length)
         comp = load_components(path, getattr(torch, cfg.dtype))
         if cfg.scheduler:

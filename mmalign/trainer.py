@@ -379,6 +379,8 @@ class Trainer:
         DDP and FSDP average gradients over processes while `denom` already counts the units of all of them."""
         with nullcontext() if last else self.acc.no_sync(self.model), self.acc.autocast():
             loss, metrics = self.model(loss_fn, self.policy, batch, self.algo_cfg, denom)
+            if not loss.requires_grad:  # no trained step in this micro-batch (B2 select masks samples out): a zero
+                loss = loss + sum(p.sum() for p in self.params) * 0.0  # gradient, and every process still reduces
             self.acc.backward(loss * self.world)
         return loss.detach(), metrics
 

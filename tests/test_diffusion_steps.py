@@ -122,3 +122,20 @@ def test_euler_step_matches_flow_match_scheduler():
     x, v = torch.randn(1, 4, 4, 4), torch.randn(1, 4, 4, 4)
     expected = sched.step(v, sched.timesteps[0], x).prev_sample  # mutates the scheduler: only used here
     assert torch.allclose(euler_step(v, x, sched.sigmas[0:1], sched.sigmas[1:2]), expected, atol=1e-6)
+
+
+def test_training_pair_hand_computed():
+    """The pre-training / Diffusion-DPO objective: flow matching at t = 499 is sigma 0.5, x_t halfway between x0 and
+    the noise, target the velocity eps - x0, time 500; DDPM at a = alphas_cumprod[t] mixes by sqrt(a), sqrt(1 - a)."""
+    from mmalign.diffusion.schedule import training_pair
+
+    x0, eps, t = torch.full((1, 1, 1, 1), 1.0), torch.full((1, 1, 1, 1), 3.0), torch.tensor([499])
+    xt, target, time = training_pair(x0, eps, t)
+    assert xt.item() == 2.0 and target.item() == 2.0 and time.item() == 500.0
+    ac = torch.linspace(0.99, 0.01, 1000)
+    a = ac[499].item()
+    xt, target, time = training_pair(x0, eps, t, ac)
+    assert math.isclose(xt.item(), math.sqrt(a) + 3 * math.sqrt(1 - a), rel_tol=1e-6)
+    assert target.item() == 3.0 and time.item() == 499.0
+    _, v, _ = training_pair(x0, eps, t, ac, v_target=True)
+    assert math.isclose(v.item(), 3 * math.sqrt(a) - math.sqrt(1 - a), rel_tol=1e-6)

@@ -1,6 +1,7 @@
 """The diffusion task through the shared trainer: tiny GRPO, B2 and Diffusion-DPO runs, the shipped configs, and a
 tiny SD-style pipeline (UNet + VAE + CLIP text encoder) loaded from a local folder like a real checkpoint."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,54 @@ def test_tiny_b2_run_and_lora_dpo_run(tmp_path):
     assert (out / "metrics.jsonl").exists()
     out = run(CONFIGS[[c.stem for c in CONFIGS].index("shapes_dpo")], tmp_path, ["task_args.preference_pairs=1"])
     assert (out / "final" / "lora").exists()
+
+
+def _config(name: str) -> Path:
+    return CONFIGS[[c.stem for c in CONFIGS].index(name)]
+
+
+def test_tiny_ddpo_iterations_keep_each_prompts_reward_history(tmp_path):
+    """shapes_ddpo.yaml runs DDPO: its per-prompt statistics are the run state and hold every reward drawn, filed
+    under the prompt that drew it."""
+    trainer = Trainer(load_run_config(_config("shapes_ddpo"), TINY + [f"trainer.output_dir={tmp_path}"]))
+    metrics = [trainer.step(i) for i in range(2)]
+    assert all("frac_reward_zero_std" in m for m in metrics)
+    history = trainer.algo_state.state_dict()
+    assert set(history) <= {c["prompt"] for c in trainer.task.train_contexts}
+    assert sum(len(r) for lists in history.values() for r in lists) == 2 * 2 * 2  # steps x contexts x samples
+
+
+def test_tiny_b2_select_iteration_trains_at_most_two_siblings_per_group(tmp_path):
+    """shapes_b2_select.yaml runs B2-DiffuRL's select mode: of each sibling group (4 here) at most the best and the
+    worst sample keep steps in the loss; GRPO over siblings would keep all four."""
+    cfg = load_run_config(_config("shapes_b2_select"), TINY + [
+        f"trainer.output_dir={tmp_path}", "trainer.num_samples=4",
+        "task_args.b2={branches: 4, split_left: 1, split_right: 2, stages: 2}"])
+    assert cfg.algorithm_args.mode == "select"
+    trainer = Trainer(cfg)
+    metrics = [trainer.step(i) for i in range(2)]
+    assert all(m["frac_kept"] <= 0.5 for m in metrics)
+    assert trainer.algo_state.state_dict()
+    cfg = load_run_config(_config("shapes_b2_select"), TINY + [
+        f"trainer.output_dir={tmp_path}", "b2.pos_threshold=99", "b2.neg_threshold=-99",
+        "task_args.b2={branches: 2, split_left: 1, split_right: 2, stages: 2}"])
+    none_kept = Trainer(cfg).step(0)  # every step masked out: a zero gradient, not a backward through nothing
+    assert none_kept["frac_kept"] == 0 and none_kept["grad_norm"] == 0
+
+
+def test_flow_family_embedded_model_runs_the_shipped_config(tmp_path):
+    """shapes_flow_grpo.yaml pre-trains the SD3-style transformer by flow matching (its own cache folder beside the
+    UNet's) and trains it with flow-SDE steps."""
+    from diffusers import SD3Transformer2DModel
+
+    cfg = load_run_config(_config("shapes_flow_grpo"), [o for o in TINY if not o.startswith("task_args.tiny")] + [
+        f"trainer.output_dir={tmp_path}", f"task_args.embedded_dir={tmp_path / 'emb'}", "task_args.pretrain_steps=2"])
+    trainer = Trainer(cfg)
+    assert isinstance(trainer.policy.denoiser, SD3Transformer2DModel) and trainer.policy.family == "flow"
+    assert [f.name.startswith("shapes-flow-") for f in (tmp_path / "emb").iterdir()] == [True]
+    before = [p.detach().clone() for p in trainer.params]
+    metrics = trainer.step(0)
+    assert math.isfinite(metrics["loss"]) and any(not torch.equal(a, p) for a, p in zip(before, trainer.params))
 
 
 def test_every_shipped_config_loads():
