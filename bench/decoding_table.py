@@ -1,13 +1,15 @@
 """Decoding-time alignment on held-out prompts: reward and cost of each method (docs/decoding.md).
 
     python bench/decoding_table.py configs/text/bleuberi_smollm2.yaml --seeds 0 1 2 --eval-size 24 \
-        [--aligned RUN/final] [--arm ARM/final] [--small S_RL --small-base S_BASE]
+        [--aligned RUN/final] [--arm ARM/final] [--small S_RL --small-base S_BASE] [--methods KEY ...]
 
 The task's held-out rows are decoded by each method and scored by the task's rewards (the searches rank by the
 weighted reward; a reward of weight 0, e.g. chrF, is a second metric they never see). Methods that combine models
 run when their folders are given: Transfer Q* (`--aligned`, e.g. a GRPO run's final/), GenARM (`--arm`, a causal LM
 trained with `preference.loss: arm`), RAST (`--small`, `--small-base`); `--aligned` also adds the aligned model's own
-samples as a row. Prints one markdown table: mean (min-max over seeds) of each reward, tokens and seconds per prompt.
+samples as a row. A LoRA run's final/ (an adapter) loads merged over the config's model. `--methods` keeps the rows
+of those keys (sampling, greedy, bon4, bon16, deal, tq, aligned, genarm, rast). Prints one markdown table: mean
+(min-max over seeds) of each reward, tokens and seconds per prompt.
 """
 
 import argparse
@@ -24,15 +26,22 @@ from mmalign.text.task import load_causal_lm
 
 
 def methods(args) -> list[tuple[str, str, dict]]:
-    rows = [("sampling", "sample", {}), ("greedy", "greedy", {}), ("best-of-4", "bon", {"n": 4}),
-            ("best-of-16", "bon", {"n": 16}), ("DeAL (k 4, depth 4)", "deal", {"k": 4, "depth": 4})]
+    """(label, method, knobs) of each row the arguments allow, in table order."""
+    rows = {"sampling": ("sampling", "sample", {}), "greedy": ("greedy", "greedy", {}),
+            "bon4": ("best-of-4", "bon", {"n": 4}), "bon16": ("best-of-16", "bon", {"n": 16}),
+            "deal": ("DeAL (k 4, depth 4)", "deal", {"k": 4, "depth": 4})}
     if args.aligned:
-        rows.append(("Transfer Q* (k 4, alpha 10)", "tq", {"aligned": args.aligned, "k": 4, "alpha": 10.0}))
+        rows["tq"] = ("Transfer Q* (k 4, alpha 10)", "tq", {"aligned": args.aligned, "k": 4, "alpha": 10.0})
+        rows["aligned"] = ("GRPO-trained model (sampling)", "aligned", {"aligned": args.aligned})
     if args.arm:
-        rows.append(("GenARM (beta 1)", "genarm", {"arm": [args.arm], "beta": 1.0}))
+        rows["genarm"] = (f"GenARM (beta {args.beta:g})", "genarm", {"arm": [args.arm], "beta": args.beta})
     if args.small:
-        rows.append(("RAST (lambda 1)", "rast", {"small": args.small, "small_base": args.small_base}))
-    return rows
+        rows["rast"] = ("RAST (lambda 1)", "rast", {"small": args.small, "small_base": args.small_base})
+    unknown = set(args.methods) - set(rows)
+    if unknown:
+        raise SystemExit(f"--methods {' '.join(sorted(unknown))}: not a row these arguments allow; use some of "
+                         f"{', '.join(rows)} (tq and aligned need --aligned, genarm --arm, rast --small).")
+    return [row for key, row in rows.items() if not args.methods or key in args.methods]
 
 
 def main() -> None:
@@ -45,6 +54,8 @@ def main() -> None:
     p.add_argument("--arm", default="")
     p.add_argument("--small", default="")
     p.add_argument("--small-base", default="")
+    p.add_argument("--beta", type=float, default=1.0, help="GenARM's KL coefficient")
+    p.add_argument("--methods", nargs="*", default=[])
     args = p.parse_args()
     cfg = load_run_config(args.config, [*args.overrides, f"task_args.eval_size={args.eval_size}"])
     task = task_class(cfg.task)(cfg.task_args, "cpu")
@@ -56,7 +67,7 @@ def main() -> None:
         return combined(contexts, outputs)[0].tolist()
 
     def load(spec):
-        return load_causal_lm(spec)[0].eval()
+        return load_causal_lm(spec, base=cfg.task_args.model)[0].eval()
 
     table = defaultdict(lambda: defaultdict(list))
     for label, method, knobs in methods(args):
