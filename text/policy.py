@@ -92,8 +92,8 @@ def check_model_folder(path: Path, spec: str) -> None:
         FileNotFoundError: naming the folder, what it lacks and what to pass instead.
     """
     if not (path / "config.json").is_file() and not is_adapter_folder(path):
-        raise FileNotFoundError(f"model {spec!r} is not a model folder: it has neither config.json nor "
-                                "adapter_config.json. Give a folder written by save_pretrained (a model or a LoRA "
+        raise FileNotFoundError(f"model {spec!r} is not a model folder: it has no config.json (nor "
+                                "adapter_config.json). Give a folder written by save_pretrained (a model or a LoRA "
                                 "run's final/ adapter, with tokenizer files) or a .gguf file.")
     if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
         raise FileNotFoundError(f"model folder {spec!r} has no tokenizer (tokenizer.json or tokenizer_config.json); "
