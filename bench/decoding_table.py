@@ -8,14 +8,18 @@ weighted reward; a reward of weight 0, e.g. chrF, is a second metric they never 
 run when their folders are given: Transfer Q* (`--aligned`, e.g. a GRPO run's final/), GenARM (`--arm`, a causal LM
 trained with `preference.loss: arm`), RAST (`--small`, `--small-base`); `--aligned` also adds the aligned model's own
 samples as a row. A LoRA run's final/ (an adapter) loads merged over the config's model. `--methods` keeps the rows
-of those keys (sampling, greedy, bon4, bon16, deal, tq, aligned, genarm, rast). Prints one markdown table: mean
-(min-max over seeds) of each reward, tokens and seconds per prompt.
+of those keys (sampling, greedy, bon4, bon16, deal, tq, aligned, genarm, rast). Greedy decoding and DeAL draw nothing,
+so they run once. `--out FILE` keeps each finished (method, seed) run in a JSONL file: a rerun skips those and the
+table covers every run in the file. Prints one markdown table: mean (min-max over runs) of each reward, tokens and
+seconds per prompt.
 """
 
 import argparse
+import json
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 
@@ -44,6 +48,42 @@ def methods(args) -> list[tuple[str, str, dict]]:
     return [row for key, row in rows.items() if not args.methods or key in args.methods]
 
 
+DETERMINISTIC = ("greedy", "deal")
+"""Methods that draw nothing: one run stands for every seed."""
+
+
+def measure(task, decoder, seed: int, weights) -> dict[str, float]:
+    """The held-out rewards of `decoder` at `seed`, with its tokens and seconds per prompt."""
+    torch.manual_seed(seed)
+    tokens, start = decoder.cost.tokens, time.perf_counter()
+    scores = task.evaluate(decoder)
+    n = len(task.eval_contexts)
+    seconds = time.perf_counter() - start
+    return {**{name: scores[f"reward/{name}"] for name in weights},
+            "tokens / prompt": (decoder.cost.tokens - tokens) / n, "seconds / prompt": seconds / n}
+
+
+def read_records(path: str) -> list[dict]:
+    """The (label, seed, figures) records of earlier runs in the JSONL file `path` (none when absent)."""
+    if not path or not Path(path).exists():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def print_table(records: list[dict], columns: list[str]) -> None:
+    """One markdown row per label: mean (min-max over its seeds) of each column."""
+    table = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        for c in columns:
+            table[r["label"]][c].append(r["figures"][c])
+    print(f"\n`python {' '.join(sys.argv)}`\n")
+    print("| method | runs | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 2) + "|")
+    for label, figures in table.items():
+        cells = [f"{sum(v) / len(v):.3f} ({min(v):.3f}-{max(v):.3f})" for v in (figures[c] for c in columns)]
+        print(f"| {label} | {len(figures[columns[0]])} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config")
@@ -56,11 +96,11 @@ def main() -> None:
     p.add_argument("--small-base", default="")
     p.add_argument("--beta", type=float, default=1.0, help="GenARM's KL coefficient")
     p.add_argument("--methods", nargs="*", default=[])
+    p.add_argument("--out", default="", help="JSONL of finished (method, seed) runs: appended, skipped when rerun")
     args = p.parse_args()
     cfg = load_run_config(args.config, [*args.overrides, f"task_args.eval_size={args.eval_size}"])
     task = task_class(cfg.task)(cfg.task_args, "cpu")
     weights = {name: w for name, _, w in task.rewards}
-
     combined = CombinedReward({n: fn for n, fn, _ in task.rewards}, list(weights.values()))
 
     def reward(contexts, outputs):
@@ -69,27 +109,20 @@ def main() -> None:
     def load(spec):
         return load_causal_lm(spec, base=cfg.task_args.model)[0].eval()
 
-    table = defaultdict(lambda: defaultdict(list))
+    records = read_records(args.out)
     for label, method, knobs in methods(args):
-        decoder = Decoder(task.policy, method, reward, DecodeSettings(**knobs), load)
-        for seed in args.seeds:
-            torch.manual_seed(seed)
-            before, start = (decoder.cost.tokens, decoder.cost.model_calls), time.perf_counter()
-            scores = task.evaluate(decoder)
-            n = len(task.eval_contexts)
-            for name in weights:
-                table[label][name].append(scores[f"reward/{name}"])
-            table[label]["tokens / prompt"].append((decoder.cost.tokens - before[0]) / n)
-            table[label]["seconds / prompt"].append((time.perf_counter() - start) / n)
-            print(f"# {label} seed {seed}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in table[label].items()),
+        seeds = args.seeds[:1] if method in DETERMINISTIC else args.seeds
+        todo = [s for s in seeds if not any(r["label"] == label and r["seed"] == s for r in records)]
+        decoder = Decoder(task.policy, method, reward, DecodeSettings(**knobs), load) if todo else None
+        for seed in todo:
+            record = {"label": label, "seed": seed, "figures": measure(task, decoder, seed, weights)}
+            records.append(record)
+            if args.out:
+                with open(args.out, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            print(f"# {label} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in record["figures"].items()),
                   file=sys.stderr, flush=True)
-    columns = [*weights, "tokens / prompt", "seconds / prompt"]
-    print(f"\n`python {' '.join(sys.argv)}`\n")
-    print("| method | " + " | ".join(columns) + " |")
-    print("|---" * (len(columns) + 1) + "|")
-    for label, figures in table.items():
-        cells = [f"{sum(v) / len(v):.3f} ({min(v):.3f}-{max(v):.3f})" for v in (figures[c] for c in columns)]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+    print_table(records, [*weights, "tokens / prompt", "seconds / prompt"])
 
 
 if __name__ == "__main__":
