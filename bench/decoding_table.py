@@ -35,7 +35,9 @@ def methods(args) -> list[tuple[str, str, dict]]:
             "bon4": ("best-of-4", "bon", {"n": 4}), "bon16": ("best-of-16", "bon", {"n": 16}),
             "deal": ("DeAL (k 4, depth 4)", "deal", {"k": 4, "depth": 4})}
     if args.aligned:
-        rows["tq"] = ("Transfer Q* (k 4, alpha 10)", "tq", {"aligned": args.aligned, "k": 4, "alpha": 10.0})
+        budget = f"rollout {args.tq_rollout}" if args.tq_rollout else "rollout to the end"
+        rows["tq"] = (f"Transfer Q* (k 4, alpha 10, {budget})", "tq",
+                      {"aligned": args.aligned, "k": 4, "alpha": 10.0, "rollout": args.tq_rollout})
         rows["aligned"] = ("GRPO-trained model (sampling)", "aligned", {"aligned": args.aligned})
     if args.arm:
         rows["genarm"] = (f"GenARM (beta {args.beta:g})", "genarm", {"arm": [args.arm], "beta": args.beta})
@@ -95,6 +97,7 @@ def main() -> None:
     p.add_argument("--small", default="")
     p.add_argument("--small-base", default="")
     p.add_argument("--beta", type=float, default=1.0, help="GenARM's KL coefficient")
+    p.add_argument("--tq-rollout", type=int, default=0, help="Transfer Q* rollout tokens; 0 = to the end")
     p.add_argument("--methods", nargs="*", default=[])
     p.add_argument("--out", default="", help="JSONL of finished (method, seed) runs: appended, skipped when rerun")
     args = p.parse_args()

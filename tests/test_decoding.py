@@ -177,6 +177,12 @@ def test_decoder_wires_each_method_and_refuses_a_foreign_vocabulary():
     assert len(genarm.sample(PROMPTS, 2).outputs) == 2 * len(PROMPTS) and genarm.report()["cost/model_calls"] > 0
     tq = Decoder(policy, "tq", count_dog, DecodeSettings(aligned="rl", k=1), load=models.__getitem__)
     assert tq.sample(PROMPTS).outputs == policy.sample(PROMPTS, 1, greedy=True).outputs
+    spent = []
+    for rollout in (0, 1):  # Q from a 1-token rollout instead of one to the end: fewer tokens
+        tq = Decoder(policy, "tq", count_dog, DecodeSettings(aligned="rl", k=2, rollout=rollout), models.__getitem__)
+        tq.sample(PROMPTS)
+        spent.append(tq.cost.tokens)
+    assert spent[1] < spent[0]
     with pytest.raises(ValueError, match="share one tokenizer"):
         Decoder(policy, "tq", count_dog, DecodeSettings(aligned="big"), load=models.__getitem__)
     with pytest.raises(ValueError, match="searches under a reward"):

@@ -32,7 +32,9 @@ class DecodeSettings:
     k: int = 4
     """deal, tq: candidate tokens expanded per step."""
     depth: int = 4
-    """deal: lookahead tokens per candidate (tq rolls out to the end)."""
+    """deal: lookahead tokens per candidate."""
+    rollout: int = 0
+    """tq: tokens the aligned model rolls out per candidate to estimate Q; 0 = to the end (the paper's estimate)."""
     alpha: float = 1.0
     """tq: pi_ref(y) exp(alpha Q(y)); 0 = top-k sampling."""
     weight: float = 1.0
@@ -106,7 +108,8 @@ class Decoder:
         if m == "deal":
             return lookahead_decode(self.policy, contexts, self.reward, s.k, s.depth)
         if m == "tq":
-            return value_guided_decode(self.policy, contexts, self.reward, self.aligned, s.k, s.alpha)
+            return value_guided_decode(self.policy, contexts, self.reward, self.aligned, s.k, s.alpha,
+                                       s.rollout or None)
         calls = self.guide.calls if self.guide else 0
         model = self.aligned if m == "aligned" else self.guide
         rollout = self.policy.sample(contexts, 1, greedy=m == "greedy", model=model)
