@@ -8,7 +8,7 @@ weighted reward; a reward of weight 0, e.g. chrF, is a second metric they never 
 run when their folders are given: Transfer Q* (`--aligned`, e.g. a GRPO run's final/), GenARM (`--arm`, a causal LM
 trained with `preference.loss: arm`), RAST (`--small`, `--small-base`); `--aligned` also adds the aligned model's own
 samples as a row. A LoRA run's final/ (an adapter) loads merged over the config's model. `--methods` keeps the rows
-of those keys (sampling, greedy, bon4, bon16, deal, tq, aligned, genarm, rast). Greedy decoding and DeAL draw nothing,
+of those keys (sampling, greedy, aligned, bon4, bon16, deal, tq, genarm, rast). Greedy decoding and DeAL draw nothing,
 so they run once. `--out FILE` keeps each finished (method, seed) run in a JSONL file: a rerun skips those and the
 table covers every run in the file. Prints one markdown table: mean (min-max over runs) of each reward, tokens and
 seconds per prompt.
@@ -31,14 +31,15 @@ from mmalign.text.task import load_causal_lm
 
 def methods(args) -> list[tuple[str, str, dict]]:
     """(label, method, knobs) of each row the arguments allow, in table order."""
-    rows = {"sampling": ("sampling", "sample", {}), "greedy": ("greedy", "greedy", {}),
-            "bon4": ("best-of-4", "bon", {"n": 4}), "bon16": ("best-of-16", "bon", {"n": 16}),
-            "deal": ("DeAL (k 4, depth 4)", "deal", {"k": 4, "depth": 4})}
+    rows = {"sampling": ("sampling", "sample", {}), "greedy": ("greedy", "greedy", {})}
+    if args.aligned:
+        rows["aligned"] = ("GRPO-trained model (sampling)", "aligned", {"aligned": args.aligned})
+    rows.update({"bon4": ("best-of-4", "bon", {"n": 4}), "bon16": ("best-of-16", "bon", {"n": 16}),
+                 "deal": ("DeAL (k 4, depth 4)", "deal", {"k": 4, "depth": 4})})
     if args.aligned:
         budget = f"rollout {args.tq_rollout}" if args.tq_rollout else "rollout to the end"
         rows["tq"] = (f"Transfer Q* (k 4, alpha 10, {budget})", "tq",
                       {"aligned": args.aligned, "k": 4, "alpha": 10.0, "rollout": args.tq_rollout})
-        rows["aligned"] = ("GRPO-trained model (sampling)", "aligned", {"aligned": args.aligned})
     if args.arm:
         rows["genarm"] = (f"GenARM (beta {args.beta:g})", "genarm", {"arm": [args.arm], "beta": args.beta})
     if args.small:
