@@ -1,19 +1,25 @@
 """Decoding-time alignment on held-out prompts: reward and cost of each method (docs/decoding.md).
 
     python bench/decoding_table.py configs/text/bleuberi_smollm2.yaml --seeds 0 1 2 --eval-size 24 \
-        [--aligned RUN/final] [--arm ARM/final] [--small S_RL --small-base S_BASE]
+        [--aligned RUN/final] [--arm ARM/final] [--small S_RL --small-base S_BASE] [--methods KEY ...]
 
 The task's held-out rows are decoded by each method and scored by the task's rewards (the searches rank by the
 weighted reward; a reward of weight 0, e.g. chrF, is a second metric they never see). Methods that combine models
 run when their folders are given: Transfer Q* (`--aligned`, e.g. a GRPO run's final/), GenARM (`--arm`, a causal LM
 trained with `preference.loss: arm`), RAST (`--small`, `--small-base`); `--aligned` also adds the aligned model's own
-samples as a row. Prints one markdown table: mean (min-max over seeds) of each reward, tokens and seconds per prompt.
+samples as a row. A LoRA run's final/ (an adapter) loads merged over the config's model. `--methods` keeps the rows
+of those keys (sampling, greedy, aligned, bon4, bon16, deal, tq, genarm, rast). Greedy decoding and DeAL draw nothing,
+so they run once. `--out FILE` keeps each finished (method, seed) run in a JSONL file: a rerun skips those and the
+table covers every run in the file. Prints one markdown table: mean (min-max over runs) of each reward, tokens and
+seconds per prompt.
 """
 
 import argparse
+import json
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 
@@ -24,15 +30,61 @@ from mmalign.text.task import load_causal_lm
 
 
 def methods(args) -> list[tuple[str, str, dict]]:
-    rows = [("sampling", "sample", {}), ("greedy", "greedy", {}), ("best-of-4", "bon", {"n": 4}),
-            ("best-of-16", "bon", {"n": 16}), ("DeAL (k 4, depth 4)", "deal", {"k": 4, "depth": 4})]
+    """(label, method, knobs) of each row the arguments allow, in table order."""
+    rows = {"sampling": ("sampling", "sample", {}), "greedy": ("greedy", "greedy", {})}
     if args.aligned:
-        rows.append(("Transfer Q* (k 4, alpha 10)", "tq", {"aligned": args.aligned, "k": 4, "alpha": 10.0}))
+        rows["aligned"] = ("GRPO-trained model (sampling)", "aligned", {"aligned": args.aligned})
+    rows.update({"bon4": ("best-of-4", "bon", {"n": 4}), "bon16": ("best-of-16", "bon", {"n": 16}),
+                 "deal": ("DeAL (k 4, depth 4)", "deal", {"k": 4, "depth": 4})})
+    if args.aligned:
+        budget = f"rollout {args.tq_rollout}" if args.tq_rollout else "rollout to the end"
+        rows["tq"] = (f"Transfer Q* (k 4, alpha 10, {budget})", "tq",
+                      {"aligned": args.aligned, "k": 4, "alpha": 10.0, "rollout": args.tq_rollout})
     if args.arm:
-        rows.append(("GenARM (beta 1)", "genarm", {"arm": [args.arm], "beta": 1.0}))
+        rows["genarm"] = (f"GenARM (beta {args.beta:g})", "genarm", {"arm": [args.arm], "beta": args.beta})
     if args.small:
-        rows.append(("RAST (lambda 1)", "rast", {"small": args.small, "small_base": args.small_base}))
-    return rows
+        rows["rast"] = ("RAST (lambda 1)", "rast", {"small": args.small, "small_base": args.small_base})
+    unknown = set(args.methods) - set(rows)
+    if unknown:
+        raise SystemExit(f"--methods {' '.join(sorted(unknown))}: not a row these arguments allow; use some of "
+                         f"{', '.join(rows)} (tq and aligned need --aligned, genarm --arm, rast --small).")
+    return [row for key, row in rows.items() if not args.methods or key in args.methods]
+
+
+DETERMINISTIC = ("greedy", "deal")
+"""Methods that draw nothing: one run stands for every seed."""
+
+
+def measure(task, decoder, seed: int, weights) -> dict[str, float]:
+    """The held-out rewards of `decoder` at `seed`, with its tokens and seconds per prompt."""
+    torch.manual_seed(seed)
+    tokens, start = decoder.cost.tokens, time.perf_counter()
+    scores = task.evaluate(decoder)
+    n = len(task.eval_contexts)
+    seconds = time.perf_counter() - start
+    return {**{name: scores[f"reward/{name}"] for name in weights},
+            "tokens / prompt": (decoder.cost.tokens - tokens) / n, "seconds / prompt": seconds / n}
+
+
+def read_records(path: str) -> list[dict]:
+    """The (label, seed, figures) records of earlier runs in the JSONL file `path` (none when absent)."""
+    if not path or not Path(path).exists():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def print_table(records: list[dict], columns: list[str]) -> None:
+    """One markdown row per label: mean (min-max over its seeds) of each column."""
+    table = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        for c in columns:
+            table[r["label"]][c].append(r["figures"][c])
+    print(f"\n`python {' '.join(sys.argv)}`\n")
+    print("| method | runs | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 2) + "|")
+    for label, figures in table.items():
+        cells = [f"{sum(v) / len(v):.3f} ({min(v):.3f}-{max(v):.3f})" for v in (figures[c] for c in columns)]
+        print(f"| {label} | {len(figures[columns[0]])} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -45,40 +97,36 @@ def main() -> None:
     p.add_argument("--arm", default="")
     p.add_argument("--small", default="")
     p.add_argument("--small-base", default="")
+    p.add_argument("--beta", type=float, default=1.0, help="GenARM's KL coefficient")
+    p.add_argument("--tq-rollout", type=int, default=0, help="Transfer Q* rollout tokens; 0 = to the end")
+    p.add_argument("--methods", nargs="*", default=[])
+    p.add_argument("--out", default="", help="JSONL of finished (method, seed) runs: appended, skipped when rerun")
     args = p.parse_args()
     cfg = load_run_config(args.config, [*args.overrides, f"task_args.eval_size={args.eval_size}"])
     task = task_class(cfg.task)(cfg.task_args, "cpu")
     weights = {name: w for name, _, w in task.rewards}
-
     combined = CombinedReward({n: fn for n, fn, _ in task.rewards}, list(weights.values()))
 
     def reward(contexts, outputs):
         return combined(contexts, outputs)[0].tolist()
 
     def load(spec):
-        return load_causal_lm(spec)[0].eval()
+        return load_causal_lm(spec, base=cfg.task_args.model)[0].eval()
 
-    table = defaultdict(lambda: defaultdict(list))
+    records = read_records(args.out)
     for label, method, knobs in methods(args):
-        decoder = Decoder(task.policy, method, reward, DecodeSettings(**knobs), load)
-        for seed in args.seeds:
-            torch.manual_seed(seed)
-            before, start = (decoder.cost.tokens, decoder.cost.model_calls), time.perf_counter()
-            scores = task.evaluate(decoder)
-            n = len(task.eval_contexts)
-            for name in weights:
-                table[label][name].append(scores[f"reward/{name}"])
-            table[label]["tokens / prompt"].append((decoder.cost.tokens - before[0]) / n)
-            table[label]["seconds / prompt"].append((time.perf_counter() - start) / n)
-            print(f"# {label} seed {seed}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in table[label].items()),
+        seeds = args.seeds[:1] if method in DETERMINISTIC else args.seeds
+        todo = [s for s in seeds if not any(r["label"] == label and r["seed"] == s for r in records)]
+        decoder = Decoder(task.policy, method, reward, DecodeSettings(**knobs), load) if todo else None
+        for seed in todo:
+            record = {"label": label, "seed": seed, "figures": measure(task, decoder, seed, weights)}
+            records.append(record)
+            if args.out:
+                with open(args.out, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            print(f"# {label} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in record["figures"].items()),
                   file=sys.stderr, flush=True)
-    columns = [*weights, "tokens / prompt", "seconds / prompt"]
-    print(f"\n`python {' '.join(sys.argv)}`\n")
-    print("| method | " + " | ".join(columns) + " |")
-    print("|---" * (len(columns) + 1) + "|")
-    for label, figures in table.items():
-        cells = [f"{sum(v) / len(v):.3f} ({min(v):.3f}-{max(v):.3f})" for v in (figures[c] for c in columns)]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+    print_table(records, [*weights, "tokens / prompt", "seconds / prompt"])
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from tiny import PROMPTS, ROWS, tiny_lm, tiny_policy
+from tiny import PROMPTS, ROWS, WORDS, tiny_lm, tiny_policy
 
 from mmalign.decoding import CalibratedReward, GuidedLM, Source, best_of_n, calibrate, guided, transform
-from mmalign.text.policy import positions
+from mmalign.text.policy import positions, word_tokenizer
 from mmalign.text.search import lookahead_decode, value_guided_decode
 
 
@@ -177,6 +177,12 @@ def test_decoder_wires_each_method_and_refuses_a_foreign_vocabulary():
     assert len(genarm.sample(PROMPTS, 2).outputs) == 2 * len(PROMPTS) and genarm.report()["cost/model_calls"] > 0
     tq = Decoder(policy, "tq", count_dog, DecodeSettings(aligned="rl", k=1), load=models.__getitem__)
     assert tq.sample(PROMPTS).outputs == policy.sample(PROMPTS, 1, greedy=True).outputs
+    spent = []
+    for rollout in (0, 1):  # Q from a 1-token rollout instead of one to the end: fewer tokens
+        tq = Decoder(policy, "tq", count_dog, DecodeSettings(aligned="rl", k=2, rollout=rollout), models.__getitem__)
+        tq.sample(PROMPTS)
+        spent.append(tq.cost.tokens)
+    assert spent[1] < spent[0]
     with pytest.raises(ValueError, match="share one tokenizer"):
         Decoder(policy, "tq", count_dog, DecodeSettings(aligned="big"), load=models.__getitem__)
     with pytest.raises(ValueError, match="searches under a reward"):
@@ -225,3 +231,88 @@ def test_ctrl_from_a_config_calibrates_against_the_reference_model(tmp_path):
     assert len(fn._outputs[rows[0]["prompt"]]) == 4
     with pytest.raises(ConfigError, match="reference"):
         TextTask(load_run_config(config, [ctrl]).task_args)
+
+
+@torch.no_grad()
+def test_a_lora_runs_final_adapter_loads_merged_over_its_base(tmp_path):
+    """A LoRA run's final/ (policy.save_pretrained: PEFT adapter + tokenizer) loads as its base model with the
+    adapter merged in: the same logits as the adapted policy; an adapter naming no base, and no base given, fails."""
+    import json
+
+    from mmalign.config import ConfigError
+    from mmalign.text.decoder import Decoder, DecodeSettings
+    from mmalign.text.task import load_causal_lm
+
+    base = tmp_path / "base"
+    tiny_lm(0).save_pretrained(base)
+    word_tokenizer(WORDS).save_pretrained(base)
+    tuned = tiny_policy(seed=0, lora=True)  # tiny_lm(0) with nonzero LoRA weights
+    tuned.save_pretrained(tmp_path / "final")
+    merged, tokenizer = load_causal_lm(str(tmp_path / "final"), base=str(base))
+    assert not hasattr(merged, "disable_adapter") and tokenizer.get_vocab() == tuned.tokenizer.get_vocab()
+    torch.testing.assert_close(prefill_logits(merged, tuned, PROMPTS), prefill_logits(tuned.model, tuned, PROMPTS))
+    assert not torch.allclose(prefill_logits(tiny_lm(0), tuned, PROMPTS), prefill_logits(merged, tuned, PROMPTS))
+
+    plain = tiny_policy(seed=0)  # decoding the plain policy with method "aligned" samples the tuned model
+    own = Decoder(plain, "aligned", settings=DecodeSettings(aligned="final"), load=lambda _: merged)
+    torch.manual_seed(3)
+    expected = tuned.sample(PROMPTS, 1).outputs
+    torch.manual_seed(3)
+    assert own.sample(PROMPTS).outputs == expected and own.report()["cost/tokens"] > 0
+
+    config = json.loads((tmp_path / "final/adapter_config.json").read_text())
+    (tmp_path / "final/adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": None}))
+    with pytest.raises(ConfigError, match="names no base model"):
+        load_causal_lm(str(tmp_path / "final"))
+    with pytest.raises(ValueError, match="needs aligned"):
+        Decoder(plain, "aligned", load=lambda _: merged)
+
+
+def test_sampled_pairs_keep_the_best_and_worst_answer_under_the_weighted_rewards():
+    """Hand-ranked: cat counts +1, dog counts -2 (weights); ties go to the first drawn; all-equal rows drop."""
+    from mmalign.config import ConfigError
+    from mmalign.text.task import sampled_pairs
+
+    rewards = [("cat", count_cat, 1.0), ("dog", count_dog, -2.0)]
+    rows = [{"prompt": "p0"}, {"prompt": "p1"}, {"prompt": "p2"}]
+    answers = [["a cat", "cat cat dog", "cat cat", "cat cat"],  # 1, 0, 2, 2: chosen the first "cat cat"
+               ["dog", "dog dog", "a", "cat dog"],              # -2, -4, 0, -1
+               ["a", "the", "mat", "red"]]                      # all 0: no preference
+    pairs = sampled_pairs(rows, answers, rewards)
+    assert pairs == [{"prompt": "p0", "chosen": "cat cat", "rejected": "cat cat dog"},
+                     {"prompt": "p1", "chosen": "a", "rejected": "dog dog"}]
+    flipped = sampled_pairs(rows, answers, [("cat", count_cat, -1.0), ("dog", count_dog, 2.0)])
+    assert [(p["chosen"], p["rejected"]) for p in flipped] == [("cat cat dog", "cat cat"), ("dog dog", "a")]
+    with pytest.raises(ConfigError, match="score alike"):
+        sampled_pairs(rows[2:], answers[2:], rewards)
+
+
+def test_preference_samples_build_pairs_of_the_policys_own_answers_and_train_an_arm(tmp_path):
+    """`task_args.preference_samples` in a config: pairs of the initial policy's samples, seeded (the same rows twice,
+    the global RNG untouched), that GenARM's `arm` loss trains on; conflicting options are refused."""
+    from pathlib import Path
+
+    from mmalign.config import ConfigError
+    from mmalign.run_config import load_run_config
+    from mmalign.text.task import TextTask, policy_answers
+    from mmalign.trainer import Trainer
+
+    config = Path(__file__).resolve().parents[1] / "configs/text/tiny_grao.yaml"
+    args = ["task_args.preference_rejects=0", "task_args.preference_samples=4", "preference.loss=arm",
+            f"trainer.output_dir={tmp_path}", "task_args.eval_size=2", "trainer.contexts_per_step=4"]
+    cfg = load_run_config(config, args)
+    torch.manual_seed(0)
+    trainer = Trainer(cfg)
+    after = torch.rand(1)
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(1), after)  # sampling the pairs left the global RNG alone
+    rows = trainer.task.train_contexts
+    assert rows and all(r["chosen"] != r["rejected"] for r in rows)
+    task = trainer.task
+    answers = policy_answers(task.policy, rows[:3], 4)
+    assert [len(a) for a in answers] == [4, 4, 4] and answers == policy_answers(task.policy, rows[:3], 4)
+    metrics = trainer.step(0)
+    assert torch.isfinite(torch.tensor(metrics["loss"])) and metrics["grad_norm"] > 0, metrics
+    for bad, match in [(["task_args.preference_rejects=3"], "not both"), (["task_args.preference_samples=1"], "two")]:
+        with pytest.raises(ConfigError, match=match):
+            TextTask(load_run_config(config, [*args, *bad]).task_args)

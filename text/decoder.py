@@ -20,7 +20,7 @@ from mmalign.text.policy import CausalLMPolicy
 from mmalign.text.search import lookahead_decode, value_guided_decode
 from mmalign.text.task import load_causal_lm
 
-METHODS = ("sample", "greedy", "bon", "deal", "tq", "rast", "genarm")
+METHODS = ("sample", "greedy", "bon", "deal", "tq", "rast", "genarm", "aligned")
 
 
 @dataclass
@@ -32,7 +32,9 @@ class DecodeSettings:
     k: int = 4
     """deal, tq: candidate tokens expanded per step."""
     depth: int = 4
-    """deal: lookahead tokens per candidate (tq rolls out to the end)."""
+    """deal: lookahead tokens per candidate."""
+    rollout: int = 0
+    """tq: tokens the aligned model rolls out per candidate to estimate Q; 0 = to the end (the paper's estimate)."""
     alpha: float = 1.0
     """tq: pi_ref(y) exp(alpha Q(y)); 0 = top-k sampling."""
     weight: float = 1.0
@@ -45,7 +47,8 @@ class DecodeSettings:
     arm: list[str] = field(default_factory=list)
     """genarm: autoregressive reward models (causal LMs trained with loss: arm), one weight each."""
     aligned: str = ""
-    """tq: the baseline-aligned model that rolls out continuations (e.g. a GRPO-tuned policy)."""
+    """tq: the baseline-aligned model that rolls out continuations (e.g. a GRPO-tuned policy); aligned: the model
+    sampled instead of the policy (with its tokenizer and generation settings), the trained model's own row."""
 
 
 class Decoded(NamedTuple):
@@ -71,7 +74,8 @@ class Decoder:
         if method in ("bon", "deal", "tq") and reward is None:
             raise ValueError(f"decoding method {method!r} searches under a reward; the task has none to give.")
         self.policy, self.method, self.reward, self.cost, self.seconds = policy, method, reward, Cost(), 0.0
-        need = {"rast": ["small", "small_base"], "tq": ["aligned"], "genarm": ["arm"]}.get(method, [])
+        need = {"rast": ["small", "small_base"], "tq": ["aligned"], "genarm": ["arm"], "aligned": ["aligned"]}.get(
+            method, [])
         missing = [k for k in need if not getattr(s, k)]
         if missing:
             raise ValueError(f"decoding method {method!r} needs {' and '.join(missing)} (--decode-arg "
@@ -104,9 +108,11 @@ class Decoder:
         if m == "deal":
             return lookahead_decode(self.policy, contexts, self.reward, s.k, s.depth)
         if m == "tq":
-            return value_guided_decode(self.policy, contexts, self.reward, self.aligned, s.k, s.alpha)
+            return value_guided_decode(self.policy, contexts, self.reward, self.aligned, s.k, s.alpha,
+                                       s.rollout or None)
         calls = self.guide.calls if self.guide else 0
-        rollout = self.policy.sample(contexts, 1, greedy=m == "greedy", model=self.guide)
+        model = self.aligned if m == "aligned" else self.guide
+        rollout = self.policy.sample(contexts, 1, greedy=m == "greedy", model=model)
         steps = rollout.mask.shape[1]
         return rollout.outputs, Cost((self.guide.calls - calls) if self.guide else steps, int(rollout.mask.sum()))
 
@@ -136,7 +142,7 @@ def task_decoder(task, method: str, options: Sequence[str]) -> Decoder:
     def reward(contexts, outputs):
         return combined(contexts, outputs)[0].tolist()
 
-    def load(spec: str):
-        return load_causal_lm(spec)[0].to(task.policy.device).eval()
+    def load(spec: str):  # a LoRA run's final/ is an adapter over the task's own model
+        return load_causal_lm(spec, base=task.cfg.model)[0].to(task.policy.device).eval()
 
     return Decoder(task.policy, method, reward if combined else None, settings, load)

@@ -79,6 +79,11 @@ def with_lora(model, r: int, alpha: int, target_modules, reference: str = "auto"
     return model, (("lora" if r > 0 else "none") if reference == "auto" else reference)
 
 
+def is_adapter_folder(path: Path) -> bool:
+    """A PEFT adapter folder (a LoRA run's final/): adapter_config.json and no config.json of a whole model."""
+    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
 def check_model_folder(path: Path, spec: str) -> None:
     """Refuse a folder that is not a `save_pretrained` model folder (no config.json, or no tokenizer files), before
     transformers tries it and fails far from the cause.
@@ -86,9 +91,10 @@ def check_model_folder(path: Path, spec: str) -> None:
     Raises:
         FileNotFoundError: naming the folder, what it lacks and what to pass instead.
     """
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model {spec!r} is not a model folder: it has no config.json. Give a folder written "
-                                "by save_pretrained (config.json, weights, tokenizer files) or a .gguf file.")
+    if not (path / "config.json").is_file() and not is_adapter_folder(path):
+        raise FileNotFoundError(f"model {spec!r} is not a model folder: it has no config.json (nor "
+                                "adapter_config.json). Give a folder written by save_pretrained (a model or a LoRA "
+                                "run's final/ adapter, with tokenizer files) or a .gguf file.")
     if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
         raise FileNotFoundError(f"model folder {spec!r} has no tokenizer (tokenizer.json or tokenizer_config.json); "
                                 "save one there with tokenizer.save_pretrained(folder).")

@@ -27,6 +27,7 @@ from mmalign.text.policy import (
     char_tokenizer,
     check_model_folder,
     check_model_type,
+    is_adapter_folder,
     prompt_text,
     transformers_config,
     with_lora,
@@ -60,11 +61,15 @@ def resolve_model_path(spec: str) -> Path:
     return path
 
 
-def load_causal_lm(spec: str, dtype: str = "float32", trust_remote_code: bool = False):
-    """Model and tokenizer from a local folder or GGUF file (transformers de-quantizes GGUF with `gguf`)."""
+def load_causal_lm(spec: str, dtype: str = "float32", trust_remote_code: bool = False, base: str = ""):
+    """Model and tokenizer from a local folder or GGUF file (transformers de-quantizes GGUF with `gguf`). A PEFT
+    adapter folder (a LoRA run's final/) loads as its base model with the adapter merged in: the base is `base`
+    (e.g. the run config's `model`, needed when that was a GGUF file), else the adapter's base_model_name_or_path."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(spec)
+    if path.is_dir() and is_adapter_folder(path):
+        return _merged_adapter(path, base, dtype, trust_remote_code)
     kw = {"local_files_only": True, "trust_remote_code": trust_remote_code}
     if path.suffix == ".gguf":
         folder, kw["gguf_file"] = path.parent, path.name
@@ -77,6 +82,20 @@ def load_causal_lm(spec: str, dtype: str = "float32", trust_remote_code: bool = 
         raise ConfigError(f"transformers cannot load model {spec!r} as a causal LM: {str(e).splitlines()[0]}",
                           "task_args.model") from e
     return model, tokenizer
+
+
+def _merged_adapter(path: Path, base: str, dtype: str, trust_remote_code: bool):
+    """(base model with the PEFT adapter at `path` merged in, the adapter folder's tokenizer)."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    base = base or json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+    if not base:
+        raise ConfigError(f"{path} is a LoRA adapter that names no base model; give the model it was trained from "
+                          "(the run config's task_args.model).", "task_args.model")
+    model, _ = load_causal_lm(base, dtype, trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    return PeftModel.from_pretrained(model, path).merge_and_unload(), tokenizer
 
 
 def tiny_tokenizer(kind: str, rows: list[dict]):
@@ -177,6 +196,33 @@ def preference_rows(rows: list[dict], rejects: int, rewards, seed: int = 0) -> l
     return out
 
 
+def policy_answers(policy: CausalLMPolicy, rows: list[dict], m: int, seed: int = 0, batch: int = 16) -> list[list]:
+    """`m` sampled answers of `policy` to each row, in batches, seeded by `seed` on RNG streams of their own."""
+    out = []
+    with own_rng(policy, seed), torch.no_grad():
+        for i in range(0, len(rows), batch):
+            texts = policy.sample(rows[i:i + batch], m).outputs  # m consecutive samples per row
+            out += [texts[j:j + m] for j in range(0, len(texts), m)]
+    return out
+
+
+def sampled_pairs(rows: list[dict], answers: list[list[str]], rewards) -> list[dict]:
+    """Preference pairs from each row's sampled `answers`, scored by the task's weighted rewards: the best is
+    "chosen", the worst "rejected" (ties: the first drawn); a row whose answers all score alike says nothing and is
+    dropped."""
+    score = CombinedReward({n: fn for n, fn, _ in rewards}, [w for *_, w in rewards])
+    out = []
+    for row, drawn in zip(rows, answers):
+        scores = score([row] * len(drawn), drawn)[0].tolist()
+        best, worst = scores.index(max(scores)), scores.index(min(scores))
+        if scores[best] > scores[worst]:
+            out.append({**row, "chosen": drawn[best], "rejected": drawn[worst]})
+    if not out:
+        raise ConfigError("every prompt's sampled answers score alike, so no pair ranks one above another; sample "
+                          "more answers or use a reward that separates them.", "task_args.preference_samples")
+    return out
+
+
 @dataclass
 class TextTaskConfig:
     model: str = ""
@@ -233,6 +279,10 @@ class TextTaskConfig:
     preference_rejects: int = 0
     """For `algorithm: preference`: turn each training row into a ranked preference row (`preference_rows`) with
     this many rejected answers; 0 keeps prompt rows (online algorithms)."""
+    preference_samples: int = 0
+    """For `algorithm: preference`, instead of `preference_rejects`: each training row becomes a pair of the initial
+    policy's own answers (`sampled_pairs`): this many samples per prompt, ranked by the task's weighted rewards, the
+    best chosen and the worst rejected (the pairs GenARM's reward model learns from, `preference.loss: arm`)."""
 
     def __post_init__(self) -> None:
         if bool(self.model) == bool(self.model_config):
@@ -240,7 +290,13 @@ class TextTaskConfig:
         check_choice(self, "reference", ("auto", "lora", "copy", "none"))
         check_choice(self, "dtype", ("float32", "bfloat16", "float16"))
         check_choice(self, "tokenizer", ("", "chars", "words"))
-        check_numbers(self, "logprob_chunk", "eval_size", "preference_rejects", ge=0)
+        check_numbers(self, "logprob_chunk", "eval_size", "preference_rejects", "preference_samples", ge=0)
+        if self.preference_rejects and self.preference_samples:
+            raise ConfigError("preference rows come from other rows' references (preference_rejects) or from the "
+                              "policy's own samples (preference_samples), not both; set one to 0.",
+                              "preference_samples")
+        if self.preference_samples == 1:
+            raise ConfigError("a pair needs two answers to rank; sample at least 2 per prompt.", "preference_samples")
         check_numbers(self, "eval_fraction", gt=0, lt=1)  # evaluation needs held-out rows
         if not self.rewards:
             raise ConfigError("is empty; give at least one reward spec, e.g. [{name: bleu}].", "rewards")
@@ -318,6 +374,9 @@ class TextTask:
             self.train_contexts = self.select(self.train_contexts, cfg.selection)
         if cfg.preference_rejects:
             self.train_contexts = preference_rows(self.train_contexts, cfg.preference_rejects, self.rewards)
+        if cfg.preference_samples:
+            answers = policy_answers(self.policy, self.train_contexts, cfg.preference_samples)
+            self.train_contexts = sampled_pairs(self.train_contexts, answers, self.rewards)
 
     def select(self, rows: list, s: SelectionSettings) -> list:
         """The `s.k` rows of `rows` that `s.mode` keeps, by the base policy's weighted reward (BLEUBERI, Sec. 3), or
