@@ -233,6 +233,18 @@ def test_ctrl_from_a_config_calibrates_against_the_reference_model(tmp_path):
         TextTask(load_run_config(config, [ctrl]).task_args)
 
 
+def test_a_word_tokenizer_saved_beside_a_model_keeps_its_vocabulary(tmp_path):
+    """A generic fast tokenizer saved beside a Qwen2 model loads as itself, not rebuilt as Qwen2's class (which
+    encoded every word to nothing)."""
+    from mmalign.text.task import load_causal_lm
+
+    tiny_lm(0).save_pretrained(tmp_path)
+    word_tokenizer(WORDS).save_pretrained(tmp_path)
+    _, tokenizer = load_causal_lm(str(tmp_path))
+    assert tokenizer("the cat sat", add_special_tokens=False)["input_ids"] == \
+        word_tokenizer(WORDS)("the cat sat", add_special_tokens=False)["input_ids"] != []
+
+
 @torch.no_grad()
 def test_a_lora_runs_final_adapter_loads_merged_over_its_base(tmp_path):
     """A LoRA run's final/ (policy.save_pretrained: PEFT adapter + tokenizer) loads as its base model with the

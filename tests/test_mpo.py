@@ -74,7 +74,11 @@ def test_reward_scores_and_fills_the_window(judge):
 
 
 def test_text_task_keeps_the_rubric_in_its_checkpoint_state(tmp_path, judge):
-    spec = {"name": "mpo_judge", "judge": judge, "every": 2, "label": "judge"}
+    """The config path: the judge loads from a model folder; the rubric is the task's run state."""
+    folder = tmp_path / "judge"
+    judge.model.save_pretrained(folder)
+    judge.tok.save_pretrained(folder)
+    spec = {"name": "mpo_judge", "judge": str(folder), "every": 2, "label": "judge"}
     task = TextTask(task_config(tmp_path, rewards=[spec]))
     assert isinstance(task, Scheduled) and isinstance(task, Checkpointed)
     reward = task.rewards[0][1]

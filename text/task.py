@@ -61,11 +61,27 @@ def resolve_model_path(spec: str) -> Path:
     return path
 
 
+GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
+"""tokenizer_class of a folder whose tokenizer is the generic fast one, defined by its tokenizer.json alone."""
+
+
+def load_tokenizer(folder: Path, **kw):
+    """AutoTokenizer, except for a folder that saved the generic fast tokenizer (e.g. a word-level tokenizer beside a
+    Qwen2 model): AutoTokenizer would rebuild it as the model type's class and lose its vocabulary."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    config = folder / "tokenizer_config.json"
+    if "gguf_file" not in kw and config.is_file() and (folder / "tokenizer.json").is_file():
+        if json.loads(config.read_text()).get("tokenizer_class") in GENERIC_TOKENIZERS:
+            return PreTrainedTokenizerFast.from_pretrained(folder, local_files_only=True)
+    return AutoTokenizer.from_pretrained(folder, **kw)
+
+
 def load_causal_lm(spec: str, dtype: str = "float32", trust_remote_code: bool = False, base: str = ""):
     """Model and tokenizer from a local folder or GGUF file (transformers de-quantizes GGUF with `gguf`). A PEFT
     adapter folder (a LoRA run's final/) loads as its base model with the adapter merged in: the base is `base`
     (e.g. the run config's `model`, needed when that was a GGUF file), else the adapter's base_model_name_or_path."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(spec)
     if path.is_dir() and is_adapter_folder(path):
@@ -76,7 +92,7 @@ def load_causal_lm(spec: str, dtype: str = "float32", trust_remote_code: bool = 
     else:
         folder = path
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
+        tokenizer = load_tokenizer(folder, **kw)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), **kw)
     except (OSError, ValueError) as e:  # files transformers cannot read, or a model type it does not know
         raise ConfigError(f"transformers cannot load model {spec!r} as a causal LM: {str(e).splitlines()[0]}",
@@ -87,14 +103,13 @@ def load_causal_lm(spec: str, dtype: str = "float32", trust_remote_code: bool = 
 def _merged_adapter(path: Path, base: str, dtype: str, trust_remote_code: bool):
     """(base model with the PEFT adapter at `path` merged in, the adapter folder's tokenizer)."""
     from peft import PeftModel
-    from transformers import AutoTokenizer
 
     base = base or json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
     if not base:
         raise ConfigError(f"{path} is a LoRA adapter that names no base model; give the model it was trained from "
                           "(the run config's task_args.model).", "task_args.model")
     model, _ = load_causal_lm(base, dtype, trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(path, local_files_only=True, trust_remote_code=trust_remote_code)
     return PeftModel.from_pretrained(model, path).merge_and_unload(), tokenizer
 
 
