@@ -16,6 +16,19 @@ import torch
 from torch import Tensor, nn
 
 
+def last_step(mask: Tensor) -> Tensor:
+    """(B,) index of each row's last real step."""
+    idx = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return torch.where(mask.bool(), idx, -1).amax(1).clamp(min=0)
+
+
+def on_last_step(values: Tensor, mask: Tensor) -> Tensor:
+    """(B, T) zeros with each row's value of `values` (B,) on its last real step (where a sequence reward goes
+    among per-step ones)."""
+    steps = torch.zeros(mask.shape, dtype=values.dtype, device=values.device)
+    return steps.scatter(1, last_step(mask).to(values.device)[:, None], values[:, None])
+
+
 @dataclass
 class Rollout:
     """A batch of B sampled trajectories of at most T steps.

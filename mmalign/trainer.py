@@ -47,7 +47,7 @@ from mmalign.checkpoint import (
 )
 from mmalign.config import ConfigError
 from mmalign.losses import agg_units
-from mmalign.rollout import Rollout
+from mmalign.rollout import Rollout, on_last_step
 from mmalign.run_config import RunConfig, algorithm, run_config_dict, task_class
 from mmalign.runs import Run
 from mmalign.task import (
@@ -123,8 +123,7 @@ def add_rewards(total: torch.Tensor | float, values: torch.Tensor, mask: torch.T
     if isinstance(total, float) or total.dim() == values.dim():
         return total + values
     steps, flat = (total, values) if total.dim() == 2 else (values, total)
-    last = (mask.shape[1] - 1 - mask.flip(1).float().argmax(1)).long()
-    return steps + torch.zeros_like(steps).scatter(1, last[:, None].to(steps.device), flat[:, None].to(steps))
+    return steps + on_last_step(flat.to(steps), mask)
 
 
 def per_sample_mean(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -284,6 +283,7 @@ class Trainer:
         algo = algorithm(cfg.algorithm)
         self.prepare, self.loss_fn = algo.prepare, algo.loss
         self.algo_state = algo.state(self.algo_cfg) if algo.state else None  # run state, kept in checkpoints
+        self.scales_advantages = algo.scales_advantages
         self.loss_agg = loss_aggregation(cfg.algorithm, self.algo_cfg) if self.prepare else ("token-mean", None)
         if tc.micro_steps and self.loss_agg[0] == "seq-mean":
             raise ValueError("trainer.micro_steps needs a loss that sums over steps (loss_agg token-mean or fixed); "
@@ -336,10 +336,9 @@ class Trainer:
         scaled = self.task.advantage_scale(per_sample, rollout.outputs, rollout.group) \
             if isinstance(self.task, ScalesAdvantages) else None
         if scaled is not None:
-            if self.cfg.algorithm != "grpo":
-                raise ConfigError(f"the task scales advantages (GRPO-S) but algorithm is {self.cfg.algorithm!r}, "
-                                  "which does not read the scale: set algorithm: grpo or turn the scaling off.",
-                                  "algorithm")
+            if not self.scales_advantages:
+                raise ConfigError(f"the task scales advantages (GRPO-S) but algorithm {self.cfg.algorithm!r} does "
+                                  "not read the scale: set algorithm: grpo or turn the scaling off.", "algorithm")
             rollout.extras["advantage_scale"], scale_metrics = scaled
             metrics.update(scale_metrics)
         gathered = self.acc.gather(sample_rewards)

@@ -30,6 +30,8 @@ class Algorithm(NamedTuple):
     """Step 4: the loss of one micro-batch."""
     state: Callable | None = None
     """`state(cfg)`: the run state `prepare` reads and updates, made once per run; None when there is none."""
+    scales_advantages: bool = False
+    """`prepare` multiplies the advantages by `rollout.extras["advantage_scale"]` when a task fills it (GRPO-S)."""
 
 
 def rollout_correction(rollout: Rollout, cap: float) -> dict[str, float]:

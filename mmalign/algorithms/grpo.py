@@ -110,4 +110,4 @@ def grpo_loss(policy: Policy, batch: Rollout, cfg: GRPOConfig, denom: Tensor | N
     return loss, metrics
 
 
-GRPO = Algorithm(GRPOConfig, grpo_prepare, grpo_loss)
+GRPO = Algorithm(GRPOConfig, grpo_prepare, grpo_loss, scales_advantages=True)

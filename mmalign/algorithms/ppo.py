@@ -17,7 +17,7 @@ from mmalign.advantages import gae, whiten
 from mmalign.algorithms import Algorithm, rollout_correction
 from mmalign.config import check_choice, check_numbers
 from mmalign.losses import AGGREGATIONS, aggregate, clipped_surrogate, kl_estimate
-from mmalign.rollout import Policy, Rollout
+from mmalign.rollout import Policy, Rollout, last_step, on_last_step
 
 
 @dataclass
@@ -63,14 +63,7 @@ def step_rewards(rollout: Rollout) -> Tensor:
     r = rollout.rewards
     if r.dim() == 2:
         return r.float()
-    last = last_step(rollout.mask)
-    return torch.zeros_like(rollout.logprobs).scatter(1, last[:, None], r.float()[:, None].to(rollout.logprobs))
-
-
-def last_step(mask: Tensor) -> Tensor:
-    """(B,) index of each row's last real step."""
-    idx = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-    return torch.where(mask.bool(), idx, -1).amax(1).clamp(min=0)
+    return on_last_step(r.to(rollout.logprobs), rollout.mask)
 
 
 def ppo_prepare(policy: Policy, rollout: Rollout, cfg: PPOConfig, state: None = None) -> dict[str, float]:
