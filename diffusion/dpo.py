@@ -66,10 +66,15 @@ def rollout_from(policy, contexts: Sequence, images: Sequence, generator: torch.
 
 
 def denoising_logprobs(policy, rollout: Rollout) -> Tensor:
-    """(B, 1) minus the denoising error at the rollout's timestep: epsilon (DDPM) or velocity (flow) target."""
+    """(B, 1) minus the denoising error at the rollout's timestep, against the target the model predicts: epsilon or
+    v (DDPM, its scheduler's prediction_type) or the velocity (flow)."""
     s = rollout.state
-    xt, target, time = training_pair(s["x0"], s["noise"], s["train_t"],
-                                     None if policy.family == "flow" else policy.alphas_cumprod)
+    kind = "flow" if policy.family == "flow" else policy.prediction_type
+    if kind not in ("flow", "epsilon", "v_prediction"):
+        raise ValueError(f"Diffusion-DPO scores epsilon-, v- or flow-predicting models; this scheduler predicts "
+                         f"{kind!r}. Use a model trained on one of those targets.")
+    schedule = None if kind == "flow" else policy.alphas_cumprod
+    xt, target, time = training_pair(s["x0"], s["noise"], s["train_t"], schedule, v_target=kind == "v_prediction")
     pred = policy.net_at(xt, time, s["prompt_embeds"], s["pooled"])
     return -((pred - target) ** 2).mean(dim=tuple(range(1, pred.dim())))[:, None]
 

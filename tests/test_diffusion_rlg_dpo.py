@@ -8,7 +8,7 @@ from diffusion_tiny import PROMPTS, tiny_diffusion_policy
 
 from mmalign.algorithms.offline import PreferenceConfig, given_rollouts, preference_loss
 from mmalign.diffusion import shapes
-from mmalign.diffusion.dpo import preference_rows
+from mmalign.diffusion.dpo import denoising_logprobs, preference_rows
 from mmalign.diffusion.policy import DiffusionPolicy
 from mmalign.diffusion.rlg import generate
 
@@ -83,6 +83,28 @@ def test_dpo_loss_at_identical_policy_is_log2():
              "rejected": shapes.draw(shapes.rows()[1], 8, rng)}]
     loss, _ = preference_loss(policy, rows, PreferenceConfig(loss="dpo", beta=10.0))
     assert float(loss.detach()) == pytest.approx(np.log(2), abs=1e-5)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_dpo_scores_the_denoising_error_against_the_models_own_target(prediction_type):
+    """Eq. 14's error is against what the denoiser predicts: eps, or v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho
+    2022, Sec. 4) for a v-predicting scheduler."""
+    torch.manual_seed(0)
+    policy = pixel_policy("ddim")
+    policy.prediction_type = prediction_type
+    rows = preference_rows(shapes.rows()[:2], 1, policy)
+    rollout = policy.rollout_from(rows, [row["chosen"] for row in rows])
+    s = rollout.state
+    a = policy.alphas_cumprod[s["train_t"]].view(-1, 1, 1, 1)
+    xt = a.sqrt() * s["x0"] + (1 - a).sqrt() * s["noise"]
+    target = s["noise"] if prediction_type == "epsilon" else a.sqrt() * s["noise"] - (1 - a).sqrt() * s["x0"]
+    with torch.no_grad():
+        pred = policy.net_at(xt, s["train_t"].float(), s["prompt_embeds"], s["pooled"])
+        got = denoising_logprobs(policy, rollout)
+    assert torch.allclose(got[:, 0], -((pred - target) ** 2).mean(dim=(1, 2, 3)), atol=1e-6)
+    policy.prediction_type = "sample"
+    with pytest.raises(ValueError, match="predicts 'sample'"):
+        denoising_logprobs(policy, rollout)
 
 
 def test_rlg_sweep_command_writes_the_table_and_a_grid_per_weight(tmp_path, capsys):
