@@ -6,7 +6,7 @@ parts are small protocols, resolved once when a run is built: `Scheduled.set_pro
 follow the training iteration, `Checkpointed` for tasks with run state of their own (a robot task's environments,
 episodes and learned reward), `HasSampleOptions.SampleOptions` for the task's own options of `mmalign sample`,
 `SavesSamples.save_samples(...)` for tasks whose samples are files, `SelectsRows` for `mmalign select`, `Decodes` for
-`mmalign eval | sample --decode`.
+`mmalign eval | sample --decode`; for a reward, `PolicyBound.attach(policy)` when it needs the policy before training.
 
 Rewards are `(name, fn, weight)` triples; `check_rewards` validates what a reward function returns.
 """
@@ -93,6 +93,15 @@ class StepRewards(Protocol):
     per_step: bool
 
     def step_rewards(self, contexts: Sequence, outputs: Sequence) -> list[list[float]]: ...
+
+
+@runtime_checkable
+class PolicyBound(Protocol):
+    """Optional, for a reward: it needs the policy it scores for before training starts (its reference's samples to
+    calibrate against, its samples to learn from, its tokenizer). The task calls `attach(policy)` once, after the
+    policy is built and before any update."""
+
+    def attach(self, policy: Any) -> None: ...
 
 
 @runtime_checkable

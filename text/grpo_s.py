@@ -77,9 +77,13 @@ class ShadowRewards:
         self.models: dict[str, TrainedClassifier] = {}
         self._demo_scores: dict[str, float] = {}
 
+    def attach(self, policy) -> None:
+        """`mmalign.task.PolicyBound`: learn from the policy before any update, the IRL's pi_ref."""
+        self.learn(policy.prompt_sampler())
+
     def learn(self, sampler: Sampler) -> None:
         """Train every category's model now, `sampler(context, m) -> m outputs of the reference policy` giving the
-        IRL's pi_ref samples (the text task passes its policy at construction, before any update)."""
+        IRL's pi_ref samples."""
         self._demo_scores.clear()
         for category in dict.fromkeys(category_of(r) for r in self.rows):
             pairs = self.pairs(category, sampler)

@@ -8,7 +8,9 @@ log-probs differ from the sampled ones; gradients flow all the same.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import zlib
 from collections.abc import Collection, Sequence
 from functools import partial
 from pathlib import Path
@@ -30,6 +32,15 @@ def prompt_text(context) -> str:
     if isinstance(context, dict) and "prompt" in context:
         return context["prompt"]
     raise ValueError(f"a text context must be a str or a dict with a 'prompt' key, got {type(context).__name__}.")
+
+
+@contextlib.contextmanager
+def own_rng(policy, seed: int):
+    """Draws seeded by `seed` on RNG streams of their own: the caller's generators are restored afterwards."""
+    devices = [policy.device.index or 0] if policy.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
@@ -362,6 +373,25 @@ class CausalLMPolicy(nn.Module):
         if self.nlpo and (step % self.nlpo.sync_every == 0 or not self._mask_synced):
             self.mask_model.load_state_dict(self.model.state_dict())
             self._mask_synced = True
+
+    def prompt_sampler(self, reference: bool = False):
+        """`sample(context, m)`: m outputs for one context, of the policy as it is now or of its `reference` (LoRA
+        disabled, or the frozen copy), seeded by the prompt and on RNG streams of their own, so training's draws are
+        untouched and a resumed run gets the same ones."""
+        if reference and self.reference == "none":
+            raise ConfigError("this reward needs the reference policy's samples, and the policy has none: turn LoRA "
+                              "on (lora.rank > 0) or set reference: copy.", "rewards")
+
+        def sample(context, m: int) -> list[str]:
+            with own_rng(self, zlib.crc32(prompt_text(context).encode())):
+                if not reference:
+                    return self.sample([context], m).outputs
+                if self.reference == "copy":
+                    return self.sample([context], m, model=self.ref_model).outputs
+                with self.model.disable_adapter():
+                    return self.sample([context], m).outputs
+
+        return sample
 
     def ref_logprobs(self, rollout: Rollout) -> Tensor:
         """(B, T) log-probs under the reference: adapters disabled (LoRA) or the frozen copy."""

@@ -68,6 +68,10 @@ class Seq2SeqRewardModel:
         self.history: list[float] = []
 
     # --- the model ------------------------------------------------------------------------------------------
+    def attach(self, policy) -> None:
+        """`mmalign.task.PolicyBound`: build and train the model over the policy's tokenizer and length limit."""
+        self.learn(policy.tokenizer, policy.max_new_tokens)
+
     def learn(self, tokenizer, max_new_tokens: int) -> None:
         """Build the model over `tokenizer` (the policy's) and train it by sequence MLE on its own RNG stream;
         `max_new_tokens` is the policy's length limit (an output that reaches it has no stop token to judge)."""

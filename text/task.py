@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import random
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,11 +12,10 @@ import torch
 
 from mmalign.config import ConfigError, check_choice, check_numbers
 from mmalign.data import load_jsonl, shipped_dataset, train_eval_split
-from mmalign.decoding.calibrate import CalibratedReward
 from mmalign.rewards import CombinedReward, resolve_reward
 from mmalign.settings import GenerationSettings, LoRASettings
-from mmalign.task import Checkpointed, Scheduled, check_rewards
-from mmalign.text.grpo_s import AdvantageScale, GRPOSSettings, ShadowRewards
+from mmalign.task import Checkpointed, PolicyBound, Scheduled, check_rewards
+from mmalign.text.grpo_s import AdvantageScale, GRPOSSettings
 from mmalign.text.isa import embed_rows, entropy_changes
 from mmalign.text.limr import RewardTrajectories, lim_scores, load_trajectories
 from mmalign.text.nlpo import NLPOSettings
@@ -28,13 +25,13 @@ from mmalign.text.policy import (
     check_model_folder,
     check_model_type,
     is_adapter_folder,
+    own_rng,
     prompt_text,
     transformers_config,
     with_lora,
     word_tokenizer,
 )
 from mmalign.text.selection import SelectionSettings, score_rows, select_rows
-from mmalign.text.seq2seq_rm import Seq2SeqRewardModel
 from mmalign.text.soup import soup_state_dict, soup_weights
 from mmalign.text.vllm_backend import VLLMSampler, check_vllm_ready
 
@@ -152,43 +149,6 @@ def build_causal_lm(model_config: dict, tokenizer):
 
     ids = {key: getattr(tokenizer, key) for key in ("pad_token_id", "eos_token_id", "bos_token_id")}
     return AutoModelForCausalLM.from_config(causal_lm_config(model_config, vocab_size=len(tokenizer), **ids))
-
-
-@contextlib.contextmanager
-def own_rng(policy: CausalLMPolicy, seed: int):
-    """Draws seeded by `seed` on RNG streams of their own: the caller's generators are restored afterwards."""
-    devices = [policy.device.index or 0] if policy.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-def reference_sampler(policy: CausalLMPolicy):
-    """`sample(context, m)`: m outputs of the policy's reference (LoRA disabled, or the frozen copy), seeded by the
-    prompt and on RNG streams of their own, so training's draws are untouched and a resumed run gets the same ones."""
-    if policy.reference == "none":
-        raise ConfigError("CTRL calibrates rewards against the reference policy's samples, and this policy has none: "
-                          "turn LoRA on (lora.rank > 0) or set reference: copy.", "rewards")
-
-    def sample(context, m: int) -> list[str]:
-        with own_rng(policy, zlib.crc32(prompt_text(context).encode())):
-            if policy.reference == "copy":
-                return policy.sample([context], m, model=policy.ref_model).outputs
-            with policy.model.disable_adapter():
-                return policy.sample([context], m).outputs
-
-    return sample
-
-
-def initial_sampler(policy: CausalLMPolicy):
-    """`sample(context, m)`: m outputs of the policy as it is now (before training: the reference), seeded by the
-    prompt and on RNG streams of their own."""
-
-    def sample(context, m: int) -> list[str]:
-        with own_rng(policy, zlib.crc32(prompt_text(context).encode())):
-            return policy.sample([context], m).outputs
-
-    return sample
 
 
 def preference_rows(rows: list[dict], rejects: int, rewards, seed: int = 0) -> list[dict]:
@@ -372,12 +332,8 @@ class TextTask:
         rows = load_jsonl(self.dataset_path(cfg.dataset), required=tuple(cfg.required_keys))
         self.policy = self.build_policy(cfg, device, rows)
         for _, fn, _ in self.rewards:
-            if isinstance(fn, CalibratedReward):
-                fn.bind(reference_sampler(self.policy))
-            if isinstance(fn, ShadowRewards):
-                fn.learn(initial_sampler(self.policy))
-            if isinstance(fn, Seq2SeqRewardModel):
-                fn.learn(self.policy.tokenizer, self.policy.max_new_tokens)
+            if isinstance(fn, PolicyBound):
+                fn.attach(self.policy)
         self.scale = AdvantageScale(cfg.grpo_s, self.rewards) if cfg.grpo_s.on else None
         self.train_contexts, eval_rows = train_eval_split(rows, cfg.eval_fraction, seed=0)
         self.eval_contexts = eval_rows[: cfg.eval_size] if cfg.eval_size else eval_rows

@@ -72,9 +72,10 @@ class CalibratedReward:
         self._outputs = dict(reference_outputs or {})
         self._sampler: Callable | None = None
 
-    def bind(self, sampler: Callable[[object, int], list[str]]) -> None:
-        """`sampler(context, m) -> m reference outputs` for prompts without given ones."""
-        self._sampler = sampler
+    def attach(self, policy) -> None:
+        """Sample the reference outputs of prompts without given ones from `policy.prompt_sampler(reference=True)`,
+        `sample(context, m) -> m outputs` (`mmalign.task.PolicyBound`; the text policy has it)."""
+        self._sampler = policy.prompt_sampler(reference=True)
 
     def reference_rewards(self, context) -> Tensor:
         """The base reward of the reference samples of `context`'s prompt, scored once and kept."""
@@ -83,8 +84,8 @@ class CalibratedReward:
             if key not in self._outputs and self._sampler is not None:
                 self._outputs[key] = list(self._sampler(context, self.samples))
             if key not in self._outputs:
-                raise KeyError(f"CTRL has no reference samples for prompt {key[:60]!r}: give them, or bind a "
-                               "sampler of the reference policy (the text task does).")
+                raise KeyError(f"CTRL has no reference samples for prompt {key[:60]!r}: give them, or attach "
+                               "the policy whose reference samples them (the text task does).")
             outs = list(self._outputs[key])
             self._reference[key] = check_rewards(self.reward([context] * len(outs), outs), len(outs), self.name)
         return self._reference[key]
