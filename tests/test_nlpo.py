@@ -3,6 +3,7 @@ policy, the renormalised masked log-probs and entropy PPO re-scores, and the mas
 
 import math
 
+import pytest
 import torch
 from tiny import ROWS, tiny_lm, tiny_policy
 
@@ -117,3 +118,24 @@ def test_kl_reference_is_not_masked():
     with torch.no_grad(), policy.model.disable_adapter():
         base = step_logits(policy.model, rollout).log_softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
     torch.testing.assert_close(policy.ref_logprobs(rollout)[rollout.mask], base[rollout.mask], atol=1e-5, rtol=1e-5)
+
+
+def test_a_resumed_run_masks_with_the_copy_it_had_between_syncs(tmp_path):
+    """Checkpoint at step 4, mask last synced at step 3: the resumed run continues with that copy, so its curve is
+    the uninterrupted one (a fresh sync at resume would mask with the step-4 weights)."""
+    from pathlib import Path
+
+    from mmalign.cli import main
+    from mmalign.tracking import read_metrics
+
+    config = str(Path(__file__).resolve().parents[1] / "configs/text/tiny_nlpo.yaml")
+    common = [f"trainer.output_dir={tmp_path}", "task_args.nlpo.sync_every=3", "task_args.nlpo.top_p=0.5",
+              "task_args.eval_size=4", "trainer.eval_every=0", "trainer.save_every=4", "trainer.lr=3e-2"]
+    assert main(["train", config, *common, "trainer.steps=6", "trainer.name=whole"]) == 0
+    assert main(["train", config, *common, "trainer.steps=4", "trainer.name=split"]) == 0
+    assert main(["train", config, *common, "trainer.steps=6", "trainer.name=split", "--resume"]) == 0
+    whole, split = ({r["step"]: r for r in read_metrics(tmp_path / name / "metrics.jsonl") if "loss" in r}
+                    for name in ("whole", "split"))
+    assert list(split) == list(whole) == [1, 2, 3, 4, 5, 6]
+    for step, a in whole.items():
+        assert (a["reward"], a["loss"]) == pytest.approx((split[step]["reward"], split[step]["loss"]), abs=1e-6), step

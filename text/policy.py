@@ -393,6 +393,19 @@ class CausalLMPolicy(nn.Module):
 
         return sample
 
+    def mask_state(self) -> dict[str, Tensor]:
+        """NLPO: the masking copy's values of the parameters that train (the others never differ from the policy's),
+        for checkpoints: a resumed run masks with the copy it had, not with a fresh sync."""
+        trained = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        return {n: p.detach().cpu().clone() for n, p in self.mask_model.named_parameters() if n in trained}
+
+    def load_mask_state(self, state: dict[str, Tensor]) -> None:
+        params = dict(self.mask_model.named_parameters())
+        with torch.no_grad():
+            for name, value in state.items():
+                params[name].copy_(value)
+        self._mask_synced = True
+
     def ref_logprobs(self, rollout: Rollout) -> Tensor:
         """(B, T) log-probs under the reference: adapters disabled (LoRA) or the frozen copy."""
         return reference_logprobs(self, rollout)

@@ -35,6 +35,9 @@ from mmalign.text.selection import SelectionSettings, score_rows, select_rows
 from mmalign.text.soup import soup_state_dict, soup_weights
 from mmalign.text.vllm_backend import VLLMSampler, check_vllm_ready
 
+NLPO_MASK = "nlpo_mask"
+"""The task checkpoint's key for NLPO's masking copy (reward names are other keys of the same state)."""
+
 
 def resolve_model_path(spec: str) -> Path:
     """A local folder, a .gguf file, or "pkg:<package>/<file>" for a file shipped inside an installed package."""
@@ -403,8 +406,12 @@ class TextTask:
         return metrics or None
 
     def checkpoint_state(self) -> dict:
-        """The run state of rewards that change during training (MPO's rubric), by reward name."""
-        return {name: fn.checkpoint_state() for name, fn, _ in self.rewards if isinstance(fn, Checkpointed)}
+        """The run state of rewards that change during training (MPO's rubric), by reward name, and NLPO's masking
+        copy (`nlpo_mask`)."""
+        state = {name: fn.checkpoint_state() for name, fn, _ in self.rewards if isinstance(fn, Checkpointed)}
+        if self.policy.nlpo:
+            state[NLPO_MASK] = self.policy.mask_state()
+        return state
 
     def restore_state(self, state: dict) -> None:
         for name, fn, _ in self.rewards:
@@ -413,6 +420,8 @@ class TextTask:
                     raise ConfigError(f"the checkpoint has no state for reward {name!r}; resume with the rewards "
                                       "the run was started with.", "task_args.rewards")
                 fn.restore_state(state[name])
+        if self.policy.nlpo and NLPO_MASK in state:  # older checkpoints: the mask re-syncs at the first step
+            self.policy.load_mask_state(state[NLPO_MASK])
 
     def advantage_scale(self, contexts: list, outputs: list, group: torch.Tensor) -> tuple[torch.Tensor, dict] | None:
         """GRPO-S's alpha^D * alpha^M per sample with `grpo_s` on (`mmalign.text.grpo_s.AdvantageScale`)."""
