@@ -13,7 +13,9 @@ Rewards are `(name, fn, weight)` triples; `check_rewards` validates what a rewar
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -93,6 +95,25 @@ class StepRewards(Protocol):
     per_step: bool
 
     def step_rewards(self, contexts: Sequence, outputs: Sequence) -> list[list[float]]: ...
+
+
+_EVALUATING = contextvars.ContextVar("mmalign_evaluating", default=False)
+
+
+@contextlib.contextmanager
+def evaluation() -> Iterator[None]:
+    """The held-out evaluation of a run (`Trainer.evaluate` enters it): rewards called inside score held-out outputs,
+    not training samples, and a reward that learns from what it scores (MPO's window) leaves them out."""
+    token = _EVALUATING.set(True)
+    try:
+        yield
+    finally:
+        _EVALUATING.reset(token)
+
+
+def evaluating() -> bool:
+    """Whether the caller runs inside `evaluation()`."""
+    return _EVALUATING.get()
 
 
 @runtime_checkable

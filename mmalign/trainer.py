@@ -60,6 +60,7 @@ from mmalign.task import (
     StepRewards,
     check_rewards,
     check_task,
+    evaluation,
     merged_mean,
     progress_hooks,
 )
@@ -491,7 +492,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Held-out metrics of the task's `evaluate`, prefixed "eval/"."""
         gpus = list(range(torch.cuda.device_count()))  # evaluation must not move the training RNG streams
-        with torch.random.fork_rng(devices=gpus), torch.no_grad(), self.acc.autocast(), self.gathered():
+        with torch.random.fork_rng(devices=gpus), torch.no_grad(), self.acc.autocast(), self.gathered(), evaluation():
             if self.world > 1 and isinstance(self.task, SplitEvaluation):
                 metrics = self._evaluate_shares()
             else:

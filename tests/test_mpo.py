@@ -88,3 +88,15 @@ def test_text_task_keeps_the_rubric_in_its_checkpoint_state(tmp_path, judge):
     fresh.restore_state(state)
     assert fresh.rewards[0][1].rubric == reward.rubric
     assert task.set_progress(1) is None  # no window closed yet
+
+
+def test_held_out_evaluation_leaves_the_window_alone(judge):
+    """Scores inside a run's evaluation are returned as always but are not the policy's training samples: the
+    window the meta step reads keeps only what training scored."""
+    from mmalign.task import evaluation
+
+    reward = MPOReward(judge=judge)
+    with evaluation():
+        held_out = reward(ROWS[:2], ["the a", "a"])
+    assert reward.window == [] and held_out == pytest.approx(reward(ROWS[:2], ["the a", "a"]))
+    assert len(reward.window) == 2

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from mmalign.task import RewardError
+from mmalign.task import RewardError, evaluating
 from mmalign.text.policy import prompt_text
 from mmalign.text.rewards import bleu
 
@@ -120,6 +120,8 @@ class MPOReward:
     def __call__(self, contexts: Sequence, outputs: Sequence[str], **kwargs: Any) -> list[float]:
         scores = self.judge.yes_probability([judge_question(self.rubric, prompt_text(c), o)
                                              for c, o in zip(contexts, outputs, strict=True)])
+        if evaluating():  # held-out answers are not the policy's training samples
+            return scores
         for c, o, s in zip(contexts, outputs, scores):
             refs = c.get("references") if isinstance(c, dict) else None
             if refs:
