@@ -183,6 +183,14 @@ def reference_logprobs(policy, rollout: Rollout) -> Tensor:
     return policy.logprobs(rollout, policy.ref_model)
 
 
+def completion_rollout(group: Tensor, ids: Tensor, attn: Tensor, completion: Tensor, mask: Tensor, logprobs: Tensor,
+                       outputs: list[str]) -> Rollout:
+    """A text rollout: prompt tokens `ids` (left-padded, `attn`) followed by `completion` (its real steps `mask`)."""
+    return Rollout(group=group, logprobs=logprobs, mask=mask, outputs=outputs,
+                   state={"input_ids": torch.cat([ids, completion], 1),
+                          "attention_mask": torch.cat([attn, mask.to(attn.dtype)], 1), "prompt_length": ids.shape[1]})
+
+
 def positions(attention_mask: Tensor) -> Tensor:
     """Position ids that skip left padding."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -281,13 +289,7 @@ class CausalLMPolicy(nn.Module):
                                               self.tokenizer.eos_token_id, pad,
                                               partial(scaled_logits, temperature=self.temperature), greedy,
                                               decoder=self.decoder if model is None else "eager")
-        texts = self.tokenizer.batch_decode(completion.masked_fill(~mask, pad), skip_special_tokens=True)
-        return Rollout(
-            group=torch.arange(len(contexts), device=ids.device).repeat_interleave(num_samples),
-            logprobs=lps, mask=mask, outputs=texts,
-            state={"input_ids": torch.cat([ids, completion], 1), "attention_mask": torch.cat([attn, mask], 1),
-                   "prompt_length": ids.shape[1]},
-        )
+        return self._completed(contexts, num_samples, ids, attn, completion, mask, lps)
 
     @torch.no_grad()
     def sample_with_engine(self, contexts: Sequence, num_samples: int, greedy: bool = False) -> Rollout:
@@ -301,13 +303,7 @@ class CausalLMPolicy(nn.Module):
         pad = self.tokenizer.pad_token_id
         completion, sampler_lps, mask = completion_tensors(samples, pad, ids.device)
         ids, attn = ids.repeat_interleave(num_samples, 0), attn.repeat_interleave(num_samples, 0)
-        texts = self.tokenizer.batch_decode(completion.masked_fill(~mask, pad), skip_special_tokens=True)
-        rollout = Rollout(
-            group=torch.arange(len(contexts), device=ids.device).repeat_interleave(num_samples),
-            logprobs=sampler_lps, mask=mask, outputs=texts,
-            state={"input_ids": torch.cat([ids, completion], 1), "attention_mask": torch.cat([attn, mask.long()], 1),
-                   "prompt_length": ids.shape[1]},
-        )
+        rollout = self._completed(contexts, num_samples, ids, attn, completion, mask, sampler_lps)
         if not greedy:
             rollout.extras["rollout_logprobs"] = sampler_lps
             rollout.logprobs = self.logprobs(rollout).detach()
@@ -320,11 +316,16 @@ class CausalLMPolicy(nn.Module):
         nothing, so `generator` is unused."""
         ids, attn = self.encode(contexts)
         comp, mask = encode_completions(self.tokenizer, outputs, ids.device)
-        rows = torch.arange(len(comp), device=ids.device)
-        return Rollout(group=rows, logprobs=torch.zeros(mask.shape, device=ids.device), mask=mask,
-                       outputs=list(outputs), state={"input_ids": torch.cat([ids, comp], 1),
-                                                     "attention_mask": torch.cat([attn, mask.long()], 1),
-                                                     "prompt_length": ids.shape[1]})
+        return completion_rollout(torch.arange(len(comp), device=ids.device), ids, attn, comp, mask,
+                                  torch.zeros(mask.shape, device=ids.device), list(outputs))
+
+    def _completed(self, contexts: Sequence, num_samples: int, ids: Tensor, attn: Tensor, completion: Tensor,
+                   mask: Tensor, logprobs: Tensor) -> Rollout:
+        """The rollout of `num_samples` sampled completions per context (rows of `ids` already repeated), decoded."""
+        texts = self.tokenizer.batch_decode(completion.masked_fill(~mask, self.tokenizer.pad_token_id),
+                                            skip_special_tokens=True)
+        group = torch.arange(len(contexts), device=ids.device).repeat_interleave(num_samples)
+        return completion_rollout(group, ids, attn, completion, mask, logprobs, texts)
 
     def _forward(self, rollout: Rollout, model=None, hidden: bool = False, logits: bool = True):
         """Forward over prompt + completion; returns the output and the slice of positions that predict steps."""
