@@ -333,7 +333,10 @@ class Trainer:
         rollout.rewards = total
         sample_rewards = per_sample_mean(total, mask)
         if isinstance(self.task, RecordsRewards):
-            self.task.record_rewards(contexts, rollout.group, sample_rewards)
+            shares = [(contexts, rollout.group, sample_rewards)] if self.world == 1 else \
+                gather_object([(contexts, rollout.group.cpu(), sample_rewards.cpu())])
+            for share in shares:  # every process records every process's samples
+                self.task.record_rewards(*share)
         scaled = self.task.advantage_scale(per_sample, rollout.outputs, rollout.group) \
             if isinstance(self.task, ScalesAdvantages) else None
         if scaled is not None:

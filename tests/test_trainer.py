@@ -199,10 +199,13 @@ def test_two_processes_make_the_same_update_as_one(tmp_path, strategy, lora):
 def test_cli_under_torchrun_without_a_gpu_forms_one_two_process_run(config, tmp_path):
     """`trainer.cpu` left false on a machine without a GPU: the two processes still form one process group, so they
     share one run folder (a second, independent process would find the first one's run and refuse)."""
-    cfg = config(trainer={"steps": 2, "save_every": 0, "eval_every": 0, "contexts_per_step": 2})
+    cfg = config(trainer={"steps": 2, "save_every": 0, "eval_every": 0, "contexts_per_step": 2},
+                 task_args={"record_rewards": True})
     run_ok([*TWO_PROCESSES, "-m", "mmalign.cli", "train", cfg, "trainer.name=two"], env=ENV, timeout=600)
     rows = read_metrics(tmp_path / "runs/two/metrics.jsonl")
     assert [r["step"] for r in rows if "reward" in r] == [1, 2]
+    visits = json.loads((tmp_path / "runs/two/reward_trajectories.json").read_text())["visits"]
+    assert sum(map(len, visits.values())) == 2 * 2  # LIMR's record holds both processes' contexts of both steps
 
 
 @pytest.mark.slow
