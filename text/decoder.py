@@ -92,16 +92,19 @@ class Decoder:
         self.aligned = models.get("aligned")
 
     def sample(self, contexts: Sequence, num_samples: int = 1, greedy: bool = False) -> Decoded:
+        """`num_samples` outputs per context by the method. `greedy` (evaluation's `eval_greedy`) is ignored: the
+        method says how tokens are drawn (`greedy` and the searches' greedy lookahead decode greedily, the others
+        sample), so an evaluation compares the methods as they are."""
         start, outputs = time.perf_counter(), []
         for _ in range(num_samples):
-            outs, cost = self._decode(contexts, greedy)
+            outs, cost = self._decode(contexts)
             outputs.append(outs)
             self.cost.model_calls += cost.model_calls
             self.cost.tokens += cost.tokens
         self.seconds += time.perf_counter() - start
         return Decoded([o[i] for i in range(len(contexts)) for o in outputs])
 
-    def _decode(self, contexts: Sequence, greedy: bool) -> tuple[list[str], Cost]:
+    def _decode(self, contexts: Sequence) -> tuple[list[str], Cost]:
         s, m = self.settings, self.method
         if m == "bon":
             return best_of_n(self.policy, contexts, self.reward, s.n)
