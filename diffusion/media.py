@@ -32,6 +32,14 @@ def save_grid(items: list, path: str | Path, per_row: int, scale: int = 4, max_r
     return path
 
 
+def save_clip_grid(rows: list, path: str | Path, scale: int = 4) -> Path:
+    """Write (label, uint8 clip (T, H, W, 3)) rows as a PNG: each clip's frames side by side, its label beside it.
+    Clips longer than the first row's are cut to its length."""
+    frames = len(rows[0][1])
+    return save_grid([(label, frame) for label, clip in rows for frame in np.asarray(clip)[:frames]], path,
+                     per_row=frames, scale=scale, max_rows=len(rows))
+
+
 def save_video(clips: list, path: str | Path, fps: int = 6, scale: int = 8, per_row: int = 4) -> Path:
     """Write uint8 clips (T, H, W, 3) as one H.264 MP4 (`mmalign.mp4.write_mp4`), tiled `per_row` to a row,
     upscaled (nearest).

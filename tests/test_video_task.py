@@ -23,7 +23,7 @@ def test_tiny_video_grpo_run_leaves_mp4s_and_curves(tmp_path):
         "trainer.eval_every=0", f"trainer.output_dir={tmp_path}/runs"])
     run = Trainer(cfg).train()
     assert (run / "samples_before.mp4").exists() and (run / "samples_after.mp4").exists()
-    assert (run / "pfc.png").exists() and (run / "rewards.png").exists()
+    assert (run / "pfc.png").exists() and (run / "rewards.png").exists() and (run / "samples.png").exists()
     frames = imageio_ffmpeg.read_frames(str(run / "samples_after.mp4"))
     assert next(frames)["codec"].startswith("h264") and len(list(frames)) == 8  # H.264, every frame of the clips
     rows = (run / "metrics.jsonl").read_text()

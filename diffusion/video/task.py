@@ -125,6 +125,7 @@ class VideoTask:
         rows = [{"prompt": str(p), "frame": f[0]} for p, f in zip(data["prompts"], data["frames"])]
         self.train_contexts = [rows[i] for i in train]
         self.eval_contexts = [{**rows[i], "eval_index": j} for j, i in enumerate(held[:cfg.eval_conditions])]
+        self.real_clips = [data["frames"][i] for i in held[:cfg.eval_conditions]]
         self.eval_total = len(self.eval_contexts)
         self.world_model_path = self._world_model(data, train, root)
         self.policy = self._policy(data, train, root).to(device)
@@ -209,8 +210,10 @@ class VideoTask:
                                seed=self.cfg.eval_seed + 100 * ctx["eval_index"])[0] for ctx in self.eval_contexts]
 
     def finish(self, policy: VideoPolicy, run_dir: Path) -> None:
-        """MP4s of the held-out clips before / after training, the reward and physics curves as PNG."""
-        from mmalign.diffusion.media import save_video
+        """MP4s of the held-out clips before / after training; `samples.png`, the frames of the first held-out
+        conditions' rendered clip, and their clip before and after training, row by row; the reward and physics
+        curves as PNG."""
+        from mmalign.diffusion.media import save_clip_grid, save_video
         from mmalign.tracking import plot_curves
 
         first = self.first_clips or self.eval_records  # one evaluation: it is both
@@ -218,6 +221,10 @@ class VideoTask:
             save_video(first[:16], run_dir / "samples_before.mp4")
         if self.eval_records:
             save_video(self.eval_records[:16], run_dir / "samples_after.mp4")
+            rows = [(f"{label}: {ctx['prompt']}", clip) for ctx, real, before, after
+                    in zip(self.eval_contexts[:6], self.real_clips, first, self.eval_records)
+                    for label, clip in (("rendered", real), ("before", before), ("after", after))]
+            save_clip_grid(rows, run_dir / "samples.png")
         if (run_dir / "metrics.jsonl").exists():
             plot_curves(run_dir / "metrics.jsonl", run_dir / "pfc.png", ("pfc",), run_dir.name)
             plot_curves(run_dir / "metrics.jsonl", run_dir / "physics.png", ("jerk", "jump"), run_dir.name)
