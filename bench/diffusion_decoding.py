@@ -9,7 +9,8 @@ prompt, seeded noise) of an `ImageDecoder` (`mmalign.diffusion.decoder`): plain 
 (the policy's reference, `task_args.reference=copy`) and of the fine-tuned checkpoint, RL guidance
 base + w (tuned - base) at each `--rlg` w, best-of-4 / best-of-16 over the pre-trained model and best-of-4 over the
 fine-tuned one (`mmalign.decoding.search.best_of_n`). Best-of-N ranks the candidates by the task's weighted rewards;
-a reward of weight 0 (e.g. `jpeg_compressibility`) is a second metric it never sees. Seed s draws the noise of
+a reward of weight 0 (e.g. `jpeg_compressibility`) is a second metric it never sees, and so is the share of
+near-black (background) pixels, 0.72 in the drawn images. Seed s draws the noise of
 eval_seed + 1000 s (seed 0: the task's own evaluation noise); candidate 0 of best-of-N is the image plain sampling
 draws. `--methods` keeps the rows of those keys (base, grpo, rlg<w>, bon4, bon16, grpo_bon4). `--out FILE` keeps each
 finished (method, seed) run in a JSONL file: a rerun skips those and the table covers every run in the file. Prints
@@ -44,6 +45,12 @@ def methods(args) -> list[tuple[str, str, dict]]:
     return [row for row in rows if not args.methods or row[0] in args.methods]
 
 
+def dark_share(images) -> float:
+    """Mean share of near-black pixels (brightest channel < 32): the background the drawn shapes sit on, 0.72 of
+    the drawn training images; a haze the alignment check does not look at lowers it."""
+    return float(np.mean([(np.asarray(im).max(-1) < 32).mean() for im in images]))
+
+
 def measure(task, decoder: ImageDecoder, base: bool, seed: int, eval_seed: int) -> dict[str, float]:
     """The held-out figures of `decoder` (on the policy's reference model when `base`) at `seed`, with its cost per
     image."""
@@ -53,6 +60,7 @@ def measure(task, decoder: ImageDecoder, base: bool, seed: int, eval_seed: int) 
     cost = decoder.cost.report()
     return {"strict rate": scores["alignment_rate"],
             **{name: scores[f"reward/{name}"] for name, _, _ in task.rewards},
+            "dark share": dark_share([image for _, image in task.eval_records]),
             "denoiser rows / image": cost["cost/denoiser_rows_per_image"],
             "images drawn / image": cost["cost/drawn_per_image"],
             "seconds / image": cost["cost/seconds_per_image"]}
