@@ -18,6 +18,7 @@ import torch
 
 from mmalign.config import ConfigError, check_choice, check_nonempty, check_numbers
 from mmalign.diffusion import shapes
+from mmalign.diffusion.decoder import CANDIDATE_SEED_STRIDE, ImageDecoder
 from mmalign.diffusion.models import load_components, tiny_components
 from mmalign.diffusion.policy import DENOISER_LORA_MODULES, DiffusionPolicy, add_lora, chunked_noise
 from mmalign.diffusion.rewards import PromptAlignmentReward, build_reward, check_reward_specs
@@ -192,20 +193,30 @@ class DiffusionTask:
                                  f"{next(iter(dict(policy.denoiser.named_parameters())))!r}).")
         return policy
 
-    def evaluate(self, policy: DiffusionPolicy, rlg_scale: float | None = None) -> dict[str, float]:
+    def evaluate(self, policy: DiffusionPolicy | ImageDecoder, rlg_scale: float | None = None) -> dict[str, float]:
         """Mean rewards and the strict prompt-alignment rate on held-out prompts, `eval_samples` seeded images each,
         optionally with RL guidance of weight `rlg_scale` (`rlg.generate`). The noise of all held-out images is drawn
         in chunks of 64 from eval_seed + the chunk's start; a share of the prompts (`SplitEvaluation`) takes its rows
-        of it, so a split evaluation makes the images of one process."""
+        of it, so a split evaluation makes the images of one process. An `ImageDecoder` (best-of-N, RL guidance)
+        draws candidate j of each image from the same noise with eval_seed + j * CANDIDATE_SEED_STRIDE."""
+        if isinstance(policy, ImageDecoder) and rlg_scale is not None:
+            raise ValueError("an ImageDecoder carries its own RL guidance weight (ImageDecoder(rlg_scale=...)); "
+                             "leave evaluate's rlg_scale unset.")
         if self.first_images is None and self.eval_records:
             self.first_images = self.eval_records  # the first evaluation's, merged over processes
-        n = self.cfg.eval_samples
+        n, net = self.cfg.eval_samples, policy.policy if isinstance(policy, ImageDecoder) else policy
         contexts = [c for c in self.eval_contexts for _ in range(n)]
         places = [c["eval_index"] * n + s for c in self.eval_contexts for s in range(n)]
         images = []
         for i in range(0, len(contexts), 64):
-            noise = chunked_noise(policy, places[i:i + 64], self.eval_total * n, self.cfg.eval_seed, 64)
-            images += generate(policy, contexts[i:i + 64], rlg_scale=rlg_scale, noise=noise)[0]
+            def noise(j: int, rows=places[i:i + 64]) -> tuple:
+                seed = self.cfg.eval_seed + j * CANDIDATE_SEED_STRIDE
+                return chunked_noise(net, rows, self.eval_total * n, seed, 64)
+
+            if isinstance(policy, ImageDecoder):
+                images += policy.images(contexts[i:i + 64], noise)
+            else:
+                images += generate(policy, contexts[i:i + 64], rlg_scale=rlg_scale, noise=noise(0))[0]
         metrics = {}
         for name, fn, _ in self.rewards:
             metrics[f"reward/{name}"] = float(np.mean(fn(contexts, images)))
