@@ -89,6 +89,10 @@ class ImageDecoder:
         self.policy, self.n, self.reward, self.rlg_scale = policy, n, reward, rlg_scale
         self.cost = ImageCost()
 
+    def report(self) -> dict[str, float]:
+        """The cost per returned image (`mmalign eval --decode` prints it beside the metrics)."""
+        return self.cost.report()
+
     def images(self, contexts: Sequence, noise: Noise) -> list[np.ndarray]:
         """One image per context: the best under the reward of `n` candidates, candidate j drawn from `noise(j)`."""
         start, rows = time.perf_counter(), self.policy.net_calls
@@ -103,3 +107,35 @@ class ImageDecoder:
         c.images += len(out)
         c.seconds += time.perf_counter() - start
         return out
+
+
+METHODS = ("bon", "rlg")
+"""`mmalign eval CONFIG --decode METHOD` on a diffusion task."""
+
+
+@dataclass
+class ImageDecodeSettings:
+    """`--decode-arg` knobs of the diffusion methods."""
+
+    n: int = 4
+    """bon: candidates per image, ranked by the task's weighted rewards."""
+    w: float = 1.0
+    """rlg: the guidance weight, base + w (tuned - base)."""
+
+
+def task_image_decoder(task, method: str, options: Sequence[str]) -> ImageDecoder:
+    """An `ImageDecoder` over a diffusion task's policy from the CLI's `--decode METHOD --decode-arg KEY=VALUE ...`:
+    best-of-N under the task's weighted rewards, or RL guidance."""
+    from mmalign.config import apply_overrides, from_dict
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} for a diffusion task; choose one of {list(METHODS)} (RL guidance "
+                         "with best-of-N together: bench/diffusion_decoding.py).")
+    s = from_dict(ImageDecodeSettings, apply_overrides({}, list(options)))
+    if method == "rlg":
+        return ImageDecoder(task.policy, rlg_scale=s.w)
+
+    def reward(contexts, images):
+        return list(sum(w * np.asarray(fn(contexts, images), float) for _, fn, w in task.rewards))
+
+    return ImageDecoder(task.policy, s.n, reward)

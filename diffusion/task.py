@@ -193,6 +193,12 @@ class DiffusionTask:
                                  f"{next(iter(dict(policy.denoiser.named_parameters())))!r}).")
         return policy
 
+    def decoder(self, method: str, options) -> ImageDecoder:
+        """The policy decoded by best-of-N or RL guidance (`mmalign eval --decode bon|rlg`, `Decodes`)."""
+        from mmalign.diffusion.decoder import task_image_decoder
+
+        return task_image_decoder(self, method, options)
+
     def evaluate(self, policy: DiffusionPolicy | ImageDecoder, rlg_scale: float | None = None) -> dict[str, float]:
         """Mean rewards and the strict prompt-alignment rate on held-out prompts, `eval_samples` seeded images each,
         optionally with RL guidance of weight `rlg_scale` (`rlg.generate`). The noise of all held-out images is drawn

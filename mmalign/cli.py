@@ -152,7 +152,7 @@ def _decoder(task, args):
 
     if not isinstance(task, Decodes):
         raise UsageError(f"--decode {args.decode}: the {type(task).__name__} task has no decoding-time methods (the "
-                         "text task has; diffusion's RL guidance is --option rlg_scale=W).")
+                         "text and diffusion tasks have).")
     try:
         return task.decoder(args.decode, args.decode_arg)
     except (ConfigError, ValueError) as e:
@@ -163,6 +163,12 @@ def _decoded(task, args) -> None:
     """`mmalign sample --decode`: one JSON line per output, then the method's cost."""
     import torch
 
+    from mmalign.task import SavesSamples
+
+    if isinstance(task, SavesSamples):
+        raise UsageError(f"--decode {args.decode}: `mmalign sample --decode` prints text; the {type(task).__name__} "
+                         "task's decoding methods run in `mmalign eval CONFIG --decode METHOD` (held-out metrics and "
+                         "cost).")
     decoder = _decoder(task, args)
     rows = {c["prompt"]: c for c in [*task.train_contexts, *task.eval_contexts] if isinstance(c, dict)}
     torch.manual_seed(args.seed)  # a dataset prompt brings its row (its references, for BLEU and the like)

@@ -101,3 +101,29 @@ def test_task_evaluates_a_decoder_on_its_own_held_out_noise():
     assert decoder.cost.images == len(plain_images) and decoder.cost.drawn == 3 * len(plain_images)
     with pytest.raises(ValueError, match="carries its own RL guidance"):
         task.evaluate(decoder, rlg_scale=1.0)
+
+
+def test_cli_evaluates_a_diffusion_task_with_best_of_n_and_rl_guidance(tmp_path, capsys):
+    """`mmalign eval CONFIG --decode bon|rlg`: held-out metrics with each method's cost; best-of-2 draws twice the
+    denoiser rows of plain sampling; `mmalign sample --decode` and unknown methods are refused with the way out."""
+    import json
+    from pathlib import Path
+
+    from mmalign.cli import main
+
+    config = str(Path(__file__).resolve().parents[1] / "configs/diffusion/shapes_grpo.yaml")
+    args = [config, "task_args.tiny=true", "task_args.sampling.num_steps=2", "task_args.trained_steps.end=0",
+            "task_args.reference=copy", "task_args.eval_fraction=0.05", "task_args.eval_samples=2",
+            f"task_args.embedded_dir={tmp_path}", "trainer.cpu=true"]
+    reports = {}
+    for method, knob in (("bon", "n=2"), ("rlg", "w=1.5")):
+        assert main(["eval", *args, "--decode", method, "--decode-arg", knob]) == 0
+        reports[method] = json.loads(capsys.readouterr().out)
+        assert "alignment_rate" in reports[method]
+    # CFG doubles the rows: bon draws 2 candidates x 2 halves x 2 steps; RL guidance runs 2 models x 2 halves x 2 steps
+    assert reports["bon"]["cost/denoiser_rows_per_image"] == reports["rlg"]["cost/denoiser_rows_per_image"] == 8
+    assert reports["bon"]["cost/drawn_per_image"] == 2
+    assert main(["sample", *args, "--prompt", "a red circle", "--decode", "bon"]) == 2
+    assert "mmalign eval CONFIG --decode METHOD" in capsys.readouterr().err
+    assert main(["eval", *args, "--decode", "beam"]) == 2
+    assert "unknown method 'beam' for a diffusion task" in capsys.readouterr().err

@@ -136,7 +136,7 @@ def task_decoder(task, method: str, options: Sequence[str]) -> Decoder:
     searches score with the task's weighted rewards; named models load with the text task's loader."""
     if not isinstance(task.policy, CausalLMPolicy):
         raise ValueError(f"decoding methods steer a text policy; the {type(task).__name__} task's is a "
-                         f"{type(task.policy).__name__} (diffusion: --option rlg_scale=W for RL guidance).")
+                         f"{type(task.policy).__name__} (diffusion: mmalign eval --decode bon|rlg).")
 
     settings = from_dict(DecodeSettings, apply_overrides({}, list(options)))
     rewards = task.rewards
