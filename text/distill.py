@@ -174,7 +174,7 @@ def distill(teacher_policy: CausalLMPolicy, train_rows: Sequence, eval_rows: Seq
     student = shallow_copy(teacher, s.layers)
     record = {"settings": asdict(s), "held_out_kl_before": mean_kl(student, held, held_t, pad), "loss": []}
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=s.lr)
-    passes = -(-s.steps * s.batch_size // len(train))
+    passes = max(1, -(-s.steps * s.batch_size // len(train)))
     order = torch.cat([torch.randperm(len(train)) for _ in range(passes)])  # shuffled passes over the sequences
     for step in range(s.steps):
         pick = order[step * s.batch_size:(step + 1) * s.batch_size].tolist()
