@@ -1,14 +1,16 @@
 """Decoding-time alignment on held-out prompts: reward and cost of each method (docs/decoding.md).
 
     python bench/decoding_table.py configs/text/bleuberi_smollm2.yaml --seeds 0 1 2 --eval-size 24 \
-        [--aligned RUN/final] [--arm ARM/final] [--small S_RL --small-base S_BASE] [--methods KEY ...]
+        [--aligned RUN/final] [--arm ARM/final] [--small S_RL --small-base S_BASE --rast-lambda 1 2] \
+        [--methods KEY ...]
 
 The task's held-out rows are decoded by each method and scored by the task's rewards (the searches rank by the
 weighted reward; a reward of weight 0, e.g. chrF, is a second metric they never see). Methods that combine models
 run when their folders are given: Transfer Q* (`--aligned`, e.g. a GRPO run's final/), GenARM (`--arm`, a causal LM
 trained with `preference.loss: arm`), RAST (`--small`, `--small-base`); `--aligned` also adds the aligned model's own
 samples as a row. A LoRA run's final/ (an adapter) loads merged over the config's model. `--methods` keeps the rows
-of those keys (sampling, greedy, aligned, bon4, bon16, deal, tq, genarm, rast). Greedy decoding and DeAL draw nothing,
+of those keys (sampling, greedy, aligned, bon4, bon16, deal, tq, genarm, small_base, small, rast; rast is a row per
+`--rast-lambda`, small_base and small sample RAST's small models alone). Greedy decoding and DeAL draw nothing,
 so they run once. `--out FILE` keeps each finished (method, seed) run in a JSONL file: a rerun skips those and the
 table covers every run in the file. Prints one markdown table: mean (min-max over runs) of each reward, tokens and
 seconds per prompt.
@@ -43,12 +45,18 @@ def methods(args) -> list[tuple[str, str, dict]]:
     if args.arm:
         rows["genarm"] = (f"GenARM (beta {args.beta:g})", "genarm", {"arm": [args.arm], "beta": args.beta})
     if args.small:
-        rows["rast"] = ("RAST (lambda 1)", "rast", {"small": args.small, "small_base": args.small_base})
+        if not args.small_base:
+            raise SystemExit("--small needs --small-base: RAST adds the small RL model's logits minus its base's.")
+        rows["small_base"] = ("small base model alone (sampling)", "aligned", {"aligned": args.small_base})
+        rows["small"] = ("small RL model alone (sampling)", "aligned", {"aligned": args.small})
+        rows["rast"] = [(f"RAST (lambda {w:g})", "rast", {"small": args.small, "small_base": args.small_base,
+                                                         "weight": w}) for w in args.rast_lambda]
     unknown = set(args.methods) - set(rows)
     if unknown:
         raise SystemExit(f"--methods {' '.join(sorted(unknown))}: not a row these arguments allow; use some of "
-                         f"{', '.join(rows)} (tq and aligned need --aligned, genarm --arm, rast --small).")
-    return [row for key, row in rows.items() if not args.methods or key in args.methods]
+                         f"{', '.join(rows)} (tq and aligned need --aligned, genarm --arm, small and rast --small).")
+    picked = [row for key, row in rows.items() if not args.methods or key in args.methods]
+    return [r for row in picked for r in (row if isinstance(row, list) else [row])]
 
 
 DETERMINISTIC = ("greedy", "deal")
@@ -97,6 +105,7 @@ def main() -> None:
     p.add_argument("--arm", default="")
     p.add_argument("--small", default="")
     p.add_argument("--small-base", default="")
+    p.add_argument("--rast-lambda", type=float, nargs="+", default=[1.0], help="RAST's lambda, a row each")
     p.add_argument("--beta", type=float, default=1.0, help="GenARM's KL coefficient")
     p.add_argument("--tq-rollout", type=int, default=0, help="Transfer Q* rollout tokens; 0 = to the end")
     p.add_argument("--methods", nargs="*", default=[])
