@@ -15,6 +15,7 @@ import torch
 from mmalign.config import ConfigError, check_choice, check_numbers
 from mmalign.data import load_jsonl, shipped_dataset, train_eval_split
 from mmalign.decoding.calibrate import CalibratedReward
+from mmalign.decoding.search import bon_win_rate
 from mmalign.rewards import CombinedReward, resolve_reward
 from mmalign.settings import GenerationSettings, LoRASettings
 from mmalign.task import Checkpointed, Scheduled, check_rewards
@@ -167,8 +168,8 @@ def reference_sampler(policy: CausalLMPolicy):
     """`sample(context, m)`: m outputs of the policy's reference (LoRA disabled, or the frozen copy), seeded by the
     prompt and on RNG streams of their own, so training's draws are untouched and a resumed run gets the same ones."""
     if policy.reference == "none":
-        raise ConfigError("CTRL calibrates rewards against the reference policy's samples, and this policy has none: "
-                          "turn LoRA on (lora.rank > 0) or set reference: copy.", "rewards")
+        raise ConfigError("CTRL and the best-of-N win rate compare with the reference policy's samples, and this "
+                          "policy has none: turn LoRA on (lora.rank > 0) or set reference: copy.", "reference")
 
     def sample(context, m: int) -> list[str]:
         with own_rng(policy, zlib.crc32(prompt_text(context).encode())):
@@ -521,6 +522,15 @@ class TextTask:
         if self.selection_stats:
             kept = {**self.selection_stats, "prompts": [prompt_text(row) for row in self.train_contexts]}
             (run_dir / "selection.json").write_text(json.dumps(kept, indent=1))
+
+    def bon_win_rate(self, n: int, rounds: int = 1, seed: int = 0) -> dict[str, float]:
+        """InfAlign's best-of-N win rate of the policy against its reference on the held-out rows, ranked by the
+        task's weighted rewards, and its sequence KL from the reference (`mmalign.decoding.search.bon_win_rate`);
+        the policy's draws seeded by `seed`, the reference's by each prompt, both on RNG streams of their own."""
+        score = CombinedReward({name: fn for name, fn, _ in self.rewards}, [w for _, _, w in self.rewards])
+        sample = reference_sampler(self.policy)
+        with own_rng(self.policy, seed):
+            return bon_win_rate(self.policy, self.eval_contexts, lambda c, o: score(c, o)[0], n, sample, rounds)
 
     def decoder(self, method: str, options) -> object:
         """The policy decoded by a decoding-time method (`mmalign.text.decoder.METHODS`), with `options` as
