@@ -27,12 +27,13 @@ ARMS = {"bleu": "plain BLEU", "ctrl": "CTRL(BLEU), exp(t u)"}
 PLAIN = "task_args.rewards=[{name: bleu, smoothing: add-one}]"
 
 
-def train(arm: str, seed: int, out: Path) -> Path:
+def train(arm: str, seed: int, out: Path, steps: int) -> Path:
     from mmalign.run_config import load_run_config
     from mmalign.trainer import Trainer
 
     cfg = load_run_config(f"configs/text/infalign_{arm}.yaml", [
-        f"trainer.seed={seed}", f"trainer.output_dir={out}", f"trainer.name={arm}_s{seed}"])
+        f"trainer.seed={seed}", f"trainer.output_dir={out}", f"trainer.name={arm}_s{seed}",
+        *([f"trainer.steps={steps}"] if steps else [])])
     return Trainer(cfg).train()
 
 
@@ -65,19 +66,21 @@ def spread(values: list[float]) -> str:
 
 
 def table(points: list[dict], kls: list[float]) -> str:
+    """Win rates at each of `kls` over the seeds whose runs of both arms reached it (paired), and the last step."""
     runs: dict[tuple, list] = {}
     for p in points:
         runs.setdefault((p["arm"], p["seed"]), []).append(p)
-    lines = ["| KL (nats) | " + " | ".join(f"{ARMS[a]} win rate" for a in ARMS) + " | CTRL - plain, per seed |",
-             "|---|" + "---|" * (len(ARMS) + 1)]
+    head = " | ".join(f"{ARMS[a]} win rate" for a in ARMS)
+    lines = [f"| KL (nats) | seeds | {head} | CTRL - plain, per seed |", "|---|---|" + "---|" * (len(ARMS) + 1)]
     seeds = sorted({s for _, s in runs})
     for kl in kls:
-        got = {a: {s: at_kl(runs[a, s], kl) for s in seeds if (a, s) in runs} for a in ARMS}
-        cells = [spread([v for v in got[a].values() if v is not None]) if any(
-            v is not None for v in got[a].values()) else "-" for a in ARMS]
-        diffs = [got["ctrl"][s] - got["bleu"][s] for s in seeds
-                 if got["ctrl"].get(s) is not None and got["bleu"].get(s) is not None]
-        lines.append(f"| {kl:g} | " + " | ".join(cells) + f" | {' / '.join(f'{d:+.3f}' for d in diffs) or '-'} |")
+        got = {s: {a: at_kl(runs[a, s], kl) if (a, s) in runs else None for a in ARMS} for s in seeds}
+        both = [s for s in seeds if None not in got[s].values()]
+        if not both:
+            continue
+        cells = [spread([got[s][a] for s in both]) for a in ARMS]
+        diffs = " / ".join(f"{got[s]['ctrl'] - got[s]['bleu']:+.3f}" for s in both)
+        lines.append(f"| {kl:g} | {' '.join(map(str, both))} | " + " | ".join(cells) + f" | {diffs} |")
     lines += ["", "| arm | steps | KL at the last step | win rate at the last step | BLEU of a sample "
               "| best-of-N BLEU |", "|---|---|---|---|---|---|"]
     for a in ARMS:
@@ -103,7 +106,7 @@ def plot(points: list[dict], path: Path, n: int) -> None:
                     label=ARMS[arm] if i == 0 else None)
     ax.axhline(0.5, color="gray", lw=0.5)
     ax.set(xlabel="KL(policy || reference), nats per answer", ylabel=f"best-of-{n} win rate against the reference",
-           title="InfAlign on the tiny text task (one line per seed, a point per checkpoint)")
+           title="InfAlign, tiny text task: a line per seed, a point per checkpoint")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -149,6 +152,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="best-of-N draws per held-out row")
     parser.add_argument("--kls", type=float, nargs="+", default=[0.5, 1, 2, 3, 4], help="KLs the table reads at")
     parser.add_argument("--out", default="runs/infalign")
+    parser.add_argument("--steps", type=int, default=0, help="training steps of every arm (0: the configs')")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="evaluate the runs already under --out again (a fresh points.jsonl), training nothing")
+    parser.add_argument("--also", nargs="+", default=[],
+                        help="points.jsonl of earlier invocations: their runs of (arm, seed) not under --out join the "
+                             "table and the plot")
     parser.add_argument("--report", action="store_true", help="tabulate --out's points.jsonl, training nothing")
     parser.add_argument("--toy", action="store_true", help="the uniform-calibration model's best t, nothing else")
     args = parser.parse_args()
@@ -157,16 +166,22 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     points_file = out / "points.jsonl"
+    if args.evaluate_only:
+        points_file.unlink(missing_ok=True)
     if not args.report:
         for seed in args.seeds:
             for arm in args.arms:
                 start = time.perf_counter()
-                run_dir = train(arm, seed, out)
+                run_dir = out / f"{arm}_s{seed}" if args.evaluate_only else train(arm, seed, out, args.steps)
                 points = evaluate(arm, seed, run_dir, args.n, args.rounds)
                 with points_file.open("a") as f:
                     f.writelines(json.dumps(p) + "\n" for p in points)
                 print(f"# {arm} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
     points = [json.loads(line) for line in points_file.read_text().splitlines()]
+    here = {(p["arm"], p["seed"]) for p in points}
+    for path in args.also:
+        points += [p for line in Path(path).read_text().splitlines()
+                   if (p := json.loads(line)) and (p["arm"], p["seed"]) not in here]
     plot(points, out / "winrate_vs_kl.png", args.n)
     print(f"\n`{' '.join(sys.argv)}`\n\nbest-of-{args.n} win rate against the reference at the same KL, mean "
           f"(min-max) over seeds:\n")

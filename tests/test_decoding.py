@@ -4,8 +4,18 @@ import pytest
 import torch
 from tiny import PROMPTS, ROWS, WORDS, tiny_lm, tiny_policy
 
-from mmalign.decoding import CalibratedReward, GuidedLM, Source, best_of_n, calibrate, guided, transform
-from mmalign.decoding.search import bon_win_rate, bon_wins, sequence_kl
+from mmalign.decoding import (
+    CalibratedReward,
+    GuidedLM,
+    Source,
+    best_of_n,
+    bon_win_rate,
+    bon_wins,
+    calibrate,
+    guided,
+    sequence_kl,
+    transform,
+)
 from mmalign.text.policy import positions, word_tokenizer
 from mmalign.text.search import lookahead_decode, value_guided_decode
 
@@ -206,9 +216,13 @@ def test_bon_win_rate_against_itself_is_one_half():
 
     policy = tiny_policy(seed=0, reference="copy")
     torch.manual_seed(0)
-    got = bon_win_rate(policy, ROWS, word_index, 1, reference_sampler(policy), rounds=400)
+    got = bon_win_rate(policy, ROWS, word_index, 1, reference_sampler(policy), rounds=400, batch=1)
     assert got["kl"] == 0.0
     assert got["win_rate"] == pytest.approx(0.5, abs=0.05)
+    torch.manual_seed(0)
+    wins = [bon_win_rate(policy, [row], word_index, 1, reference_sampler(policy), rounds=400)["win_rate"]
+            for row in ROWS]  # the same draws: one context at a time, as batch=1 drew them
+    assert got["win_rate_se"] == pytest.approx(abs(wins[0] - wins[1]) / 2, rel=1e-5)  # std of two / sqrt(2)
     assert got["reward"] == pytest.approx(got["reference_reward"], abs=1.0)
     with pytest.raises(ValueError, match="n >= 1"):
         bon_win_rate(policy, ROWS, word_index, 0, reference_sampler(policy))

@@ -74,7 +74,9 @@ def bon_win_rate(policy, contexts: Sequence, reward: Callable, n: int,
         batch: contexts sampled together.
 
     Returns:
-        win_rate, kl (nats per sequence), and the mean reward of a sample and of the best of N of each side.
+        win_rate, with two or more contexts its standard error over contexts (win_rate_se, each context's mean over
+        its rounds counting once), kl (nats per sequence), and the mean reward of a sample and of the best of N of
+        each side.
     """
     if n < 1 or rounds < 1:
         raise ValueError(f"a best-of-N win rate needs n >= 1 and rounds >= 1, got n={n}, rounds={rounds}.")
@@ -89,7 +91,9 @@ def bon_win_rate(policy, contexts: Sequence, reward: Callable, n: int,
             scores = check_rewards(reward(rows, outputs), len(rows), "reward")
             sides[side].append(scores.view(len(ctx), rounds, n))
     mine, theirs = torch.cat(sides["policy"]), torch.cat(sides["reference"])
-    return {"win_rate": float(bon_wins(mine, theirs).mean()), "kl": float(torch.cat(kls).mean()),
+    per_context = bon_wins(mine, theirs).mean(1)
+    se = {"win_rate_se": float(per_context.std() / len(per_context) ** 0.5)} if len(per_context) > 1 else {}
+    return {"win_rate": float(per_context.mean()), **se, "kl": float(torch.cat(kls).mean()),
             "reward": float(mine.mean()), "reference_reward": float(theirs.mean()),
             "best_reward": float(mine.max(-1).values.mean()),
             "reference_best_reward": float(theirs.max(-1).values.mean())}
