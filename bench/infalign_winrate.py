@@ -1,7 +1,7 @@
 """InfAlign (Balashankar et al. 2025): the best-of-N win rate against the reference of a GRPO model trained on
 CTRL(BLEU) and of one trained on plain BLEU, compared at the same KL from the reference.
 
-    OMP_NUM_THREADS=1 python bench/infalign_winrate.py --seeds 0 1 2 --n 4 --rounds 8 --out runs/infalign
+    OMP_NUM_THREADS=1 python bench/infalign_winrate.py --seeds 0 1 2 --n 4 --rounds 8 --out runs/infalign_long
 
 Each (arm, seed) is `mmalign train configs/text/infalign_<arm>.yaml trainer.seed=S` (the seed sets the initial model,
 which is also the reference, and training's draws), a checkpoint every 2 steps. Then the initial model and every
@@ -105,7 +105,10 @@ def plot(points: list[dict], path: Path, n: int) -> None:
             ax.plot([p["kl"] for p in pts], [p["win_rate"] for p in pts], "o-", color=color, alpha=0.7, ms=3,
                     label=ARMS[arm] if i == 0 else None)
     ax.axhline(0.5, color="gray", lw=0.5)
-    ax.set(xlabel="KL(policy || reference), nats per answer", ylabel=f"best-of-{n} win rate against the reference",
+    ax.set_xscale("symlog", linthresh=1.0)  # linear below 1 nat, logarithmic above
+    ax.set_xlim(left=min(0.0, *(p["kl"] for p in points)))
+    ax.set(xlabel="KL(policy || reference), nats per answer (symlog)",
+           ylabel=f"best-of-{n} win rate against the reference",
            title="InfAlign, tiny text task: a line per seed, a point per checkpoint")
     ax.legend()
     fig.tight_layout()
@@ -150,7 +153,8 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--n", type=int, default=4, help="best-of-N of the evaluation")
     parser.add_argument("--rounds", type=int, default=8, help="best-of-N draws per held-out row")
-    parser.add_argument("--kls", type=float, nargs="+", default=[0.5, 1, 2, 3, 4], help="KLs the table reads at")
+    parser.add_argument("--kls", type=float, nargs="+", default=[0.5, 1, 1.5, 2, 3, 4, 6, 8, 10],
+                        help="KLs the table reads at")
     parser.add_argument("--out", default="runs/infalign")
     parser.add_argument("--steps", type=int, default=0, help="training steps of every arm (0: the configs')")
     parser.add_argument("--evaluate-only", action="store_true",
