@@ -75,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--decode-arg", action="append", default=[], metavar="KEY=VALUE",
                            help="a setting of --decode (repeatable): n=16, k=4, depth=4, alpha=1, weight=1, beta=1, "
                                 "small=PATH, small_base=PATH, arm=[PATH], aligned=PATH")
+        if name == "eval":
+            s.add_argument("--win-rate", type=_whole(1), metavar="N", help="InfAlign's best-of-N win rate of the "
+                           "policy against its reference (N samples each, each side's best by the task's reward; "
+                           "ties count half) and its sequence KL from the reference (docs/decoding.md)")
+            s.add_argument("--rounds", type=_whole(1), default=4, help="--win-rate: best-of-N draws per prompt")
+            s.add_argument("--seed", type=_whole(0), default=0, help="--win-rate: seed of the policy's draws")
         if name == "sample":
             s.add_argument("--prompt", action="append", required=True, help="a context (repeatable)")
             s.add_argument("--num-samples", type=_whole(1), default=1, help="samples per prompt")
@@ -159,6 +165,20 @@ def _decoder(task, args):
         raise UsageError(f"--decode {args.decode}: {e}") from e
 
 
+def _win_rate(task, args) -> dict[str, float]:
+    """`mmalign eval --win-rate N`: the task's best-of-N win rate against its reference, with the KL."""
+    from mmalign.task import WinsAtBestOfN
+
+    if args.decode:
+        raise UsageError("--win-rate samples the policy itself against its reference; leave out --decode.")
+    if not isinstance(task, WinsAtBestOfN):
+        raise UsageError(f"--win-rate: the {type(task).__name__} task has no best-of-N win rate (the text task has).")
+    try:
+        return task.bon_win_rate(args.win_rate, args.rounds, args.seed)
+    except ConfigError as e:
+        raise UsageError(f"--win-rate: {e}") from e
+
+
 def _decoded(task, args) -> None:
     """`mmalign sample --decode`: one JSON line per output, then the method's cost."""
     import torch
@@ -197,7 +217,9 @@ def run(argv: list[str] | None = None) -> int:
         from mmalign.trainer import Trainer
 
         cfg, task = _task(args)
-        if args.decode:
+        if args.win_rate:
+            print(json.dumps(_win_rate(task, args), indent=2))
+        elif args.decode:
             decoder = _decoder(task, args)
             print(json.dumps({**task.evaluate(decoder), **decoder.report()}, indent=2))
         else:

@@ -6,7 +6,8 @@ parts are small protocols, resolved once when a run is built: `Scheduled.set_pro
 follow the training iteration, `Checkpointed` for tasks with run state of their own (a robot task's environments,
 episodes and learned reward), `HasSampleOptions.SampleOptions` for the task's own options of `mmalign sample`,
 `SavesSamples.save_samples(...)` for tasks whose samples are files, `SelectsRows` for `mmalign select`, `Decodes` for
-`mmalign eval | sample --decode`; for a reward, `PolicyBound.attach(policy)` when it needs the policy before training.
+`mmalign eval | sample --decode`, `WinsAtBestOfN` for `mmalign eval --win-rate N`; for a reward,
+`PolicyBound.attach(policy)` when it needs the policy before training.
 
 Rewards are `(name, fn, weight)` triples; `check_rewards` validates what a reward function returns.
 """
@@ -177,6 +178,15 @@ class Decodes(Protocol):
     ValueError naming it."""
 
     def decoder(self, method: str, options: Sequence[str]) -> Any: ...
+
+
+@runtime_checkable
+class WinsAtBestOfN(Protocol):
+    """Optional: a task whose policy has a reference to sample (`mmalign eval --win-rate N`): `bon_win_rate(n,
+    rounds, seed)` is InfAlign's best-of-N win rate of the policy against its reference on the held-out contexts, with
+    the policy's KL from it (`mmalign.decoding.search.bon_win_rate`)."""
+
+    def bon_win_rate(self, n: int, rounds: int = 1, seed: int = 0) -> dict[str, float]: ...
 
 
 @runtime_checkable

@@ -4,7 +4,18 @@ import pytest
 import torch
 from tiny import PROMPTS, ROWS, WORDS, tiny_lm, tiny_policy
 
-from mmalign.decoding import CalibratedReward, GuidedLM, Source, best_of_n, calibrate, guided, transform
+from mmalign.decoding import (
+    CalibratedReward,
+    GuidedLM,
+    Source,
+    best_of_n,
+    bon_win_rate,
+    bon_wins,
+    calibrate,
+    guided,
+    sequence_kl,
+    transform,
+)
 from mmalign.text.policy import positions, word_tokenizer
 from mmalign.text.search import lookahead_decode, value_guided_decode
 
@@ -121,6 +132,100 @@ def test_ctrl_reward_wraps_any_reward():
         ctrl([ROWS[1]], ["cat"])
 
 
+def test_bon_wins_take_each_sides_best_and_count_ties_half():
+    mine = torch.tensor([[0.1, 0.5], [0.3, 0.3], [0.2, 0.0]])
+    theirs = torch.tensor([[0.4, 0.2], [0.1, 0.3], [0.9, 0.1]])
+    assert bon_wins(mine, theirs).tolist() == [1.0, 0.5, 0.0]  # bests 0.5 > 0.4, 0.3 = 0.3, 0.2 < 0.9
+    assert bon_wins(theirs, mine).tolist() == [0.0, 0.5, 1.0]
+    assert bon_wins(mine[:, :1], theirs[:, :1]).tolist() == [0.0, 1.0, 0.0]  # best-of-1: the first draws
+    with pytest.raises(ValueError, match="N samples of each side"):
+        bon_wins(mine, theirs[:, :1])
+
+
+def test_sequence_kl_sums_the_log_ratio_over_real_steps():
+    logprobs, ref = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, -0.5]]), torch.tensor([[-1.5, -1.0, -9.0],
+                                                                                           [-0.5, -2.5, -0.5]])
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    assert sequence_kl(logprobs, ref, mask).tolist() == [0.5 - 1.0, 2.0]  # the padded step (+6) counts nothing
+
+
+def one_token_policy(seed: int, reference: int):
+    """A tiny policy of one-token answers whose reference (a frozen copy) is another tiny LM, seed `reference`; a low
+    temperature sharpens both (random-init logits are near uniform)."""
+    policy = tiny_policy(seed=reference, reference="copy", max_new_tokens=1, temperature=0.1)
+    policy.model.load_state_dict(tiny_lm(seed).state_dict())
+    return policy
+
+
+def word_index(contexts, outputs):
+    """A reward with a value per word of tests/tiny.py (-1 for an empty answer)."""
+    return [float(WORDS.index(o)) if o in WORDS else -1.0 for o in outputs]
+
+
+@torch.no_grad()
+def first_token_values(policy, model, context) -> dict[float, float]:
+    """P(reward = v) of a one-token answer of `model` to `context`: softmax(logits / T) summed over tokens."""
+    p = torch.softmax(prefill_logits(model, policy, [context])[0] / policy.temperature, -1)
+    tok = policy.tokenizer
+    rewards = word_index(None, [tok.decode([i], skip_special_tokens=True) for i in range(len(p))])
+    out: dict[float, float] = {}
+    for v, q in zip(rewards, p.tolist()):
+        out[v] = out.get(v, 0.0) + q
+    return out
+
+
+def exact_bon_win(pol: dict, ref: dict, n: int) -> float:
+    """P(best of n policy rewards > best of n reference rewards) + 1/2 P(equal), from the two distributions."""
+    values = sorted(set(pol) | set(ref))
+
+    def cdf(d, v):
+        return sum(q for x, q in d.items() if x <= v)
+
+    def below(d, v):
+        return sum(q for x, q in d.items() if x < v)
+
+    win = 0.0
+    for v in values:  # P(max = v) = F(v)^n - F(v-)^n
+        p_max = cdf(pol, v) ** n - below(pol, v) ** n
+        win += p_max * (below(ref, v) ** n + 0.5 * (cdf(ref, v) ** n - below(ref, v) ** n))
+    return win
+
+
+def test_bon_win_rate_and_kl_of_one_token_answers_equal_their_formulas():
+    """With one-token answers the sequence KL is the first token's KL(pi || pi_ref), and the best-of-N win rate is
+    exact from the two first-token distributions; the Monte-Carlo estimates land on both."""
+
+    policy, context, n, rounds = one_token_policy(seed=1, reference=0), ROWS[0], 3, 1500
+    pol, ref = (first_token_values(policy, m, context) for m in (policy.model, policy.ref_model))
+    with torch.no_grad():
+        logp, logq = (torch.log_softmax(prefill_logits(m, policy, [context])[0] / policy.temperature, -1)
+                      for m in (policy.model, policy.ref_model))
+    kl = float((logp.exp() * (logp - logq)).sum())
+    torch.manual_seed(0)
+    got = bon_win_rate(policy, [context], word_index, n, policy.prompt_sampler(reference=True), rounds)
+    assert got["kl"] == pytest.approx(kl, abs=0.05) and kl > 0.2
+    assert got["win_rate"] == pytest.approx(exact_bon_win(pol, ref, n), abs=0.04)
+    swapped = exact_bon_win(ref, pol, n)
+    assert abs(exact_bon_win(pol, ref, n) - swapped) > 0.1  # the two sides are told apart
+
+
+def test_bon_win_rate_against_itself_is_one_half():
+    """A policy against its own copy: no KL (exactly), and best-of-1 wins half the draws in expectation."""
+
+    policy = tiny_policy(seed=0, reference="copy")
+    torch.manual_seed(0)
+    got = bon_win_rate(policy, ROWS, word_index, 1, policy.prompt_sampler(reference=True), rounds=400, batch=1)
+    assert got["kl"] == 0.0
+    assert got["win_rate"] == pytest.approx(0.5, abs=0.05)
+    torch.manual_seed(0)
+    wins = [bon_win_rate(policy, [row], word_index, 1, policy.prompt_sampler(reference=True), rounds=400)["win_rate"]
+            for row in ROWS]  # the same draws: one context at a time, as batch=1 drew them
+    assert got["win_rate_se"] == pytest.approx(abs(wins[0] - wins[1]) / 2, rel=1e-5)  # std of two / sqrt(2)
+    assert got["reward"] == pytest.approx(got["reference_reward"], abs=1.0)
+    with pytest.raises(ValueError, match="n >= 1"):
+        bon_win_rate(policy, ROWS, word_index, 0, policy.prompt_sampler(reference=True))
+
+
 def test_arm_loss_is_bradley_terry_on_summed_log_probs():
     """GenARM's reward model: r(x, y) = sum_t log pi_r(y_t | x, y_<t), loss -log sigmoid(beta (r_w - r_l))."""
     from mmalign.algorithms.offline import PreferenceConfig, preference_loss
@@ -159,6 +264,25 @@ def test_cli_samples_and_evaluates_with_a_decoding_method(tmp_path, capsys):
     assert "--decode beam: unknown decoding method 'beam'; use one of sample, greedy, bon" in capsys.readouterr().err
     assert main(["eval", *args, "--decode-arg", "n=3"]) == 2
     assert "--decode METHOD" in capsys.readouterr().err
+
+
+def test_cli_reports_the_best_of_n_win_rate_against_the_reference(tmp_path, capsys):
+    """`mmalign eval --win-rate N`: an untrained policy against its reference copy has KL 0 exactly; a policy with
+    no reference, or the flag beside --decode, is refused with the fix."""
+    import json
+    from pathlib import Path
+
+    from mmalign.cli import main
+
+    config = str(Path(__file__).resolve().parents[1] / "configs/text/tiny_grpo.yaml")
+    args = [config, f"trainer.output_dir={tmp_path}", "task_args.eval_size=3"]
+    assert main(["eval", *args, "task_args.reference=copy", "--win-rate", "2", "--rounds", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["kl"] == 0.0 and 0.0 <= report["win_rate"] <= 1.0
+    assert main(["eval", *args, "--win-rate", "2"]) == 2
+    assert "set reference: copy" in capsys.readouterr().err
+    assert main(["eval", *args, "--win-rate", "2", "--decode", "bon"]) == 2
+    assert "leave out --decode" in capsys.readouterr().err
 
 
 def test_decoder_wires_each_method_and_refuses_a_foreign_vocabulary():

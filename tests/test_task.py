@@ -114,8 +114,11 @@ def test_decoding_and_selection_are_protocols_of_the_task(tmp_path, capsys):
     assert not isinstance(Plain(tiny_policy()), Decodes) and not isinstance(Plain(tiny_policy()), SelectsRows)
     image = [str(ROOT / "configs/diffusion/shapes_grpo.yaml"), "task_args.tiny=true", "task_args.sampling.num_steps=2",
              "task_args.trained_steps.end=2"]
-    assert main(["sample", *image, "--prompt", "a red circle", "--decode", "bon"]) == 2
-    assert "DiffusionTask task has no decoding-time methods" in capsys.readouterr().err
+    assert main(["sample", *image, "--prompt", "a red circle", "--decode", "bon"]) == 2  # images: eval --decode
+    assert "DiffusionTask task's decoding methods run in `mmalign eval" in capsys.readouterr().err
+    vlm = [str(ROOT / "configs/vlm/tiny_rotation.yaml"), "task_args.num_images=20", "task_args.eval_fraction=0.5"]
+    assert main(["eval", *vlm, "--decode", "bon"]) == 2
+    assert "SSLTask task has no decoding-time methods" in capsys.readouterr().err
     assert main(["select", *image, "--k", "1", "--out", str(tmp_path / "kept.jsonl")]) == 2
     assert "DiffusionTask task does not select training rows" in capsys.readouterr().err
     assert not (tmp_path / "kept.jsonl").exists()

@@ -380,8 +380,8 @@ class CausalLMPolicy(nn.Module):
         disabled, or the frozen copy), seeded by the prompt and on RNG streams of their own, so training's draws are
         untouched and a resumed run gets the same ones."""
         if reference and self.reference == "none":
-            raise ConfigError("this reward needs the reference policy's samples, and the policy has none: turn LoRA "
-                              "on (lora.rank > 0) or set reference: copy.", "rewards")
+            raise ConfigError("CTRL and the best-of-N win rate compare with the reference policy's samples, and this "
+                              "policy has none: turn LoRA on (lora.rank > 0) or set reference: copy.", "reference")
 
         def sample(context, m: int) -> list[str]:
             with own_rng(self, zlib.crc32(prompt_text(context).encode())):

@@ -12,6 +12,7 @@ import torch
 
 from mmalign.config import ConfigError, check_choice, check_numbers
 from mmalign.data import load_jsonl, shipped_dataset, train_eval_split
+from mmalign.decoding.search import bon_win_rate
 from mmalign.rewards import CombinedReward, resolve_reward
 from mmalign.settings import GenerationSettings, LoRASettings
 from mmalign.task import Checkpointed, PolicyBound, Scheduled, check_rewards
@@ -486,6 +487,15 @@ class TextTask:
         if self.selection_stats:
             kept = {**self.selection_stats, "prompts": [prompt_text(row) for row in self.train_contexts]}
             (run_dir / "selection.json").write_text(json.dumps(kept, indent=1))
+
+    def bon_win_rate(self, n: int, rounds: int = 1, seed: int = 0) -> dict[str, float]:
+        """InfAlign's best-of-N win rate of the policy against its reference on the held-out rows, ranked by the
+        task's weighted rewards, and its sequence KL from the reference (`mmalign.decoding.search.bon_win_rate`);
+        the policy's draws seeded by `seed`, the reference's by each prompt, both on RNG streams of their own."""
+        score = CombinedReward({name: fn for name, fn, _ in self.rewards}, [w for _, _, w in self.rewards])
+        sample = self.policy.prompt_sampler(reference=True)
+        with own_rng(self.policy, seed):
+            return bon_win_rate(self.policy, self.eval_contexts, lambda c, o: score(c, o)[0], n, sample, rounds)
 
     def decoder(self, method: str, options) -> object:
         """The policy decoded by a decoding-time method (`mmalign.text.decoder.METHODS`), with `options` as
