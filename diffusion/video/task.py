@@ -44,8 +44,8 @@ class VideoTaskConfig:
     one folder per config that made them."""
     episodes: int = 160
     """Rendered push episodes (a quarter held out, by episode)."""
-    pretrain_steps: int = 600
-    """Pre-training steps of the embedded video model."""
+    pretrain_steps: int = 3000
+    """Pre-training steps of the embedded video model (600 left clips of speckle over the scene; docs/video.md)."""
     world_model_steps: int = 5000
     """Training steps of the embedded world model."""
     world_model_extra_episodes: int = 360
