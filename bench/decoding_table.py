@@ -81,6 +81,16 @@ def read_records(path: str) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def keep(record: dict, records: list[dict], out: str | None) -> None:
+    """Add a finished (label, seed) record, append it to the `--out` JSONL file, and say it on stderr."""
+    records.append(record)
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    figures = ", ".join(f"{k} {v:.3f}" for k, v in record["figures"].items())
+    print(f"# {record['label']} seed {record['seed']}: {figures}", file=sys.stderr, flush=True)
+
+
 def print_table(records: list[dict], columns: list[str]) -> None:
     """One markdown row per label: mean (min-max over its seeds) of each column."""
     table = defaultdict(lambda: defaultdict(list))
@@ -128,13 +138,7 @@ def main() -> None:
         todo = [s for s in seeds if not any(r["label"] == label and r["seed"] == s for r in records)]
         decoder = Decoder(task.policy, method, reward, DecodeSettings(**knobs), load) if todo else None
         for seed in todo:
-            record = {"label": label, "seed": seed, "figures": measure(task, decoder, seed, weights)}
-            records.append(record)
-            if args.out:
-                with open(args.out, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            print(f"# {label} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in record["figures"].items()),
-                  file=sys.stderr, flush=True)
+            keep({"label": label, "seed": seed, "figures": measure(task, decoder, seed, weights)}, records, args.out)
     print_table(records, [*weights, "tokens / prompt", "seconds / prompt"])
 
 

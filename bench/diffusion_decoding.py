@@ -20,11 +20,9 @@ through the denoiser: CFG's two halves and RL guidance's two models each count),
 
 import argparse
 import contextlib
-import json
-import sys
 
 import numpy as np
-from decoding_table import print_table, read_records
+from decoding_table import keep, print_table, read_records
 
 from mmalign.cli import build_task
 from mmalign.diffusion.decoder import ImageDecoder
@@ -93,14 +91,8 @@ def main() -> None:
                 continue
             n = knobs.get("n", 1)
             decoder = ImageDecoder(task.policy, n, reward if n > 1 else None, knobs.get("rlg_scale"))
-            record = {"label": label, "seed": seed,
-                      "figures": measure(task, decoder, knobs.get("base", False), seed, eval_seed)}
-            records.append(record)
-            if args.out:
-                with open(args.out, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            print(f"# {label} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in record["figures"].items()),
-                  file=sys.stderr, flush=True)
+            keep({"label": label, "seed": seed,
+                  "figures": measure(task, decoder, knobs.get("base", False), seed, eval_seed)}, records, args.out)
     print_table(records, list(records[0]["figures"]))
 
 
