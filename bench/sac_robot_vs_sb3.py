@@ -22,7 +22,7 @@ env steps in ABBA order (mmalign, sb3, sb3, mmalign, ...), so load drifts hit bo
 sb3 seconds / mmalign seconds over the training chunks (evaluation excluded), with process CPU time beside it.
 Each seed is one process; `--jobs` runs seeds side by side.
 
-    python bench/sac_robot_vs_sb3.py --seeds 0 1 2 --steps 16000 --eval-every 2000 [--jobs 2]
+    python bench/sac_robot_vs_sb3.py --seeds 0 1 2 3 4 --steps 40000 --eval-every 2500 --chunk 500 [--jobs 2]
 """
 
 from __future__ import annotations
