@@ -62,6 +62,13 @@ CHANGEABLE_ON_RESUME = ("task.sampler", "task.vector", "task.ray_workers", "task
 """Where the envs step: the trajectories do not depend on it, so a resumed run may move them."""
 
 
+def updates_due(updates_per_step: float, before: int, after: int) -> int:
+    """SAC updates owed for the env steps (before, after]: floor(u * after) - floor(u * before), so that every env
+    step earns `updates_per_step` on average whatever the vector size, an autoreset step (no real step) earns none,
+    and a resumed run owes what the uninterrupted one did."""
+    return int(updates_per_step * after) - int(updates_per_step * before)
+
+
 class Pebble:
     """One run's state: the robot task (envs, feedback), the SAC agent and its replay buffer."""
 
@@ -102,7 +109,7 @@ class Pebble:
             self.agent.reset_critics()  # PEBBLE: leave warm-up with fresh critics on the new reward
             if ground_truth:
                 self.buffer.relabel(lambda s, a: torch.zeros(len(s), device=s.device))  # warm-up env rewards unknown
-        for _ in range(max(1, round(cfg.updates_per_step * (self.env_steps - before)))):
+        for _ in range(updates_due(cfg.updates_per_step, before, self.env_steps)):
             metrics.update(self.agent.update(self.buffer.sample(cfg.batch_size)))
         return metrics
 

@@ -220,7 +220,7 @@ class SAC:
         with torch.no_grad():
             for p, tp in zip(self.critics.parameters(), self.targets.parameters()):
                 tp.lerp_(p, cfg.tau)
-        return {"q_loss": float(q_loss), "pi_loss": float(pi_loss), "alpha": float(alpha)}
+        return {"q_loss": q_loss.item(), "pi_loss": pi_loss.item(), "alpha": alpha.item()}
 
     def state_dict(self) -> dict:
         """Networks, temperature and optimizers (checkpoints)."""
