@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from mmalign.rewards import CombinedReward
+from mmalign.rewards import weighted_sum
 from mmalign.run_config import load_run_config, task_class
 from mmalign.text.decoder import Decoder, DecodeSettings
 from mmalign.text.task import load_causal_lm
@@ -124,10 +124,7 @@ def main() -> None:
     cfg = load_run_config(args.config, [*args.overrides, f"task_args.eval_size={args.eval_size}"])
     task = task_class(cfg.task)(cfg.task_args, "cpu")
     weights = {name: w for name, _, w in task.rewards}
-    combined = CombinedReward({n: fn for n, fn, _ in task.rewards}, list(weights.values()))
-
-    def reward(contexts, outputs):
-        return combined(contexts, outputs)[0].tolist()
+    reward = weighted_sum(task.rewards)
 
     def load(spec):
         return load_causal_lm(spec, base=cfg.task_args.model)[0].eval()

@@ -127,6 +127,7 @@ def task_image_decoder(task, method: str, options: Sequence[str]) -> ImageDecode
     """An `ImageDecoder` over a diffusion task's policy from the CLI's `--decode METHOD --decode-arg KEY=VALUE ...`:
     best-of-N under the task's weighted rewards, or RL guidance."""
     from mmalign.config import apply_overrides, from_dict
+    from mmalign.rewards import weighted_sum
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} for a diffusion task; choose one of {list(METHODS)} (RL guidance "
@@ -135,7 +136,4 @@ def task_image_decoder(task, method: str, options: Sequence[str]) -> ImageDecode
     if method == "rlg":
         return ImageDecoder(task.policy, rlg_scale=s.w)
 
-    def reward(contexts, images):
-        return list(sum(w * np.asarray(fn(contexts, images), float) for _, fn, w in task.rewards))
-
-    return ImageDecoder(task.policy, s.n, reward)
+    return ImageDecoder(task.policy, s.n, weighted_sum(task.rewards))

@@ -59,6 +59,13 @@ class CombinedReward:
         return total, per_fn
 
 
+def weighted_sum(rewards: Sequence[tuple[str, RewardFn, float]]) -> Callable[[Sequence, Sequence], list[float]]:
+    """A task's `(name, fn, weight)` rewards as one reward function: each output's weighted sum (what searches,
+    best-of-N and row selection rank by)."""
+    combined = CombinedReward({name: fn for name, fn, _ in rewards}, [w for _, _, w in rewards])
+    return lambda contexts, outputs: combined(contexts, outputs)[0].tolist()
+
+
 def combine_rewards(
     fns: Mapping[str, RewardFn] | Sequence[RewardFn], weights: Sequence[float] | None = None
 ) -> CombinedReward:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 from mmalign.config import apply_overrides, from_dict
 from mmalign.decoding.combine import GuidedLM, Source
 from mmalign.decoding.search import Cost, best_of_n
-from mmalign.rewards import CombinedReward
+from mmalign.rewards import weighted_sum
 from mmalign.text.policy import CausalLMPolicy
 from mmalign.text.search import lookahead_decode, value_guided_decode
 from mmalign.text.task import load_causal_lm
@@ -139,13 +139,7 @@ def task_decoder(task, method: str, options: Sequence[str]) -> Decoder:
                          f"{type(task.policy).__name__} (diffusion: mmalign eval --decode bon|rlg).")
 
     settings = from_dict(DecodeSettings, apply_overrides({}, list(options)))
-    rewards = task.rewards
-    combined = CombinedReward({n: fn for n, fn, _ in rewards}, [w for _, _, w in rewards]) if rewards else None
-
-    def reward(contexts, outputs):
-        return combined(contexts, outputs)[0].tolist()
-
     def load(spec: str):  # a LoRA run's final/ is an adapter over the task's own model
         return load_causal_lm(spec, base=task.cfg.model)[0].to(task.policy.device).eval()
 
-    return Decoder(task.policy, method, reward if combined else None, settings, load)
+    return Decoder(task.policy, method, weighted_sum(task.rewards) if task.rewards else None, settings, load)

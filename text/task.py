@@ -13,7 +13,7 @@ import torch
 from mmalign.config import ConfigError, check_choice, check_numbers
 from mmalign.data import load_jsonl, shipped_dataset, train_eval_split
 from mmalign.decoding.search import bon_win_rate
-from mmalign.rewards import CombinedReward, resolve_reward
+from mmalign.rewards import resolve_reward, weighted_sum
 from mmalign.settings import GenerationSettings, LoRASettings
 from mmalign.task import Checkpointed, PolicyBound, Scheduled, check_rewards
 from mmalign.text.grpo_s import AdvantageScale, GRPOSSettings
@@ -164,12 +164,12 @@ def preference_rows(rows: list[dict], rejects: int, rewards, seed: int = 0) -> l
         raise ConfigError(f"asks for {rejects} rejected answers per row, each another row's reference, but there "
                           f"are only {len(rows)} training rows; lower it below {len(rows)}.",
                           "task_args.preference_rejects")
-    rng, score = random.Random(seed), CombinedReward({n: fn for n, fn, _ in rewards}, [w for *_, w in rewards])
+    rng, score = random.Random(seed), weighted_sum(rewards)
     out = []
     for i, row in enumerate(rows):
         others = rng.sample([j for j in range(len(rows)) if j != i], rejects)
         responses = [_texts(row["references"])[0]] + [_texts(rows[j]["references"])[0] for j in others]
-        scores = score([row] * len(responses), responses)[0].tolist()
+        scores = score([row] * len(responses), responses)
         out.append({**row, "responses": responses, "rewards": scores, "gold": responses[0],
                     "gold_reward": scores[0]})
     return out
@@ -189,10 +189,10 @@ def sampled_pairs(rows: list[dict], answers: list[list[str]], rewards) -> list[d
     """Preference pairs from each row's sampled `answers`, scored by the task's weighted rewards: the best is
     "chosen", the worst "rejected" (ties: the first drawn); a row whose answers all score alike says nothing and is
     dropped."""
-    score = CombinedReward({n: fn for n, fn, _ in rewards}, [w for *_, w in rewards])
+    score = weighted_sum(rewards)
     out = []
     for row, drawn in zip(rows, answers):
-        scores = score([row] * len(drawn), drawn)[0].tolist()
+        scores = score([row] * len(drawn), drawn)
         best, worst = scores.index(max(scores)), scores.index(min(scores))
         if scores[best] > scores[worst]:
             out.append({**row, "chosen": drawn[best], "rejected": drawn[worst]})
@@ -363,10 +363,9 @@ class TextTask:
             return self.select_lim(rows, s)
         if s.mode == "isa":
             return self.select_isa(rows, s)
-        reward = CombinedReward({name: fn for name, fn, _ in self.rewards}, [w for _, _, w in self.rewards])
         with own_rng(self.policy, s.seed):
             scores = score_rows(lambda ctx, n: self.policy.sample(ctx, n, greedy=s.greedy), rows,
-                                lambda ctx, out: reward(ctx, out)[0], s.num_samples)
+                                weighted_sum(self.rewards), s.num_samples)
         return self._keep(rows, scores, s, "base_reward", f"{s.k} {s.mode} rows")
 
     def select_lim(self, rows: list, s: SelectionSettings) -> list:
@@ -428,10 +427,14 @@ class TextTask:
         """GRPO-S's alpha^D * alpha^M per sample with `grpo_s` on (`mmalign.text.grpo_s.AdvantageScale`)."""
         return self.scale(contexts, outputs, group) if self.scale else None
 
+    @property
+    def records_rewards(self) -> bool:
+        """`task_args.record_rewards`: LIMR's pass (`RecordsRewards`)."""
+        return self.cfg.record_rewards
+
     def record_rewards(self, contexts: list, group: torch.Tensor, rewards: torch.Tensor) -> None:
-        """With `record_rewards`, each context's mean sample reward of this iteration (LIMR's trajectories)."""
-        if self.cfg.record_rewards:
-            self.trajectories.add(contexts, group, rewards)
+        """Each context's mean sample reward of this iteration (LIMR's trajectories)."""
+        self.trajectories.add(contexts, group, rewards)
 
     @staticmethod
     def dataset_path(name: str) -> Path:
@@ -492,10 +495,9 @@ class TextTask:
         """InfAlign's best-of-N win rate of the policy against its reference on the held-out rows, ranked by the
         task's weighted rewards, and its sequence KL from the reference (`mmalign.decoding.search.bon_win_rate`);
         the policy's draws seeded by `seed`, the reference's by each prompt, both on RNG streams of their own."""
-        score = CombinedReward({name: fn for name, fn, _ in self.rewards}, [w for _, _, w in self.rewards])
         sample = self.policy.prompt_sampler(reference=True)
         with own_rng(self.policy, seed):
-            return bon_win_rate(self.policy, self.eval_contexts, lambda c, o: score(c, o)[0], n, sample, rounds)
+            return bon_win_rate(self.policy, self.eval_contexts, weighted_sum(self.rewards), n, sample, rounds)
 
     def decoder(self, method: str, options) -> object:
         """The policy decoded by a decoding-time method (`mmalign.text.decoder.METHODS`), with `options` as
