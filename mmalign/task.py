@@ -72,7 +72,10 @@ class Scheduled(Protocol):
 class RecordsRewards(Protocol):
     """Optional, for a task: sees each training iteration's scored samples (LIMR's per-sample reward trajectories):
     its `contexts`, each sample's context index `group` (B,) and the samples' rewards (B,) (per-step rewards
-    averaged over real steps). Called on every process, once with each process's share."""
+    averaged over real steps). Called on every process, once with each process's share, while `records_rewards` is
+    true (the trainer gathers the shares over processes only then)."""
+
+    records_rewards: bool
 
     def record_rewards(self, contexts: list, group: Tensor, rewards: Tensor) -> None: ...
 

@@ -332,7 +332,7 @@ class Trainer:
             metrics[f"reward/{name}"] = float(self.acc.gather(per_sample_mean(values, mask)).mean())
         rollout.rewards = total
         sample_rewards = per_sample_mean(total, mask)
-        if isinstance(self.task, RecordsRewards):
+        if isinstance(self.task, RecordsRewards) and self.task.records_rewards:
             shares = [(contexts, rollout.group, sample_rewards)] if self.world == 1 else \
                 gather_object([(contexts, rollout.group.cpu(), sample_rewards.cpu())])
             for share in shares:  # every process records every process's samples
