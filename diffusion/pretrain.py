@@ -149,7 +149,7 @@ def train_denoiser(comp: Components, batch: Callable, steps: int, lr: float, max
         eps = torch.randn_like(x0)
         xt, target, model_t = training_pair(x0, eps, t, ac, v_target, sched.config.num_train_timesteps)
         inp = fold(xt) if first is None else torch.cat([first, fold(xt)], 1)
-        pred = denoiser_forward(unet, inp, model_t if flow else t, out.last_hidden_state, out.pooler_output)
+        pred = denoiser_forward(unet, inp, model_t, out.last_hidden_state, out.pooler_output)
         loss = F.mse_loss(pred, fold(target))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -210,7 +210,8 @@ class DiffusionTask:
                              "leave evaluate's rlg_scale unset.")
         if self.first_images is None and self.eval_records:
             self.first_images = self.eval_records  # the first evaluation's, merged over processes
-        n, net = self.cfg.eval_samples, policy.policy if isinstance(policy, ImageDecoder) else policy
+        decoder = policy if isinstance(policy, ImageDecoder) else ImageDecoder(policy, rlg_scale=rlg_scale)
+        n, net = self.cfg.eval_samples, decoder.policy
         contexts = [c for c in self.eval_contexts for _ in range(n)]
         places = [c["eval_index"] * n + s for c in self.eval_contexts for s in range(n)]
         images = []
@@ -219,10 +220,7 @@ class DiffusionTask:
                 seed = self.cfg.eval_seed + j * CANDIDATE_SEED_STRIDE
                 return chunked_noise(net, rows, self.eval_total * n, seed, 64)
 
-            if isinstance(policy, ImageDecoder):
-                images += policy.images(contexts[i:i + 64], noise)
-            else:
-                images += generate(policy, contexts[i:i + 64], rlg_scale=rlg_scale, noise=noise(0))[0]
+            images += decoder.images(contexts[i:i + 64], noise)
         metrics = {}
         for name, fn, _ in self.rewards:
             metrics[f"reward/{name}"] = float(np.mean(fn(contexts, images)))
