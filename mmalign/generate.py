@@ -155,10 +155,12 @@ DECODE_ATTENTION = "mmalign_decode"
 
 def _gqa_decode_attention(module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
                           dropout: float = 0.0, scaling: float | None = None, **kwargs) -> tuple[Tensor, None]:
-    """SDPA of one new token per row over the whole static cache, without copying the keys and values once per
-    query head (grouped-query attention): the query heads that share a key/value head become that head's queries,
-    (B, H, 1, D) -> (B, KV, H / KV, D), as transformers' eager decode does (`pack_gqa`); under `torch.compile` its
-    SDPA path would repeat the cache H / KV times on every step instead. Longer queries go to its SDPA."""
+    """Attention of one new token per row over the whole static cache, written out as two matrix products and a
+    softmax that inductor fuses, without copying the keys and values once per query head (grouped-query attention):
+    the query heads that share a key/value head become that head's queries, (B, H, 1, D) -> (B, KV, H / KV, D), as
+    transformers' eager decode does (`pack_gqa`). Under `torch.compile` transformers' SDPA path would repeat the
+    cache H / KV times on every step, and the CPU's fused SDPA kernel costs more than the products at one query.
+    Longer queries go to its SDPA."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     b, h, q, d = query.shape
@@ -166,9 +168,12 @@ def _gqa_decode_attention(module, query: Tensor, key: Tensor, value: Tensor, att
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     kv = key.shape[1]
-    out = torch.nn.functional.scaled_dot_product_attention(query.reshape(b, kv, h // kv, d), key, value,
-                                                           attn_mask=attention_mask, scale=scaling)
-    return out.reshape(b, 1, h, d), None
+    scores = query.reshape(b, kv, h // kv, d) @ key.transpose(-1, -2) * (d**-0.5 if scaling is None else scaling)
+    if attention_mask is not None and attention_mask.dtype == torch.bool:  # True where a position may be seen
+        scores = scores.masked_fill(~attention_mask, float("-inf"))
+    elif attention_mask is not None:  # additive
+        scores = scores + attention_mask
+    return (scores.softmax(-1) @ value).reshape(b, 1, h, d), None
 
 
 @contextmanager
@@ -193,9 +198,12 @@ def _decode_attention(model):
 def _compiled_step(device: torch.device) -> Callable:
     kind = device.type
     if kind not in _steps:
-        # CUDA graphs replay the whole step with one launch; the CPU has no use for them
-        mode = "reduce-overhead" if kind == "cuda" else None
-        _steps[kind] = torch.compile(_decode_step, mode=mode, dynamic=False)
+        # CUDA graphs replay the whole step with one launch. The CPU has no use for them; there inductor's C++
+        # wrapper calls the kernels without the Python wrapper's ~1 ms a step, and torch's own random numbers
+        # (`fallback_random`) cost a third of inductor's per-element Philox draws of the Gumbel noise
+        options = {"mode": "reduce-overhead"} if kind == "cuda" else \
+            {"options": {"cpp_wrapper": True, "fallback_random": True}}
+        _steps[kind] = torch.compile(_decode_step, dynamic=False, **options)
     return _steps[kind]
 
 

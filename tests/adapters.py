@@ -62,8 +62,8 @@ def _text() -> dict[str, Case]:
                                          (HasReference, HasValue, HasEntropy)),
         "text-nlpo": Case(partial(tiny_policy, value_head=True, temperature=0.7, nlpo=NLPOSettings(top_p=0.5)),
                           PROMPTS, 3, (9, 8), (HasValue, HasEntropy)),
-        "text-compiled": Case(partial(tiny_policy, temperature=0.7, decoder="compiled"), PROMPTS, 3, (9, 8),
-                              (HasEntropy,), slow=True),
+        "text-compiled": Case(partial(tiny_policy, temperature=0.7, decoder="compiled", scoring="compiled"), PROMPTS,
+                              3, (9, 8), (HasEntropy,), slow=True),
     }
 
 
@@ -106,10 +106,10 @@ CASES: dict[str, Case] = {
     **_text(), **_vlm(), **_diffusion(), **_video(),
     "robot": Case(tiny_robot_policy, ["reach"], 12, (3, 12), (HasValue, HasEntropy), rtol=1e-5),
 }
-"""Every adapter configuration on the contract, by name: text (plain, LoRA, value head, compiled decoder), each VLM
-family (with and without LoRA; Qwen2-VL also with the compiled decoder), diffusion (DDIM and flow, UNet and SD3
-transformer, CFG, LoRA), video (frame-folding UNet2D and UNet3D, DDIM and flow) and robot (a Gaussian policy over a
-real vector env)."""
+"""Every adapter configuration on the contract, by name: text (plain, LoRA, value head, compiled decoder and
+re-scoring), each VLM family (with and without LoRA; Qwen2-VL also with the compiled decoder), diffusion (DDIM and
+flow, UNet and SD3 transformer, CFG, LoRA), video (frame-folding UNet2D and UNet3D, DDIM and flow) and robot (a
+Gaussian policy over a real vector env)."""
 
 
 def params(names) -> list:

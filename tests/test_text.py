@@ -1,5 +1,5 @@
 """The text adapter beyond the contract (test_contract.py): EOS and masking, the LoRA reference, teacher-forced
-rollouts, greedy decoding and chunked re-scoring."""
+rollouts, greedy decoding, chunked and compiled re-scoring."""
 
 import pytest
 import torch
@@ -61,3 +61,26 @@ def test_chunked_logprobs_equal_the_full_logits_pass_with_gradients(lora):
             assert torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-4), name
     with torch.no_grad():
         assert torch.allclose(chunked.logprobs(rollout), b, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora", [False, True])
+def test_compiled_scoring_gives_the_eager_logprobs_and_gradients(lora):
+    """`scoring="compiled"` runs the differentiated re-scoring through `torch.compile`; it must be the eager one's
+    function: same log-probs, same gradients; without gradients it stays eager."""
+    eager = tiny_policy(lora=lora, temperature=0.7)
+    compiled = tiny_policy(lora=lora, temperature=0.7, scoring="compiled")
+    rollout = eager.sample(ROWS[:3], 2)
+    with torch.no_grad():
+        compiled.logprobs(rollout)
+    assert compiled._compiled_forward is None
+    a, b = eager.logprobs(rollout), compiled.logprobs(rollout)
+    assert compiled._compiled_forward is not None
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    (a * rollout.mask).sum().backward()
+    (b * rollout.mask).sum().backward()
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        if p.requires_grad:
+            torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-4, msg=name)
+    with pytest.raises(ValueError, match=r"scoring 'fast' is not one of \['eager', 'compiled'\]"):
+        tiny_policy(scoring="fast")

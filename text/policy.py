@@ -24,6 +24,9 @@ from mmalign.rollout import Rollout
 from mmalign.text.nlpo import NLPOSettings, NucleusMaskedLM, masked_logits
 from mmalign.text.vllm_backend import completion_tensors
 
+SCORINGS = ("eager", "compiled")
+"""What `CausalLMPolicy(scoring=)` (`task_args.scoring`) accepts."""
+
 
 def prompt_text(context) -> str:
     """The prompt of a context: a string, or a dict row with a "prompt" key."""
@@ -212,6 +215,10 @@ class CausalLMPolicy(nn.Module):
             so full (B, T, V) logits are never held; 0 = one full-logits pass. Models with logit soft-capping
             always take the full pass.
         decoder: "eager" or "compiled" (`mmalign.generate.sample_tokens`).
+        scoring: "eager" or "compiled": the re-scoring forward that gradients flow through (the loss's forward and
+            backward) runs the model through `torch.compile` (inductor fuses its norms, rotary embeddings and
+            activations); scoring without gradients (reference, old log-probs) stays eager. The first step pays the
+            compilation, and the first change of batch shape one more (it then compiles for any shape).
         nlpo: NLPO's action mask (`mmalign.text.nlpo`): with top_p > 0 the policy samples and re-scores only the
             tokens in the top-p nucleus of a masking copy of itself, synchronised every `sync_every` iterations.
         sampler: an engine that samples for the policy from prompt token ids instead of `model`
@@ -221,7 +228,7 @@ class CausalLMPolicy(nn.Module):
     def __init__(self, model, tokenizer, max_new_tokens: int = 64, temperature: float = 1.0,
                  chat_template: bool = True, reference: str = "none", value_head: bool = False,
                  max_prompt_length: int = 512, logprob_chunk: int = 512, decoder: str = "eager",
-                 nlpo: NLPOSettings | None = None, sampler=None):
+                 nlpo: NLPOSettings | None = None, sampler=None, scoring: str = "eager"):
         super().__init__()
         if temperature <= 0:
             raise ValueError("temperature must be positive; use sample(..., greedy=True) for greedy decoding.")
@@ -235,7 +242,10 @@ class CausalLMPolicy(nn.Module):
         self.max_prompt_length = max_prompt_length
         if decoder not in DECODERS:
             raise ValueError(f"decoder {decoder!r} is not one of {list(DECODERS)}")
-        self.decoder, self.sampler = decoder, sampler
+        if scoring not in SCORINGS:
+            raise ValueError(f"scoring {scoring!r} is not one of {list(SCORINGS)}")
+        self.decoder, self.sampler, self.scoring = decoder, sampler, scoring
+        self._compiled_forward = None  # made at the first compiled re-scoring
         softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
         self.nlpo = nlpo if nlpo is not None and nlpo.top_p > 0 else None
         self.mask_model = copy.deepcopy(model).requires_grad_(False).eval() if self.nlpo else None
@@ -332,10 +342,19 @@ class CausalLMPolicy(nn.Module):
         s = rollout.state
         attn = s["attention_mask"]
         end = int(attn.sum(0).nonzero().max()) + 1  # drop all-padding columns at the end of this minibatch
-        out = (model or self.model)(input_ids=s["input_ids"][:, :end], attention_mask=attn[:, :end],
+        out = (model or self._scoring_forward())(input_ids=s["input_ids"][:, :end], attention_mask=attn[:, :end],
                                     position_ids=positions(attn[:, :end]), output_hidden_states=hidden,
                                     logits_to_keep=end - s["prompt_length"] + 1 if logits else 1)
         return out, slice(-(end - s["prompt_length"]) - 1, -1), end
+
+    def _scoring_forward(self):
+        """The forward re-scoring runs on the policy's own model: `self.model`, or its compiled forward with
+        scoring "compiled" while gradients are on."""
+        if self.scoring == "eager" or not torch.is_grad_enabled():
+            return self.model
+        if self._compiled_forward is None:
+            self._compiled_forward = torch.compile(self.model.forward)
+        return self._compiled_forward
 
     def _pad(self, rollout: Rollout, x: Tensor) -> Tensor:
         """(B, L) per-step values -> (B, T), zero on padding."""
@@ -350,11 +369,10 @@ class CausalLMPolicy(nn.Module):
             logp = token_logprobs(self._masked(rollout, out.logits[:, sl]), tokens, self.temperature)
             # padding after EOS may fall outside the nucleus (-inf): zero it before the mask multiplies it
             return self._pad(rollout, logp.masked_fill(~rollout.mask[:, :logp.shape[1]], 0.0))
-        model = model or self.model
         if self.logprob_chunk:
             out, sl, end = self._forward(rollout, model, hidden=True, logits=False)
             tokens = rollout.state["input_ids"][:, rollout.state["prompt_length"]:end]
-            head = model.get_output_embeddings()
+            head = (model or self.model).get_output_embeddings()
             return self._pad(rollout, chunked_token_logprobs(out.hidden_states[-1][:, sl], head, tokens,
                                                              self.temperature, self.logprob_chunk))
         out, sl, end = self._forward(rollout, model)

@@ -21,6 +21,7 @@ from mmalign.text.isa import embed_rows, entropy_changes
 from mmalign.text.limr import RewardTrajectories, lim_scores, load_trajectories
 from mmalign.text.nlpo import NLPOSettings
 from mmalign.text.policy import (
+    SCORINGS,
     CausalLMPolicy,
     char_tokenizer,
     check_model_folder,
@@ -232,6 +233,10 @@ class TextTaskConfig:
     """Decoding (`mmalign.settings.GenerationSettings`): completion and prompt length, temperature, greedy eval."""
     logprob_chunk: int = 512
     """Re-score through the LM head in chunks of this many positions (never full (B, T, V) logits); 0 = off."""
+    scoring: str = "eager"
+    """"eager" or "compiled": the loss's forward and backward run the model through `torch.compile`
+    (`CausalLMPolicy`); it pays a compilation at the first step and at the first change of batch shape. Not with
+    FSDP."""
     chat_template: bool = True
     """Render prompts with the tokenizer's chat template when it has one."""
     dataset: str = "instructions"
@@ -269,6 +274,7 @@ class TextTaskConfig:
         check_choice(self, "reference", ("auto", "lora", "copy", "none"))
         check_choice(self, "dtype", ("float32", "bfloat16", "float16"))
         check_choice(self, "tokenizer", ("", "chars", "words"))
+        check_choice(self, "scoring", SCORINGS)
         check_numbers(self, "logprob_chunk", "eval_size", "preference_rejects", "preference_samples", ge=0)
         if self.preference_rejects and self.preference_samples:
             raise ConfigError("preference rows come from other rows' references (preference_rejects) or from the "
@@ -453,7 +459,7 @@ class TextTask:
         sampler = VLLMSampler(model, tokenizer.eos_token_id, gen) if gen.backend == "vllm" else None
         policy = CausalLMPolicy(model, tokenizer, gen.max_new_tokens, gen.temperature, cfg.chat_template,
                                 reference, cfg.value_head, gen.max_prompt_length, cfg.logprob_chunk, gen.decoder,
-                                cfg.nlpo, sampler)
+                                cfg.nlpo, sampler, cfg.scoring)
         if cfg.reference_soup:
             states = [load_causal_lm(f, cfg.dtype, cfg.trust_remote_code)[0].state_dict() for f in cfg.reference_soup]
             soup = soup_state_dict(states, cfg.reference_soup_weights)
