@@ -157,17 +157,18 @@ class EnvRunner:
         """
         n = len(self.indices)
         c = self._buffers(steps, n)  # (T, n, ...): step t's values are written in one piece
-        for t in range(steps):
-            action, logp = policy.act(torch.as_tensor(self.obs, dtype=torch.float32), self.noise)
-            sent = action.clamp(-1, 1).numpy()
-            next_obs, reward, term, trunc, info = self.env.step(sent)
-            c["obs"][t], c["act"][t], c["sent"][t] = self.obs, action.numpy(), sent
-            c["logp"][t], c["next"][t] = logp.numpy(), next_obs
-            c["rew"][t], c["term"][t], c["trunc"][t] = reward, term, trunc
-            c["mask"][t] = real = ~self.prev_done  # the step after an episode end is gymnasium's autoreset step
-            c["succ"][t] = info.get("success", False)
-            self.prev_done = (term | trunc) & real
-            self.obs = next_obs
+        with torch.inference_mode():  # no autograd bookkeeping per op: about 20 % of `act` on a small network
+            for t in range(steps):
+                action, logp = policy.act(torch.as_tensor(self.obs, dtype=torch.float32), self.noise)
+                sent = action.clamp(-1, 1).numpy()
+                next_obs, reward, term, trunc, info = self.env.step(sent)
+                c["obs"][t], c["act"][t], c["sent"][t] = self.obs, action.numpy(), sent
+                c["logp"][t], c["next"][t] = logp.numpy(), next_obs
+                c["rew"][t], c["term"][t], c["trunc"][t] = reward, term, trunc
+                c["mask"][t] = real = ~self.prev_done  # the step after an episode end is gymnasium's autoreset step
+                c["succ"][t] = info.get("success", False)
+                self.prev_done = (term | trunc) & real
+                self.obs = next_obs
         for k in ("term", "trunc", "succ"):
             c[k] &= c["mask"]
         episodes = self._episodes(c)
