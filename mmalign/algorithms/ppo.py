@@ -100,7 +100,8 @@ def ppo_loss(policy: Policy, batch: Rollout, cfg: PPOConfig, denom: Tensor | Non
     if cfg.vf_clip > 0:
         v_clipped = ex["old_values"] + (values - ex["old_values"]).clamp(-cfg.vf_clip, cfg.vf_clip)
         v_loss = torch.maximum(v_loss, (v_clipped - ex["returns"]) ** 2)
-    per_step = surr.loss * ex.get("is_weights", 1.0) + cfg.vf_coef * 0.5 * v_loss
+    pg = surr.loss * ex["is_weights"] if "is_weights" in ex else surr.loss  # TIS weights of a vLLM-sampled rollout
+    per_step = pg + cfg.vf_coef * 0.5 * v_loss
     metrics = {}
     if cfg.entropy_coef > 0:
         ent = policy.entropy(batch)
