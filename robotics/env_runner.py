@@ -105,12 +105,19 @@ class EnvNoise:
             g.manual_seed(stream_seed(seed, i, 1))
 
     def normal(self, dim: int) -> Tensor:
-        """(n, dim) standard normal draws, row i from env i's generator."""
-        return torch.stack([torch.randn(dim, generator=g) for g in self.generators])
+        """(n, dim) standard normal draws, row i from env i's generator (drawn in place: the values of
+        `torch.randn(dim, generator=g)`, without a tensor per row and a stack)."""
+        out = torch.empty(len(self.generators), dim)
+        for row, g in zip(out, self.generators):
+            row.normal_(generator=g)
+        return out
 
     def uniform(self, dim: int) -> Tensor:
         """(n, dim) uniform draws in [0, 1), row i from env i's generator."""
-        return torch.stack([torch.rand(dim, generator=g) for g in self.generators])
+        out = torch.empty(len(self.generators), dim)
+        for row, g in zip(out, self.generators):
+            row.uniform_(generator=g)
+        return out
 
 
 class EnvRunner:
