@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmalign.robotics.sync_vector import BoxSyncVectorEnv
+
 VECTORS = ("sync", "async")
 """How a runner steps its envs: one after another in its process, or each in a subprocess (AsyncVectorEnv)."""
 
@@ -75,7 +77,8 @@ def make_vec_env(env_id: str, num_envs: int, seed: int = 0, vector: str = "sync"
     run (default 0 .. num_envs - 1) with per-env reset seeds, reset with run seed `seed`.
 
     Args:
-        vector: "sync" (in this process) or "async" (gymnasium's AsyncVectorEnv: a subprocess per env).
+        vector: "sync" (in this process: gymnasium's SyncVectorEnv, leaner for Box spaces, `sync_vector.py`) or
+            "async" (gymnasium's AsyncVectorEnv: a subprocess per env).
         kwargs: keyword arguments of `gym.make` (env kwargs, max_episode_steps).
     """
     if vector not in VECTORS:
@@ -83,7 +86,7 @@ def make_vec_env(env_id: str, num_envs: int, seed: int = 0, vector: str = "sync"
     indices = list(range(num_envs)) if indices is None else list(indices)
     fns = [partial(_make_env, env_id, i, kwargs) for i in indices]
     mode = gym.vector.AutoresetMode.NEXT_STEP
-    env = gym.vector.SyncVectorEnv(fns, autoreset_mode=mode) if vector == "sync" else gym.vector.AsyncVectorEnv(
+    env = BoxSyncVectorEnv(fns, autoreset_mode=mode) if vector == "sync" else gym.vector.AsyncVectorEnv(
         fns, autoreset_mode=mode)
     env.reset(seed=[seed] * len(indices))  # each SeededResets derives its own seed from (seed, its index)
     return env
