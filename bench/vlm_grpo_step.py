@@ -23,6 +23,7 @@ order over `--rounds` so that load drift on a shared machine hits both alike; fi
     python bench/vlm_grpo_step.py                           # Qwen2-VL, 2 rounds x (2 warm-up + 8 timed steps)
     python bench/vlm_grpo_step.py --model-type idefics3     # the same with a tiny Idefics3 (or llava, smolvlm)
     python bench/vlm_grpo_step.py --max-new 16              # up to 16 completion tokens
+    python bench/vlm_grpo_step.py --max-new 16 --decoder compiled   # with the compiled decoder
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def build(a):
     targs = cfg.task_args
     if a.max_new is not None:
         targs = dataclasses.replace(targs, generation=dataclasses.replace(targs.generation, max_new_tokens=a.max_new))
+    if a.decoder is not None:
+        targs = dataclasses.replace(targs, generation=dataclasses.replace(targs.generation, decoder=a.decoder))
     if a.model_type is not None:
         if not targs.model_config:
             raise SystemExit("--model-type needs a config with task_args.model_config (a tiny model).")
@@ -200,8 +203,8 @@ def child(a) -> None:
     tc, gen = cfg.trainer, cfg.task_args.generation
     info = (f"{a.config} ({task.policy.model.config.model_type}): "
             f"{sum(p.numel() for p in task.policy.parameters()) / 1e3:.0f}k params, {tc.contexts_per_step} contexts "
-            f"x G={tc.num_samples}, max_new_tokens={gen.max_new_tokens}, {a.threads} torch thread(s), "
-            f"torch {torch.__version__}, trl {trl.__version__}")
+            f"x G={tc.num_samples}, max_new_tokens={gen.max_new_tokens}, decoder {gen.decoder}, {a.threads} torch "
+            f"thread(s), torch {torch.__version__}, trl {trl.__version__}")
     with open(a.json, "w") as f:
         json.dump({"steps": steps, "base_mb": base, "peak_mb": peak, "checksum": checksum, "info": info}, f)
 
@@ -216,6 +219,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="ABBA rounds of whole runs (mmalign, TRL, TRL, mmalign)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-new", type=int, default=None, help="override task_args.generation.max_new_tokens")
+    p.add_argument("--decoder", choices=["eager", "compiled"], default=None,
+                   help="override task_args.generation.decoder (the compiled one compiles in the warm-up steps)")
     p.add_argument("--no-trl", action="store_true")
     p.add_argument("--system", choices=["mmalign", "trl"], help=argparse.SUPPRESS)
     p.add_argument("--json", help=argparse.SUPPRESS)

@@ -24,9 +24,9 @@ from torch import Tensor
 try:  # transformers renamed `past_key_values` to `cache` (5.x); support both spellings
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
-    _CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+    CACHE_ARG = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 except ImportError:  # pragma: no cover
-    _CACHE = "past_key_values"
+    CACHE_ARG = "past_key_values"
 
 
 DECODERS = ("eager", "compiled")
@@ -107,7 +107,7 @@ def sample_tokens(model, inputs: dict[str, Any], last_position: Tensor, max_new_
         attn = torch.cat([attn, attn.new_ones(b, 1)], 1)
         pos = pos + 1
         out = model(input_ids=toks[-1][:, None], attention_mask=attn, position_ids=position_arg(pos), use_cache=True,
-                    **{_CACHE: getattr(out, _CACHE)})
+                    **{CACHE_ARG: getattr(out, CACHE_ARG)})
     return Sampled(torch.stack(toks, 1), torch.stack(lps, 1), torch.stack(masks, 1))
 
 
@@ -144,7 +144,7 @@ def _decode_step(model, process_logits, position_arg, greedy: bool, eos: int, pa
     Returns (token, log-prob, done, position), the inputs of the next step."""
     pos = pos + 1
     out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=position_arg(pos), use_cache=True,
-                **{_CACHE: cache})
+                **{CACHE_ARG: cache})
     return *_choose(out.logits[:, -1], process_logits, greedy, done, eos, pad), pos
 
 
@@ -238,7 +238,7 @@ def compiled_decode(model, inputs: dict[str, Any], last_position: Tensor, max_ne
     b, p = attn.shape
     length = -(-(p + max_new_tokens) // CACHE_BLOCK) * CACHE_BLOCK
     cache = _static_cache(model, b, length)
-    out = model(**inputs, use_cache=True, logits_to_keep=1, **{_CACHE: cache})
+    out = model(**inputs, use_cache=True, logits_to_keep=1, **{CACHE_ARG: cache})
     done = torch.zeros(b, dtype=torch.bool, device=attn.device)
     tok, lp, done = _choose(out.logits[:, -1], process_logits, greedy, done, eos_token_id, pad_token_id)
     full = torch.cat([attn, attn.new_ones(b, length - p)], 1)

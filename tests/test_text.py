@@ -5,6 +5,8 @@ import pytest
 import torch
 from tiny import PROMPTS, ROWS, WORDS, tiny_policy
 
+from mmalign.text.policy import group_firsts
+
 
 def test_stops_at_eos_and_masks_after_it():
     policy = tiny_policy()
@@ -64,13 +66,17 @@ def test_chunked_logprobs_equal_the_full_logits_pass_with_gradients(lora):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lora", [False, True])
-def test_compiled_scoring_gives_the_eager_logprobs_and_gradients(lora):
-    """`scoring="compiled"` runs the differentiated re-scoring through `torch.compile`; it must be the eager one's
-    function: same log-probs, same gradients; without gradients it stays eager."""
-    eager = tiny_policy(lora=lora, temperature=0.7)
-    compiled = tiny_policy(lora=lora, temperature=0.7, scoring="compiled")
-    rollout = eager.sample(ROWS[:3], 2)
+@pytest.mark.parametrize("lora, chunk", [(False, 0), (True, 512)])
+def test_compiled_scoring_gives_the_eager_logprobs_and_gradients(lora, chunk):
+    """`scoring="compiled"` runs the differentiated re-scoring through `torch.compile`, each group's shared prompt
+    once; it must be the eager one's function: same log-probs, same gradients, through the logits (chunk 0) and the
+    hidden states (chunked); without gradients it stays eager."""
+    eager = tiny_policy(lora=lora, temperature=0.7, logprob_chunk=chunk)
+    compiled = tiny_policy(lora=lora, temperature=0.7, logprob_chunk=chunk, scoring="compiled")
+    rollout = eager.sample(ROWS, 2)
+    n = len(rollout)
+    rollout = rollout[torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2)])]  # a minibatch of scattered groups
+    assert group_firsts(rollout.group, rollout.state["input_ids"][:, :rollout.state["prompt_length"]]) is not None
     with torch.no_grad():
         compiled.logprobs(rollout)
     assert compiled._compiled_forward is None

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from mmalign.config import ConfigError, did_you_mean, join_key
-from mmalign.generate import DECODERS, sample_tokens, scaled_logits
+from mmalign.generate import CACHE_ARG, DECODERS, sample_tokens, scaled_logits
 from mmalign.rollout import Rollout
 from mmalign.text.nlpo import NLPOSettings, NucleusMaskedLM, masked_logits
 from mmalign.text.vllm_backend import completion_tensors
@@ -199,6 +200,38 @@ def positions(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def group_firsts(group: Tensor, prompts: Tensor) -> tuple[Tensor, Tensor] | None:
+    """(first row of each group, each row's group index) when rows of a group hold the same prompt and some group
+    has several rows; else None (nothing to share)."""
+    _, inverse = torch.unique(group, return_inverse=True)
+    n = int(inverse.max()) + 1 if len(inverse) else 0
+    if n == len(group):
+        return None
+    rows = torch.arange(len(group), device=group.device)
+    first = torch.full((n,), len(group), device=group.device).scatter_reduce(0, inverse, rows, "amin")
+    return (first, inverse) if torch.equal(prompts[first][inverse], prompts) else None
+
+
+def shared_prompt_forward(forward, ids: Tensor, attn: Tensor, prompt_length: int, firsts: tuple[Tensor, Tensor],
+                          hidden: bool, logits: bool) -> CausalLMOutputWithPast:
+    """The forward over prompt + completion with each group's prompt run once: the prompt's keys and values are
+    copied out to the group's rows (gradients of the copies sum back through the index), then the completions run
+    on them. Returns what the plain forward gives at positions prompt_length - 1 .. end - 1 (what predicts the
+    completion tokens): `logits` (B, L + 1, V) if asked, `hidden_states` (the last layer's only) if asked."""
+    first, inverse = firsts
+    p, pos = prompt_length, positions(attn)
+    head = forward(input_ids=ids[first, :p], attention_mask=attn[first, :p], position_ids=pos[first, :p],
+                   use_cache=True, output_hidden_states=hidden, logits_to_keep=1)
+    cache = getattr(head, CACHE_ARG)
+    cache.batch_select_indices(inverse)
+    out = forward(input_ids=ids[:, p:], attention_mask=attn, position_ids=pos[:, p:], use_cache=False,
+                  output_hidden_states=hidden, logits_to_keep=0 if logits else 1, **{CACHE_ARG: cache})
+    return CausalLMOutputWithPast(
+        logits=torch.cat([head.logits[inverse], out.logits], 1) if logits else None,
+        hidden_states=(torch.cat([head.hidden_states[-1][inverse, -1:], out.hidden_states[-1]], 1),) if hidden
+        else None)
+
+
 class CausalLMPolicy(nn.Module):
     """A transformers causal LM (optionally with LoRA and a value head) as an mmalign `Policy`.
 
@@ -217,8 +250,9 @@ class CausalLMPolicy(nn.Module):
         decoder: "eager" or "compiled" (`mmalign.generate.sample_tokens`).
         scoring: "eager" or "compiled": the re-scoring forward that gradients flow through (the loss's forward and
             backward) runs the model through `torch.compile` (inductor fuses its norms, rotary embeddings and
-            activations); scoring without gradients (reference, old log-probs) stays eager. The first step pays the
-            compilation, and the first change of batch shape one more (it then compiles for any shape).
+            activations) and runs each group's shared prompt once (`shared_prompt_forward`); scoring without
+            gradients (reference, old log-probs) stays eager. The first step pays the compilations, and the first
+            change of batch shape more (they then serve any shape).
         nlpo: NLPO's action mask (`mmalign.text.nlpo`): with top_p > 0 the policy samples and re-scores only the
             tokens in the top-p nucleus of a masking copy of itself, synchronised every `sync_every` iterations.
         sampler: an engine that samples for the policy from prompt token ids instead of `model`
@@ -338,14 +372,18 @@ class CausalLMPolicy(nn.Module):
         return completion_rollout(group, ids, attn, completion, mask, logprobs, texts)
 
     def _forward(self, rollout: Rollout, model=None, hidden: bool = False, logits: bool = True):
-        """Forward over prompt + completion; returns the output and the slice of positions that predict steps."""
+        """Forward over prompt + completion; returns the output and the slice of positions that predict steps.
+        Compiled scoring runs each group's shared prompt once (`shared_prompt_forward`)."""
         s = rollout.state
-        attn = s["attention_mask"]
+        p, attn = s["prompt_length"], s["attention_mask"]
         end = int(attn.sum(0).nonzero().max()) + 1  # drop all-padding columns at the end of this minibatch
-        out = (model or self._scoring_forward())(input_ids=s["input_ids"][:, :end], attention_mask=attn[:, :end],
-                                    position_ids=positions(attn[:, :end]), output_hidden_states=hidden,
-                                    logits_to_keep=end - s["prompt_length"] + 1 if logits else 1)
-        return out, slice(-(end - s["prompt_length"]) - 1, -1), end
+        ids, attn, sl = s["input_ids"][:, :end], attn[:, :end], slice(-(end - p) - 1, -1)
+        forward = model or self._scoring_forward()
+        if forward is self._compiled_forward and (firsts := group_firsts(rollout.group, ids[:, :p])) is not None:
+            return shared_prompt_forward(forward, ids, attn, p, firsts, hidden, logits), sl, end
+        out = forward(input_ids=ids, attention_mask=attn, position_ids=positions(attn), output_hidden_states=hidden,
+                      logits_to_keep=end - p + 1 if logits else 1)
+        return out, sl, end
 
     def _scoring_forward(self):
         """The forward re-scoring runs on the policy's own model: `self.model`, or its compiled forward with

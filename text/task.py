@@ -234,9 +234,9 @@ class TextTaskConfig:
     logprob_chunk: int = 512
     """Re-score through the LM head in chunks of this many positions (never full (B, T, V) logits); 0 = off."""
     scoring: str = "eager"
-    """"eager" or "compiled": the loss's forward and backward run the model through `torch.compile`
-    (`CausalLMPolicy`); it pays a compilation at the first step and at the first change of batch shape. Not with
-    FSDP."""
+    """"eager" or "compiled": the loss's forward and backward run the model through `torch.compile`, each group's
+    shared prompt once (`CausalLMPolicy`); it pays compilations at the first step and at the first change of batch
+    shape. Not with FSDP."""
     chat_template: bool = True
     """Render prompts with the tokenizer's chat template when it has one."""
     dataset: str = "instructions"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mmalign.generate import _CACHE
+from mmalign.generate import CACHE_ARG
 
 
 def guided(anchor: Tensor, terms: Sequence[tuple[float, Tensor, Tensor | None]]) -> Tensor:
@@ -46,16 +46,16 @@ class Source:
 class _Out:
     def __init__(self, logits: Tensor, caches: list):
         self.logits = logits
-        setattr(self, _CACHE, caches)
+        setattr(self, CACHE_ARG, caches)
 
 
 def lockstep(models: Sequence, inputs: dict, combine) -> _Out:
     """One decode step of causal LMs run in lockstep as one model for `mmalign.generate.sample_tokens`: each model
     keeps its own KV cache (a list of them travels in the cache slot), and the step's logits are
     `combine([last-position logits of each model])`."""
-    caches = inputs.pop(_CACHE, None) or [None] * len(models)
-    outs = [m(**inputs, **({_CACHE: c} if c is not None else {})) for m, c in zip(models, caches)]
-    return _Out(combine([o.logits[:, -1:] for o in outs]), [getattr(o, _CACHE) for o in outs])
+    caches = inputs.pop(CACHE_ARG, None) or [None] * len(models)
+    outs = [m(**inputs, **({CACHE_ARG: c} if c is not None else {})) for m, c in zip(models, caches)]
+    return _Out(combine([o.logits[:, -1:] for o in outs]), [getattr(o, CACHE_ARG) for o in outs])
 
 
 class GuidedLM:
