@@ -112,3 +112,18 @@ def test_compiled_decoder_greedy_equals_eager_and_sampled_logprobs_equal_rescore
     assert len(generate._caches[policy.model]) == 1
     torch.testing.assert_close(_rescored(policy, short, again, process)[again.mask], again.logprobs[again.mask],
                                atol=1e-5, rtol=0)
+
+
+def test_compiled_decoder_draws_follow_the_softmax_and_never_a_banned_token():
+    """The compiled step's sampler (`_choose`, the inverse CDF) draws each token with its softmax probability."""
+    n = 20_000
+    logits = torch.tensor([[2.0, 0.5, -1.0, 1.0, 0.0]]).repeat(n, 1)
+    process = partial(scaled_logits, temperature=0.7, banned=torch.tensor([3]))
+    torch.manual_seed(0)
+    tok, lp, done = generate._choose(logits, process, False, torch.zeros(n, dtype=torch.bool), eos=4, pad=0)
+    p = torch.softmax(process(logits[:1]), -1)[0]
+    freq = torch.bincount(tok, minlength=5) / n
+    assert freq[3] == 0
+    torch.testing.assert_close(freq, p, atol=0.012, rtol=0)  # 4.6 standard errors at p = 0.84
+    torch.testing.assert_close(lp, p.log()[tok])
+    assert torch.equal(done, tok == 4)
