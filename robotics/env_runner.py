@@ -108,18 +108,19 @@ class EnvNoise:
             g.manual_seed(stream_seed(seed, i, 1))
 
     def normal(self, dim: int) -> Tensor:
-        """(n, dim) standard normal draws, row i from env i's generator (drawn in place: the values of
-        `torch.randn(dim, generator=g)`, without a tensor per row and a stack)."""
-        out = torch.empty(len(self.generators), dim)
-        for row, g in zip(out, self.generators):
-            row.normal_(generator=g)
-        return out
+        """(n, dim) standard normal draws, row i from env i's generator."""
+        return self._rows(dim, Tensor.normal_)
 
     def uniform(self, dim: int) -> Tensor:
         """(n, dim) uniform draws in [0, 1), row i from env i's generator."""
+        return self._rows(dim, Tensor.uniform_)
+
+    def _rows(self, dim: int, fill) -> Tensor:
+        """Each row drawn in place by `fill(row, generator=g)`: the values of `torch.randn(dim, generator=g)` (or
+        `rand`), without a tensor per row and a stack."""
         out = torch.empty(len(self.generators), dim)
         for row, g in zip(out, self.generators):
-            row.uniform_(generator=g)
+            fill(row, generator=g)
         return out
 
 
