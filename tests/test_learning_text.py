@@ -45,7 +45,7 @@ def test_grpo_learns_with_the_compiled_decoder_and_scoring(tmp_path, learning):
     rewards = train_rewards(tmp_path, "grpo", policy, steps=150, seed=learning.seed)
     first, last = mean(rewards[:10]), mean(rewards[-10:])
     learning.report(first=first, last=last)
-    assert last > first + 0.05, (first, last)  # gains 0.095-0.247 over seeds 0-4, 1 and 2 threads (docs/text.md)
+    assert last > first + 0.05, (first, last)  # gains 0.093-0.259 over seeds 0-4, 1 and 2 threads (docs/text.md)
 
 
 def test_ppo_learns_the_target_reply(tmp_path, learning):
