@@ -2,7 +2,7 @@
 settings in the environment): one GRPO update on a fixed global batch, each process taking its share of the contexts;
 rank 0 saves the updated weights (whole, gathered from FSDP's shards), every rank its update's metrics
 (OUT.rank<r>.json). Options: `poison` (the last process's first advantage is NaN: every process must skip), `lora`
-(a LoRA policy: only the adapters train)."""
+(a LoRA policy: only the adapters train), `compiled` (compiled re-scoring, `scoring="compiled"`)."""
 
 import json
 import os
@@ -19,9 +19,9 @@ from mmalign.run_config import RunConfig, TrainerConfig
 from mmalign.trainer import Trainer, make_accelerator
 
 
-def main(out: str, micro: int, poison: bool = False, lora: bool = False) -> None:
+def main(out: str, micro: int, poison: bool = False, lora: bool = False, compiled: bool = False) -> None:
     acc = make_accelerator(TrainerConfig(device="cpu"))
-    policy = tiny_policy(seed=0, lora=lora)
+    policy = tiny_policy(seed=0, lora=lora, scoring="compiled" if compiled else "eager")
     torch.manual_seed(123)  # the same global rollout on every process
     rollout = policy.sample(ROWS * 2, 4)  # 4 contexts x 4 samples
     rollout.rewards = torch.arange(len(rollout), dtype=torch.float32) % 5
@@ -44,7 +44,7 @@ def main(out: str, micro: int, poison: bool = False, lora: bool = False) -> None
 
 if __name__ == "__main__":
     try:
-        main(sys.argv[1], int(sys.argv[2]), "poison" in sys.argv[3:], "lora" in sys.argv[3:])
+        main(sys.argv[1], int(sys.argv[2]), *(flag in sys.argv[3:] for flag in ("poison", "lora", "compiled")))
     finally:
         close_process_group()
     sys.stdout.flush()

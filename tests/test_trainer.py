@@ -179,11 +179,13 @@ def _same_update(a: dict, b: dict, start: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy, lora", [("ddp", False), ("fsdp", False), ("fsdp", True)])
-def test_two_processes_make_the_same_update_as_one(tmp_path, strategy, lora):
-    """DDP and FSDP2 (torch's fully_shard over gloo), the whole model and LoRA adapters: 2 processes, each with half
-    the batch (and 2 micro-batches), give the update of one process on the whole batch."""
-    extra = ["lora"] if lora else []
+@pytest.mark.parametrize("strategy, extra", [("ddp", []), ("fsdp", []), ("fsdp", ["lora"]), ("ddp", ["compiled"])],
+                         ids=["ddp", "fsdp", "fsdp-lora", "ddp-compiled"])
+def test_two_processes_make_the_same_update_as_one(tmp_path, strategy, extra):
+    """DDP and FSDP2 (torch's fully_shard over gloo), the whole model and LoRA adapters, and DDP with compiled
+    re-scoring: 2 processes, each with half the batch (and 2 micro-batches), give the update of one process on the
+    whole batch."""
+    lora = "lora" in extra
     one = _update(tmp_path / "one.safetensors", [sys.executable], "0", *extra)
     two = tmp_path / "two.safetensors"
     b = _update(two, TWO_PROCESSES, "2", *extra, env=FSDP if strategy == "fsdp" else None)
@@ -192,6 +194,12 @@ def test_two_processes_make_the_same_update_as_one(tmp_path, strategy, lora):
     assert [m["sharded"] for m in ranks] == [strategy == "fsdp"] * 2  # FSDP really sharded the weights
     norms = [m["grad_norm"] for m in ranks]
     assert norms[0] == norms[1] and math.isfinite(norms[0])  # the norm of the reduced gradients, on every process
+
+
+def test_compiled_scoring_under_fsdp_is_refused_by_name(tmp_path):
+    proc = subprocess.run([*map(str, TWO_PROCESSES), str(TESTS / "mp_update.py"), str(tmp_path / "w"), "0",
+                           "compiled"], env={**ENV, **FSDP}, cwd=TESTS, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "compiled re-scoring does not run under FSDP" in proc.stderr, proc.stderr[-3000:]
 
 
 @pytest.mark.slow

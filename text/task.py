@@ -236,7 +236,7 @@ class TextTaskConfig:
     scoring: str = "eager"
     """"eager" or "compiled": the loss's forward and backward run the model through `torch.compile`, each group's
     shared prompt once (`CausalLMPolicy`); it pays compilations at the first step and at the first change of batch
-    shape. Not with FSDP."""
+    shape. Runs under DDP; FSDP refuses it."""
     chat_template: bool = True
     """Render prompts with the tokenizer's chat template when it has one."""
     dataset: str = "instructions"
