@@ -394,10 +394,13 @@ class CausalLMPolicy(nn.Module):
                       logits_to_keep=end - p + 1 if logits else 1)
         return out, sl, end
 
+    def _compiles(self) -> bool:
+        """Re-scoring runs compiled now: scoring "compiled" while gradients are on (the loss's forward, backward)."""
+        return self.scoring == "compiled" and torch.is_grad_enabled()
+
     def _scoring_forward(self):
-        """The forward re-scoring runs on the policy's own model: `self.model`, or its compiled forward with
-        scoring "compiled" while gradients are on."""
-        if self.scoring == "eager" or not torch.is_grad_enabled():
+        """The forward re-scoring runs on the policy's own model: `self.model`, or its compiled forward."""
+        if not self._compiles():
             return self.model
         if self._compiled_forward is None:
             self._compiled_forward = torch.compile(self.model.forward)
@@ -420,9 +423,8 @@ class CausalLMPolicy(nn.Module):
             out, sl, end = self._forward(rollout, model, hidden=True, logits=False)
             tokens = rollout.state["input_ids"][:, rollout.state["prompt_length"]:end]
             head = (model or self.model).get_output_embeddings()
-            compiled = self.scoring == "compiled" and torch.is_grad_enabled()
             return self._pad(rollout, chunked_token_logprobs(out.hidden_states[-1][:, sl], head, tokens,
-                                                             self.temperature, self.logprob_chunk, compiled))
+                                                             self.temperature, self.logprob_chunk, self._compiles()))
         out, sl, end = self._forward(rollout, model)
         tokens = rollout.state["input_ids"][:, rollout.state["prompt_length"]:end]
         return self._pad(rollout, token_logprobs(out.logits[:, sl], tokens, self.temperature))
