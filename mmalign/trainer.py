@@ -300,9 +300,6 @@ class Trainer:
         params = [p for p in self.policy.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the policy has no trainable parameters.")
-        if self.acc.distributed_type == DistributedType.FSDP and getattr(self.policy, "scoring", "eager") != "eager":
-            raise ConfigError("compiled re-scoring does not run under FSDP (its first update hangs there): set "
-                              "task_args.scoring: eager, or launch without FSDP (DDP).", "task_args.scoring")
         self.model, self.optimizer = self.acc.prepare(PolicyCall(self.policy), make_optimizer(params, tc, self.acc))
         self.stepper, self.clip = optimizer_stepper(self.acc, self.optimizer), gradient_clipper(self.acc)
         self.params = [p for p in self.policy.parameters() if p.requires_grad]  # FSDP replaced them with shards

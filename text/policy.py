@@ -403,6 +403,11 @@ class CausalLMPolicy(nn.Module):
         if not self._compiles():
             return self.model
         if self._compiled_forward is None:
+            from torch.distributed.fsdp import FSDPModule
+
+            if any(isinstance(m, FSDPModule) for m in self.model.modules()):
+                raise ConfigError("compiled re-scoring does not run under FSDP (its first update hangs there): set "
+                                  "task_args.scoring: eager, or launch without FSDP (DDP).", "task_args.scoring")
             self._compiled_forward = torch.compile(self.model.forward)
         return self._compiled_forward
 
